@@ -1,1 +1,57 @@
-fn main() {}
+//! The Lambda bootstrap: tracing, config, clients built once, then the runtime loop.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ecs_rerun::clock::TokioClock;
+use ecs_rerun::config::Config;
+use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
+use ecs_rerun::launch::EcsLauncher;
+use ecs_rerun::notify::SnsNotifier;
+use ecs_rerun::{account_of_arn, metrics};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    // JSON lines when AWS_LAMBDA_LOG_FORMAT=JSON, as Lambda's advanced logging controls set it.
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env().inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
+    let aws = aws_config::load_from_env().await;
+    let handler = Handler::new(
+        config.clone(),
+        EcsLauncher::new(aws_sdk_ecs::Client::new(&aws)),
+        SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone()),
+        TokioClock,
+    );
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let invocation = Invocation {
+            deadline: Some(event.context.deadline()),
+            own_account: account_of_arn(&event.context.invoked_function_arn),
+        };
+        let report = handler.handle(&event.payload, &invocation).await.map_err(diagnostic)?;
+        emit_metrics(&report);
+        Ok::<Report, Diagnostic>(report)
+    }))
+    .await
+}
+
+fn emit_metrics(report: &Report) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if let Some(line) = metrics::emf_line(report, now_ms) {
+        println!("{line}");
+    }
+}
+
+fn diagnostic(err: HandlerError) -> Diagnostic {
+    let error_type = match err {
+        HandlerError::Decode(_) => "DecodeError",
+        HandlerError::Publish(_) => "PublishError",
+    };
+    Diagnostic {
+        error_type: error_type.to_owned(),
+        error_message: err.to_string(),
+    }
+}

@@ -1,1 +1,142 @@
-fn main() {}
+//! Replays event files through the same handler as the Lambda, for local runs and debugging.
+//!
+//! `ecs-rerun-replay [--dry-run] [--expect FILE] EVENT.json...`
+//!
+//! Prints one JSON line per event on stdout (the handler's report plus `file`), logs on stderr.
+//! With `--dry-run` it makes no AWS call: it logs the RunTask request and prints the Publish
+//! request it would send. Otherwise it uses real SDK clients from the standard configuration
+//! chain, so `AWS_ENDPOINT_URL` points it at a local endpoint. With `--expect FILE` (a JSON map
+//! from file name to `{"dry_run": outcome, "local": outcome}`) it checks every outcome.
+//! Exits 1 if any event could not be processed or had an unexpected outcome, 2 on bad usage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ecs_rerun::clock::TokioClock;
+use ecs_rerun::config::Config;
+use ecs_rerun::handler::{Handler, Invocation};
+use ecs_rerun::launch::EcsLauncher;
+use ecs_rerun::notify::{Notifier, PrintNotifier, SnsNotifier};
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage: ecs-rerun-replay [--dry-run] [--expect FILE] EVENT.json...";
+
+struct Args {
+    dry_run: bool,
+    expect: Option<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    lambda_runtime::tracing::init_default_subscriber_with_writer(std::io::stderr);
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let expected = match args.expect.as_deref().map(read_expectations).transpose() {
+        Ok(e) => e.unwrap_or_default(),
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    // A dry run publishes nothing, so it needs no topic.
+    let config = Config::from_lookup(|name| {
+        std::env::var(name).ok().or_else(|| {
+            (args.dry_run && name == "ECS_RERUN_TOPIC_ARN")
+                .then(|| "arn:aws:sns:us-east-1:000000000000:ecs-rerun-dry-run".to_owned())
+        })
+    });
+    let mut config = match config {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    config.dry_run |= args.dry_run;
+    let key = if args.dry_run { "dry_run" } else { "local" };
+    let ok = if args.dry_run {
+        // Built without the credential and region chain: a dry run must not touch the network.
+        let ecs = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let launcher = EcsLauncher::new(aws_sdk_ecs::Client::from_conf(ecs));
+        let handler = Handler::new(config, launcher, PrintNotifier, TokioClock);
+        replay(&handler, &args.files, &expected, key).await
+    } else {
+        let aws = aws_config::load_from_env().await;
+        let launcher = EcsLauncher::new(aws_sdk_ecs::Client::new(&aws));
+        let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
+        let handler = Handler::new(config, launcher, notifier, TokioClock);
+        replay(&handler, &args.files, &expected, key).await
+    };
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+async fn replay<N: Notifier>(
+    handler: &Handler<EcsLauncher, N, TokioClock>,
+    files: &[PathBuf],
+    expected: &BTreeMap<String, Value>,
+    key: &str,
+) -> bool {
+    let mut all_ok = true;
+    for file in files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let line = match read_event(file) {
+            Err(msg) => json!({"file": name, "outcome": "error", "error": msg}),
+            Ok(event) => match handler.handle(&event, &Invocation::default()).await {
+                Ok(report) => {
+                    let mut line = serde_json::to_value(&report).unwrap_or_default();
+                    line["file"] = Value::from(name.clone());
+                    line
+                }
+                Err(err) => json!({"file": name, "outcome": "error", "error": err.to_string()}),
+            },
+        };
+        let outcome = line["outcome"].as_str().unwrap_or("error").to_owned();
+        all_ok &= outcome != "error";
+        if let Some(want) = expected.get(&name).and_then(|e| e.get(key)).and_then(Value::as_str)
+            && want != outcome
+        {
+            eprintln!("{name}: expected outcome {want}, got {outcome}");
+            all_ok = false;
+        }
+        println!("{line}");
+    }
+    all_ok
+}
+
+fn read_event(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
+}
+
+fn read_expectations(path: &Path) -> Result<BTreeMap<String, Value>, String> {
+    let value = read_event(path)?;
+    serde_json::from_value(value).map_err(|e| format!("{}: expected a JSON object of file names: {e}", path.display()))
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args { dry_run: false, expect: None, files: Vec::new() };
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dry-run" => parsed.dry_run = true,
+            "--expect" => parsed.expect = Some(args.next().ok_or("--expect needs a file")?.into()),
+            "-h" | "--help" => return Err("ecs-rerun-replay: replay EventBridge events through the ecs-rerun handler".to_owned()),
+            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            file => parsed.files.push(file.into()),
+        }
+    }
+    if parsed.files.is_empty() {
+        return Err("no event file given".to_owned());
+    }
+    Ok(parsed)
+}

@@ -1,0 +1,264 @@
+//! Classify: is a failure worth a retry, or does a person have to fix something?
+//!
+//! A table of rules, in the spirit of AWS Batch's `evaluateOnExit`: each rule matches a placement
+//! failure's `reason`, or an exception's `errorCode`, optionally narrowed by the message, with
+//! case-insensitive globs (`*`, `?`). The first rule that matches decides; a failure no rule
+//! matches is `unknown` and gets a notification. Operators prepend their own rules with
+//! `ECS_RERUN_RULES`, so they can override any default without a rebuild.
+
+use serde::{Deserialize, Serialize};
+use wildmatch::WildMatchPattern;
+
+use crate::decode::Failure;
+use crate::event::PlacementFailure;
+
+type Glob = WildMatchPattern<'*', '?'>;
+
+/// What to do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Transient: re-issue the call after a backoff.
+    Retry,
+    /// Permanent: tell a person.
+    Notify,
+}
+
+/// The class of a failure, as shown in notifications and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonClass {
+    /// A rule says retry.
+    Transient,
+    /// A rule says notify.
+    Permanent,
+    /// No rule matched.
+    Unknown,
+    /// Transient, but the request cannot be reproduced (redacted environment, unknown fields).
+    NotReplayable,
+}
+
+impl ReasonClass {
+    /// The snake_case name used in attributes, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Unknown => "unknown",
+            Self::NotReplayable => "not_replayable",
+        }
+    }
+}
+
+/// One rule as written in `ECS_RERUN_RULES` (JSON list of these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RuleSpec {
+    action: Action,
+    on_reason: Option<String>,
+    on_error_code: Option<String>,
+    on_message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    action: Action,
+    on_reason: Option<Glob>,
+    on_error_code: Option<Glob>,
+    on_message: Option<Glob>,
+    text: String,
+}
+
+/// A bad `ECS_RERUN_RULES` value.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "ECS_RERUN_RULES: {0}. Expected a JSON list such as \
+     [{{\"onReason\": \"RESOURCE:*\", \"action\": \"retry\"}}, \
+     {{\"onErrorCode\": \"ClientException\", \"onMessage\": \"*capacity*\", \"action\": \"notify\"}}]"
+)]
+pub struct RuleError(String);
+
+/// The verdict on one failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// The failure in one line: the reason, or `code: message`.
+    pub failure: String,
+    /// What to do.
+    pub action: Action,
+    /// Its class.
+    pub class: ReasonClass,
+    /// The rule that matched, for the record.
+    pub rule: String,
+}
+
+/// The ordered rule table.
+#[derive(Debug, Clone)]
+pub struct Rules(Vec<Rule>);
+
+/// The built-in table (section 1.7 of the AWS facts): `(action, onReason, onErrorCode, onMessage)`.
+const DEFAULTS: &[(Action, Option<&str>, Option<&str>, Option<&str>)] = &[
+    (Action::Retry, Some("AGENT"), None, None),
+    (Action::Retry, Some("RESOURCE:*"), None, None),
+    (Action::Retry, Some("*Capacity is unavailable*"), None, None),
+    (Action::Retry, None, Some("ThrottlingException"), None),
+    (Action::Retry, None, Some("ServerException"), None),
+    (Action::Retry, None, Some(NETWORK_ERROR), None),
+    (
+        Action::Retry,
+        None,
+        Some("ClientException"),
+        Some("*Tasks provisioning capacity limit exceeded*"),
+    ),
+    (Action::Notify, Some("ATTRIBUTE"), None, None),
+    (Action::Notify, Some("LOCATION"), None, None),
+    (Action::Notify, Some("MISSING"), None, None),
+    (Action::Notify, Some("INACTIVE"), None, None),
+    (Action::Notify, Some("*limit on the number of*"), None, None),
+    (Action::Notify, Some("*configuration is above your limit*"), None, None),
+    (Action::Notify, None, Some("AccessDenied*"), None),
+    (Action::Notify, None, Some("InvalidParameterException"), None),
+    (Action::Notify, None, Some("ClientException"), None),
+];
+
+/// Pseudo error code for a call that got no answer (timeout, connection reset): the SDK has
+/// already retried it with the same token, so another attempt is safe and transient.
+pub const NETWORK_ERROR: &str = "NetworkError";
+
+impl Rules {
+    /// The built-in table.
+    pub fn defaults() -> Self {
+        Self(
+            DEFAULTS
+                .iter()
+                .map(|&(action, reason, code, message)| {
+                    Rule::new(action, reason, code, message)
+                })
+                .collect(),
+        )
+    }
+
+    /// The operator's rules (JSON, as in `ECS_RERUN_RULES`) ahead of the built-in ones.
+    pub fn with_overrides(json: &str) -> Result<Self, RuleError> {
+        let specs: Vec<RuleSpec> =
+            serde_json::from_str(json).map_err(|e| RuleError(format!("not valid JSON: {e}")))?;
+        let mut rules = Vec::with_capacity(specs.len() + DEFAULTS.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            if spec.on_reason.is_none() && spec.on_error_code.is_none() {
+                return Err(RuleError(format!(
+                    "rule {i} needs onReason or onErrorCode"
+                )));
+            }
+            if spec.on_reason.is_some() && spec.on_error_code.is_some() {
+                return Err(RuleError(format!(
+                    "rule {i} has both onReason and onErrorCode; a failure has one or the other"
+                )));
+            }
+            rules.push(Rule::new(
+                spec.action,
+                spec.on_reason.as_deref(),
+                spec.on_error_code.as_deref(),
+                spec.on_message.as_deref(),
+            ));
+        }
+        rules.extend(Self::defaults().0);
+        Ok(Self(rules))
+    }
+
+    /// Classifies one placement failure.
+    pub fn placement(&self, failure: &PlacementFailure) -> Verdict {
+        let reason = failure.reason.as_deref().unwrap_or("");
+        let detail = failure.detail.as_deref().unwrap_or("");
+        self.first_match(reason, |r| {
+            r.on_error_code.is_none()
+                && r.on_reason.as_ref().is_some_and(|g| g.matches(reason))
+                && r.on_message.as_ref().is_none_or(|g| g.matches(detail))
+        })
+    }
+
+    /// Classifies one exception.
+    pub fn api_error(&self, code: &str, message: &str) -> Verdict {
+        let shown = if message.is_empty() {
+            code.to_owned()
+        } else {
+            format!("{code}: {message}")
+        };
+        self.first_match(&shown, |r| {
+            r.on_reason.is_none()
+                && r.on_error_code.as_ref().is_some_and(|g| g.matches(code))
+                && r.on_message.as_ref().is_none_or(|g| g.matches(message))
+        })
+    }
+
+    /// Classifies a whole failure: one verdict per failure entry.
+    pub fn failure(&self, failure: &Failure) -> Vec<Verdict> {
+        match failure {
+            Failure::Placement(failures) => failures.iter().map(|f| self.placement(f)).collect(),
+            Failure::Api { code, message } => vec![self.api_error(code, message)],
+        }
+    }
+
+    fn first_match(&self, shown: &str, matches: impl Fn(&Rule) -> bool) -> Verdict {
+        let failure = if shown.is_empty() {
+            "(no reason given)".to_owned()
+        } else {
+            shown.to_owned()
+        };
+        match self.0.iter().find(|r| matches(r)) {
+            Some(rule) => Verdict {
+                failure,
+                action: rule.action,
+                class: match rule.action {
+                    Action::Retry => ReasonClass::Transient,
+                    Action::Notify => ReasonClass::Permanent,
+                },
+                rule: rule.text.clone(),
+            },
+            None => Verdict {
+                failure,
+                action: Action::Notify,
+                class: ReasonClass::Unknown,
+                rule: "no rule matched".to_owned(),
+            },
+        }
+    }
+}
+
+/// Retry if any failure is transient: with several entries for one call, one transient cause
+/// (an agent reconnecting) is enough for a new placement to succeed.
+pub fn overall(verdicts: &[Verdict]) -> Option<&Verdict> {
+    verdicts
+        .iter()
+        .find(|v| v.action == Action::Retry)
+        .or_else(|| verdicts.first())
+}
+
+impl Rule {
+    fn new(
+        action: Action,
+        reason: Option<&str>,
+        code: Option<&str>,
+        message: Option<&str>,
+    ) -> Self {
+        let mut text = Vec::new();
+        if let Some(r) = reason {
+            text.push(format!("onReason={r}"));
+        }
+        if let Some(c) = code {
+            text.push(format!("onErrorCode={c}"));
+        }
+        if let Some(m) = message {
+            text.push(format!("onMessage={m}"));
+        }
+        let action_name = match action {
+            Action::Retry => "retry",
+            Action::Notify => "notify",
+        };
+        Self {
+            action,
+            on_reason: reason.map(Glob::new_case_insensitive),
+            on_error_code: code.map(Glob::new_case_insensitive),
+            on_message: message.map(Glob::new_case_insensitive),
+            text: format!("{} -> {action_name}", text.join(" ")),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Config: the `ECS_RERUN_*` environment variables, read and validated once at start-up.
+//!
+//! A missing or malformed value stops start-up with a message that names the variable, so a
+//! deployment mistake shows at the first invocation instead of as a silent misbehaviour.
+
+use std::time::Duration;
+
+use crate::classify::{RuleError, Rules};
+use crate::plan::Policy;
+
+/// Everything the handler needs to know from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SNS topic for notifications (`ECS_RERUN_TOPIC_ARN`, required).
+    pub topic_arn: String,
+    /// Attempts, backoff, replay of redacted environments.
+    pub policy: Policy,
+    /// The classification table, with the operator's rules first.
+    pub rules: Rules,
+    /// Also notify when a retry recovered the tasks (`ECS_RERUN_NOTIFY_ON_RECOVERY`).
+    pub notify_on_recovery: bool,
+    /// Accounts besides the function's own whose events are acted on (`ECS_RERUN_ALLOWED_ACCOUNTS`).
+    pub allowed_accounts: Vec<String>,
+    /// Decide, log and notify, but launch nothing (`ECS_RERUN_DRY_RUN`).
+    pub dry_run: bool,
+}
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} is not set; it is required (see the README's configuration table)")]
+    Missing(&'static str),
+    /// A variable has a value that cannot be used.
+    #[error("{var}={value:?} is invalid: expected {expected}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What would be valid.
+        expected: &'static str,
+    },
+    /// `ECS_RERUN_RULES` does not parse.
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let defaults = Policy::default();
+
+        let topic_arn = get("ECS_RERUN_TOPIC_ARN").ok_or(ConfigError::Missing("ECS_RERUN_TOPIC_ARN"))?;
+        if !(topic_arn.starts_with("arn:") && topic_arn.contains(":sns:")) {
+            return Err(ConfigError::Invalid {
+                var: "ECS_RERUN_TOPIC_ARN",
+                value: topic_arn,
+                expected: "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
+            });
+        }
+        let max_attempts = number(&get, "ECS_RERUN_MAX_ATTEMPTS", defaults.max_attempts.into(), 1..=10, "a whole number from 1 to 10")?;
+        let base_delay = millis(&get, "ECS_RERUN_BASE_DELAY_MS", defaults.base_delay)?;
+        let max_delay = millis(&get, "ECS_RERUN_MAX_DELAY_MS", defaults.max_delay)?;
+        if base_delay > max_delay {
+            return Err(ConfigError::Invalid {
+                var: "ECS_RERUN_MAX_DELAY_MS",
+                value: max_delay.as_millis().to_string(),
+                expected: "at least ECS_RERUN_BASE_DELAY_MS",
+            });
+        }
+        let rules = match get("ECS_RERUN_RULES") {
+            Some(json) => Rules::with_overrides(&json)?,
+            None => Rules::defaults(),
+        };
+        let allowed_accounts = get("ECS_RERUN_ALLOWED_ACCOUNTS")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| {
+                        if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) {
+                            Ok(a.to_owned())
+                        } else {
+                            Err(ConfigError::Invalid {
+                                var: "ECS_RERUN_ALLOWED_ACCOUNTS",
+                                value: list.clone(),
+                                expected: "a comma-separated list of 12-digit account IDs",
+                            })
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+
+        Ok(Self {
+            topic_arn,
+            policy: Policy {
+                max_attempts: u32::try_from(max_attempts).unwrap_or(defaults.max_attempts),
+                base_delay,
+                max_delay,
+                deadline_reserve: millis(&get, "ECS_RERUN_DEADLINE_RESERVE_MS", defaults.deadline_reserve)?,
+                replay_redacted_env: flag(&get, "ECS_RERUN_REPLAY_REDACTED_ENV")?,
+            },
+            rules,
+            notify_on_recovery: flag(&get, "ECS_RERUN_NOTIFY_ON_RECOVERY")?,
+            allowed_accounts,
+            dry_run: flag(&get, "ECS_RERUN_DRY_RUN")?,
+        })
+    }
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    expected: &'static str,
+) -> Result<u64, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ConfigError::Invalid { var, value, expected }),
+        },
+    }
+}
+
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+    number(get, var, default, 0..=900_000, "milliseconds from 0 to 900000 (15 minutes)")
+        .map(Duration::from_millis)
+}
+
+fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<bool, ConfigError> {
+    match get(var) {
+        None => Ok(false),
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::Invalid { var, value, expected: "true or false" }),
+        },
+    }
+}

@@ -1,0 +1,253 @@
+//! Handler: one event in, one report out. Carries out the plan through the ports.
+//!
+//! `decode` → account check → `plan::decide` → the episode's steps (sleep, launch, record) →
+//! at most one notification → a summary log line and a [`Report`]. The Lambda `main` and the
+//! local replay command both call [`Handler::handle`]; only the adapters differ.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::classify::ReasonClass;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::decode::{self, DecodeError, Decoded, FailedRunTask, Ignored};
+use crate::launch::TaskLauncher;
+use crate::message::{self, cluster_name, task_family};
+use crate::notify::{Notifier, PublishError};
+use crate::plan::{self, Conclusion, Decision, LaunchResult, Outcome, Step};
+use crate::redact;
+
+/// What the runtime knows about this invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// The Lambda deadline; `None` when replaying locally.
+    pub deadline: Option<SystemTime>,
+    /// The function's own account (from its ARN); `None` when replaying locally.
+    pub own_account: Option<String>,
+}
+
+/// The result of one event: returned to Lambda, printed by the replay command, turned into metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// CloudTrail `eventID`, when there is one.
+    pub event_id: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Class of the deciding failure (none for ignored events).
+    pub reason_class: Option<ReasonClass>,
+    /// Why, in one line (secrets masked).
+    pub reason: String,
+    /// Launch attempts made.
+    pub attempts: u32,
+    /// Tasks the retries started.
+    pub tasks_started: u32,
+    /// Time spent in backoff, in milliseconds.
+    pub waited_ms: u64,
+    /// Whether a notification was published.
+    pub notified: bool,
+    /// Its subject.
+    pub subject: Option<String>,
+    /// Cluster short name.
+    pub cluster: Option<String>,
+    /// Task family.
+    pub task_family: Option<String>,
+    /// From the original failure (CloudTrail `eventTime`) to the recovery, in milliseconds.
+    pub recovery_ms: Option<u64>,
+}
+
+/// Why an invocation fails (and goes to Lambda's retry and then the dead-letter queue).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The event cannot be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The notification could not be published.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// The handler, generic over its ports.
+#[derive(Debug)]
+pub struct Handler<L, N, C> {
+    config: Config,
+    launcher: L,
+    notifier: N,
+    clock: C,
+}
+
+impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
+    /// Assembles a handler from validated config and built adapters.
+    pub fn new(config: Config, launcher: L, notifier: N, clock: C) -> Self {
+        Self {
+            config,
+            launcher,
+            notifier,
+            clock,
+        }
+    }
+
+    /// Handles one EventBridge event.
+    pub async fn handle(&self, event: &Value, invocation: &Invocation) -> Result<Report, HandlerError> {
+        let decoded = decode::decode(event).inspect_err(|err| {
+            tracing::error!(error = %err, "cannot decode the event; failing the invocation so that it is retried and then dead-lettered, not lost");
+        })?;
+        let failed = match decoded {
+            Decoded::Ignored(why) => return Ok(ignored(event_id_of(event), &why)),
+            Decoded::Failed(failed) => failed,
+        };
+        if !self.serves(&failed.account, invocation) {
+            let why = Ignored::ForeignAccount {
+                account: failed.account.clone(),
+            };
+            tracing::warn!(event_id = %failed.event_id, "{why}");
+            return Ok(ignored(Some(failed.event_id.clone()), &why));
+        }
+        let cluster = cluster_name(failed.request.cluster_or_default()).to_owned();
+        let family = task_family(failed.request.task_definition.as_deref().unwrap_or("")).to_owned();
+        let span = tracing::info_span!("episode", event_id = %failed.event_id, cluster = %cluster, task_family = %family);
+        self.episode(&failed, invocation).instrument(span).await
+    }
+
+    async fn episode(&self, failed: &FailedRunTask, invocation: &Invocation) -> Result<Report, HandlerError> {
+        let secrets: Vec<&str> = failed.request.environment_values().collect();
+        tracing::info!(
+            failure = %redact::scrub(&failure_line(failed), secrets.iter().copied()),
+            requested = failed.request.requested_count(),
+            started = failed.started,
+            caller = failed.caller.as_deref().unwrap_or("unknown"),
+            "RunTask failed"
+        );
+        let conclusion = match plan::decide(failed, &self.config.rules, &self.config.policy) {
+            Decision::Conclude(conclusion) => conclusion,
+            Decision::Retry(mut episode) => loop {
+                let time_left = invocation
+                    .deadline
+                    .map(|d| d.duration_since(self.clock.now()).unwrap_or(Duration::ZERO));
+                match episode.next(time_left) {
+                    Step::Done(conclusion) => break conclusion,
+                    Step::Launch { attempt, wait, request } => {
+                        tracing::info!(attempt, wait_ms = wait.as_millis() as u64, count = request.count, "waiting before retry");
+                        self.clock.sleep(wait).await;
+                        let result = if self.config.dry_run {
+                            tracing::info!(attempt, request = %request.to_loggable_json(), "dry run: would send RunTask");
+                            LaunchResult::DryRun
+                        } else {
+                            self.launcher.run_task(&request).await
+                        };
+                        log_attempt(attempt, &result, &secrets);
+                        episode.record(result);
+                    }
+                }
+            },
+        };
+
+        let outcome = conclusion.outcome;
+        let wants_note = match outcome {
+            Outcome::Recovered => self.config.notify_on_recovery,
+            Outcome::Ignored => false,
+            Outcome::GaveUp | Outcome::NotRetryable | Outcome::WouldRetry => true,
+        };
+        let note = wants_note.then(|| message::compose(failed, &conclusion));
+        if let Some(note) = &note {
+            self.notifier.publish(note).await.inspect_err(|err| {
+                tracing::error!(error = %err, "notification not published");
+            })?;
+        }
+        let report = self.report(failed, &conclusion, note.map(|n| n.subject), &secrets);
+        tracing::info!(
+            outcome = outcome.as_str(),
+            reason_class = conclusion.class.as_str(),
+            attempts = report.attempts,
+            waited_ms = report.waited_ms,
+            tasks_started = report.tasks_started,
+            still_missing = conclusion.still_missing,
+            notified = report.notified,
+            reason = %report.reason,
+            "episode finished"
+        );
+        Ok(report)
+    }
+
+    fn serves(&self, account: &str, invocation: &Invocation) -> bool {
+        match &invocation.own_account {
+            None => true,
+            Some(own) => own == account || self.config.allowed_accounts.iter().any(|a| a == account),
+        }
+    }
+
+    fn report(&self, failed: &FailedRunTask, c: &Conclusion, subject: Option<String>, secrets: &[&str]) -> Report {
+        let recovery_ms = (c.outcome == Outcome::Recovered)
+            .then(|| failed.event_time.as_deref())
+            .flatten()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| self.clock.now().duration_since(SystemTime::from(t)).ok())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Report {
+            event_id: Some(failed.event_id.clone()),
+            outcome: c.outcome,
+            reason_class: Some(c.class),
+            reason: redact::scrub(&c.why, secrets.iter().copied()),
+            attempts: u32::try_from(c.attempts.len()).unwrap_or(u32::MAX),
+            tasks_started: c.started_by_retries,
+            waited_ms: c.attempts.iter().map(|a| a.waited_ms).sum(),
+            notified: subject.is_some(),
+            subject,
+            cluster: Some(cluster_name(failed.request.cluster_or_default()).to_owned()),
+            task_family: failed.request.task_definition.as_deref().map(|t| task_family(t).to_owned()),
+            recovery_ms,
+        }
+    }
+}
+
+fn ignored(event_id: Option<String>, why: &Ignored) -> Report {
+    tracing::info!(event_id = event_id.as_deref().unwrap_or("none"), reason = %why, "event ignored");
+    Report {
+        event_id,
+        outcome: Outcome::Ignored,
+        reason_class: None,
+        reason: why.to_string(),
+        attempts: 0,
+        tasks_started: 0,
+        waited_ms: 0,
+        notified: false,
+        subject: None,
+        cluster: None,
+        task_family: None,
+        recovery_ms: None,
+    }
+}
+
+fn event_id_of(event: &Value) -> Option<String> {
+    event
+        .pointer("/detail/eventID")
+        .or_else(|| event.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn failure_line(failed: &FailedRunTask) -> String {
+    match &failed.failure {
+        decode::Failure::Api { code, message } => format!("{code}: {message}"),
+        decode::Failure::Placement(failures) => failures
+            .iter()
+            .map(|f| f.reason.as_deref().unwrap_or("(no reason)"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+fn log_attempt(attempt: u32, result: &LaunchResult, secrets: &[&str]) {
+    match result {
+        LaunchResult::Placed { started, failures } => {
+            let reasons: Vec<&str> = failures.iter().filter_map(|f| f.reason.as_deref()).collect();
+            tracing::info!(attempt, started = started.len(), failures = %redact::scrub(&reasons.join("; "), secrets.iter().copied()), "retry answered");
+        }
+        LaunchResult::Rejected { code, message, ambiguous } => {
+            tracing::warn!(attempt, code = %code, message = %redact::scrub(message, secrets.iter().copied()), ambiguous, "retry rejected");
+        }
+        LaunchResult::DryRun => {}
+    }
+}

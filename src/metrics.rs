@@ -1,0 +1,52 @@
+//! Metrics: CloudWatch Embedded Metric Format lines, so metrics cost no API call.
+//!
+//! One JSON line per handled failure, printed to stdout, where Lambda's log pipeline turns it into
+//! metrics in the `EcsRerun` namespace. Dimensions stay few (outcome, and outcome with reason
+//! class) so the metric count, and its cost, is bounded whatever the number of clusters; the
+//! cluster and task family ride along as plain properties, searchable in Logs Insights.
+
+use serde_json::{Value, json};
+
+use crate::handler::Report;
+use crate::plan::Outcome;
+
+/// The CloudWatch namespace.
+pub const NAMESPACE: &str = "EcsRerun";
+
+/// The EMF line for one report, or `None` for ignored events (they are not failures).
+pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
+    if report.outcome == Outcome::Ignored {
+        return None;
+    }
+    let mut metrics = vec![
+        json!({"Name": "FailuresSeen", "Unit": "Count"}),
+        json!({"Name": "RetriesIssued", "Unit": "Count"}),
+        json!({"Name": "Recoveries", "Unit": "Count"}),
+        json!({"Name": "Notifications", "Unit": "Count"}),
+    ];
+    let mut line = json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Outcome"], ["Outcome", "ReasonClass"]],
+                "Metrics": [],
+            }],
+        },
+        "Outcome": report.outcome.as_str(),
+        "ReasonClass": report.reason_class.map_or("none", |c| c.as_str()),
+        "FailuresSeen": 1,
+        "RetriesIssued": report.attempts,
+        "Recoveries": u8::from(report.outcome == Outcome::Recovered),
+        "Notifications": u8::from(report.notified),
+        "cluster": report.cluster,
+        "task_family": report.task_family,
+        "event_id": report.event_id,
+    });
+    if let Some(ms) = report.recovery_ms {
+        metrics.push(json!({"Name": "TimeToRecovery", "Unit": "Milliseconds"}));
+        line["TimeToRecovery"] = Value::from(ms);
+    }
+    line["_aws"]["CloudWatchMetrics"][0]["Metrics"] = Value::Array(metrics);
+    Some(line.to_string())
+}

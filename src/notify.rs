@@ -1,0 +1,87 @@
+//! Notify: the port that tells a person, and its adapters.
+//!
+//! [`Notifier`] publishes one [`Notification`]. [`SnsNotifier`] sends it to the SNS topic;
+//! [`PrintNotifier`] writes the Publish request to stderr (local dry runs).
+
+use std::future::Future;
+
+use aws_sdk_sns::types::MessageAttributeValue;
+
+use crate::message::Notification;
+
+/// Publishing failed: the invocation must fail too, so that Lambda retries it and finally
+/// dead-letters it. A lost notification would be a lost job.
+#[derive(Debug, thiserror::Error)]
+#[error("could not publish the notification to {topic}: {cause}. The invocation fails so that Lambda retries it; check the topic ARN, the function's sns:Publish permission and the topic's KMS key policy")]
+pub struct PublishError {
+    /// The topic.
+    pub topic: String,
+    /// What the SDK said.
+    pub cause: String,
+}
+
+/// Publishes notifications.
+pub trait Notifier {
+    /// Publishes one notification.
+    fn publish(&self, note: &Notification) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+/// Publishes to an SNS topic.
+#[derive(Debug, Clone)]
+pub struct SnsNotifier {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsNotifier {
+    /// Wraps a client built once at start-up.
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: String) -> Self {
+        Self { client, topic_arn }
+    }
+}
+
+impl Notifier for SnsNotifier {
+    async fn publish(&self, note: &Notification) -> Result<(), PublishError> {
+        let mut call = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(&note.subject)
+            .message(&note.body);
+        for (name, value) in &note.attributes {
+            let attribute = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| self.error(e))?;
+            call = call.message_attributes(name, attribute);
+        }
+        call.send().await.map_err(|e| {
+            self.error(aws_sdk_sns::error::DisplayErrorContext(e))
+        })?;
+        Ok(())
+    }
+}
+
+impl SnsNotifier {
+    fn error(&self, cause: impl std::fmt::Display) -> PublishError {
+        PublishError {
+            topic: self.topic_arn.clone(),
+            cause: cause.to_string(),
+        }
+    }
+}
+
+/// Prints the Publish request it would send to stderr, and sends nothing.
+#[derive(Debug, Clone, Default)]
+pub struct PrintNotifier;
+
+impl Notifier for PrintNotifier {
+    async fn publish(&self, note: &Notification) -> Result<(), PublishError> {
+        eprintln!(
+            "--- dry run: would publish to SNS ---\nSubject: {}\nAttributes: {:?}\n{}\n---",
+            note.subject, note.attributes, note.body
+        );
+        Ok(())
+    }
+}
