@@ -95,8 +95,16 @@ pub struct Verdict {
 #[derive(Debug, Clone)]
 pub struct Rules(Vec<Rule>);
 
-/// The built-in table (section 1.7 of the AWS facts): `(action, onReason, onErrorCode, onMessage)`.
-const DEFAULTS: &[(Action, Option<&str>, Option<&str>, Option<&str>)] = &[
+/// A built-in rule: `(action, onReason, onErrorCode, onMessage)`.
+type RuleRow = (
+    Action,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// The built-in table (section 1.7 of the AWS facts).
+const DEFAULTS: &[RuleRow] = &[
     (Action::Retry, Some("AGENT"), None, None),
     (Action::Retry, Some("RESOURCE:*"), None, None),
     (Action::Retry, Some("*Capacity is unavailable*"), None, None),
@@ -114,9 +122,19 @@ const DEFAULTS: &[(Action, Option<&str>, Option<&str>, Option<&str>)] = &[
     (Action::Notify, Some("MISSING"), None, None),
     (Action::Notify, Some("INACTIVE"), None, None),
     (Action::Notify, Some("*limit on the number of*"), None, None),
-    (Action::Notify, Some("*configuration is above your limit*"), None, None),
+    (
+        Action::Notify,
+        Some("*configuration is above your limit*"),
+        None,
+        None,
+    ),
     (Action::Notify, None, Some("AccessDenied*"), None),
-    (Action::Notify, None, Some("InvalidParameterException"), None),
+    (
+        Action::Notify,
+        None,
+        Some("InvalidParameterException"),
+        None,
+    ),
     (Action::Notify, None, Some("ClientException"), None),
 ];
 
@@ -130,9 +148,7 @@ impl Rules {
         Self(
             DEFAULTS
                 .iter()
-                .map(|&(action, reason, code, message)| {
-                    Rule::new(action, reason, code, message)
-                })
+                .map(|&(action, reason, code, message)| Rule::new(action, reason, code, message))
                 .collect(),
         )
     }
@@ -144,9 +160,7 @@ impl Rules {
         let mut rules = Vec::with_capacity(specs.len() + DEFAULTS.len());
         for (i, spec) in specs.into_iter().enumerate() {
             if spec.on_reason.is_none() && spec.on_error_code.is_none() {
-                return Err(RuleError(format!(
-                    "rule {i} needs onReason or onErrorCode"
-                )));
+                return Err(RuleError(format!("rule {i} needs onReason or onErrorCode")));
             }
             if spec.on_reason.is_some() && spec.on_error_code.is_some() {
                 return Err(RuleError(format!(

@@ -57,7 +57,8 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let defaults = Policy::default();
 
-        let topic_arn = get("ECS_RERUN_TOPIC_ARN").ok_or(ConfigError::Missing("ECS_RERUN_TOPIC_ARN"))?;
+        let topic_arn =
+            get("ECS_RERUN_TOPIC_ARN").ok_or(ConfigError::Missing("ECS_RERUN_TOPIC_ARN"))?;
         if !(topic_arn.starts_with("arn:") && topic_arn.contains(":sns:")) {
             return Err(ConfigError::Invalid {
                 var: "ECS_RERUN_TOPIC_ARN",
@@ -65,7 +66,13 @@ impl Config {
                 expected: "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
             });
         }
-        let max_attempts = number(&get, "ECS_RERUN_MAX_ATTEMPTS", defaults.max_attempts.into(), 1..=10, "a whole number from 1 to 10")?;
+        let max_attempts = number(
+            &get,
+            "ECS_RERUN_MAX_ATTEMPTS",
+            defaults.max_attempts.into(),
+            1..=10,
+            "a whole number from 1 to 10",
+        )?;
         let base_delay = millis(&get, "ECS_RERUN_BASE_DELAY_MS", defaults.base_delay)?;
         let max_delay = millis(&get, "ECS_RERUN_MAX_DELAY_MS", defaults.max_delay)?;
         if base_delay > max_delay {
@@ -106,7 +113,11 @@ impl Config {
                 max_attempts: u32::try_from(max_attempts).unwrap_or(defaults.max_attempts),
                 base_delay,
                 max_delay,
-                deadline_reserve: millis(&get, "ECS_RERUN_DEADLINE_RESERVE_MS", defaults.deadline_reserve)?,
+                deadline_reserve: millis(
+                    &get,
+                    "ECS_RERUN_DEADLINE_RESERVE_MS",
+                    defaults.deadline_reserve,
+                )?,
                 replay_redacted_env: flag(&get, "ECS_RERUN_REPLAY_REDACTED_ENV")?,
             },
             rules,
@@ -128,7 +139,11 @@ fn number(
         None => Ok(default),
         Some(value) => match value.trim().parse::<u64>() {
             Ok(n) if range.contains(&n) => Ok(n),
-            _ => Err(ConfigError::Invalid { var, value, expected }),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value,
+                expected,
+            }),
         },
     }
 }
@@ -139,8 +154,14 @@ fn millis(
     default: Duration,
 ) -> Result<Duration, ConfigError> {
     let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
-    number(get, var, default, 0..=900_000, "milliseconds from 0 to 900000 (15 minutes)")
-        .map(Duration::from_millis)
+    number(
+        get,
+        var,
+        default,
+        0..=900_000,
+        "milliseconds from 0 to 900000 (15 minutes)",
+    )
+    .map(Duration::from_millis)
 }
 
 fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<bool, ConfigError> {
@@ -149,7 +170,11 @@ fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<bool
         Some(value) => match value.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Ok(true),
             "false" | "0" | "no" => Ok(false),
-            _ => Err(ConfigError::Invalid { var, value, expected: "true or false" }),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value,
+                expected: "true or false",
+            }),
         },
     }
 }

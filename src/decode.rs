@@ -66,7 +66,9 @@ pub enum Decoded {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Ignored {
     /// Not a CloudTrail API-call event.
-    #[error("not a CloudTrail API-call event (detail-type {detail_type:?}, source {event_source:?})")]
+    #[error(
+        "not a CloudTrail API-call event (detail-type {detail_type:?}, source {event_source:?})"
+    )]
     NotCloudTrail {
         /// `detail-type` of the event.
         detail_type: String,
@@ -95,13 +97,17 @@ pub enum Ignored {
         requested: i32,
     },
     /// A retry issued by ecs-rerun itself: its own invocation handles the outcome.
-    #[error("this RunTask is ecs-rerun's own retry ({marker}); the invocation that issued it handles it")]
+    #[error(
+        "this RunTask is ecs-rerun's own retry ({marker}); the invocation that issued it handles it"
+    )]
     OwnRetry {
         /// What gave it away (tag or token).
         marker: String,
     },
     /// The event comes from an account ecs-rerun does not serve.
-    #[error("event from account {account}, which is neither this function's nor in ECS_RERUN_ALLOWED_ACCOUNTS")]
+    #[error(
+        "event from account {account}, which is neither this function's nor in ECS_RERUN_ALLOWED_ACCOUNTS"
+    )]
     ForeignAccount {
         /// The event's account.
         account: String,
@@ -206,7 +212,9 @@ pub fn decode(event: &Value) -> Result<Decoded, DecodeError> {
         ));
     }
 
-    let event_id = record.event_id.ok_or(DecodeError::Missing("detail.eventID"))?;
+    let event_id = record
+        .event_id
+        .ok_or(DecodeError::Missing("detail.eventID"))?;
     let identity = record.user_identity.unwrap_or_default();
     Ok(Decoded::Failed(Box::new(FailedRunTask {
         event_id,

@@ -90,7 +90,11 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
     }
 
     /// Handles one EventBridge event.
-    pub async fn handle(&self, event: &Value, invocation: &Invocation) -> Result<Report, HandlerError> {
+    pub async fn handle(
+        &self,
+        event: &Value,
+        invocation: &Invocation,
+    ) -> Result<Report, HandlerError> {
         let decoded = decode::decode(event).inspect_err(|err| {
             tracing::error!(error = %err, "cannot decode the event; failing the invocation so that it is retried and then dead-lettered, not lost");
         })?;
@@ -106,12 +110,17 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
             return Ok(ignored(Some(failed.event_id.clone()), &why));
         }
         let cluster = cluster_name(failed.request.cluster_or_default()).to_owned();
-        let family = task_family(failed.request.task_definition.as_deref().unwrap_or("")).to_owned();
+        let family =
+            task_family(failed.request.task_definition.as_deref().unwrap_or("")).to_owned();
         let span = tracing::info_span!("episode", event_id = %failed.event_id, cluster = %cluster, task_family = %family);
         self.episode(&failed, invocation).instrument(span).await
     }
 
-    async fn episode(&self, failed: &FailedRunTask, invocation: &Invocation) -> Result<Report, HandlerError> {
+    async fn episode(
+        &self,
+        failed: &FailedRunTask,
+        invocation: &Invocation,
+    ) -> Result<Report, HandlerError> {
         let secrets: Vec<&str> = failed.request.environment_values().collect();
         tracing::info!(
             failure = %redact::scrub(&failure_line(failed), secrets.iter().copied()),
@@ -128,8 +137,17 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
                     .map(|d| d.duration_since(self.clock.now()).unwrap_or(Duration::ZERO));
                 match episode.next(time_left) {
                     Step::Done(conclusion) => break conclusion,
-                    Step::Launch { attempt, wait, request } => {
-                        tracing::info!(attempt, wait_ms = wait.as_millis() as u64, count = request.count, "waiting before retry");
+                    Step::Launch {
+                        attempt,
+                        wait,
+                        request,
+                    } => {
+                        tracing::info!(
+                            attempt,
+                            wait_ms = wait.as_millis() as u64,
+                            count = request.count,
+                            "waiting before retry"
+                        );
                         self.clock.sleep(wait).await;
                         let result = if self.config.dry_run {
                             tracing::info!(attempt, request = %request.to_loggable_json(), "dry run: would send RunTask");
@@ -174,13 +192,21 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
     fn serves(&self, account: &str, invocation: &Invocation) -> bool {
         match &invocation.own_account {
             None => true,
-            Some(own) => own == account || self.config.allowed_accounts.iter().any(|a| a == account),
+            Some(own) => {
+                own == account || self.config.allowed_accounts.iter().any(|a| a == account)
+            }
         }
     }
 
-    fn report(&self, failed: &FailedRunTask, c: &Conclusion, subject: Option<String>, secrets: &[&str]) -> Report {
+    fn report(
+        &self,
+        failed: &FailedRunTask,
+        c: &Conclusion,
+        subject: Option<String>,
+        secrets: &[&str],
+    ) -> Report {
         let recovery_ms = (c.outcome == Outcome::Recovered)
-            .then(|| failed.event_time.as_deref())
+            .then_some(failed.event_time.as_deref())
             .flatten()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .and_then(|t| self.clock.now().duration_since(SystemTime::from(t)).ok())
@@ -196,7 +222,11 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
             notified: subject.is_some(),
             subject,
             cluster: Some(cluster_name(failed.request.cluster_or_default()).to_owned()),
-            task_family: failed.request.task_definition.as_deref().map(|t| task_family(t).to_owned()),
+            task_family: failed
+                .request
+                .task_definition
+                .as_deref()
+                .map(|t| task_family(t).to_owned()),
             recovery_ms,
         }
     }
@@ -242,10 +272,17 @@ fn failure_line(failed: &FailedRunTask) -> String {
 fn log_attempt(attempt: u32, result: &LaunchResult, secrets: &[&str]) {
     match result {
         LaunchResult::Placed { started, failures } => {
-            let reasons: Vec<&str> = failures.iter().filter_map(|f| f.reason.as_deref()).collect();
+            let reasons: Vec<&str> = failures
+                .iter()
+                .filter_map(|f| f.reason.as_deref())
+                .collect();
             tracing::info!(attempt, started = started.len(), failures = %redact::scrub(&reasons.join("; "), secrets.iter().copied()), "retry answered");
         }
-        LaunchResult::Rejected { code, message, ambiguous } => {
+        LaunchResult::Rejected {
+            code,
+            message,
+            ambiguous,
+        } => {
             tracing::warn!(attempt, code = %code, message = %redact::scrub(message, secrets.iter().copied()), ambiguous, "retry rejected");
         }
         LaunchResult::DryRun => {}

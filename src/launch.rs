@@ -65,11 +65,15 @@ impl TaskLauncher for EcsLauncher {
             Err(err) => {
                 let message = err.message().unwrap_or_default().to_owned();
                 match &err {
-                    SdkError::ServiceError(service) => LaunchResult::Rejected {
-                        code: err.code().unwrap_or("UnknownError").to_owned(),
-                        message,
-                        ambiguous: service.raw().status().is_server_error(),
-                    },
+                    SdkError::ServiceError(service) => {
+                        let code = err.code().unwrap_or("UnknownError").to_owned();
+                        LaunchResult::Rejected {
+                            ambiguous: service.raw().status().is_server_error()
+                                || code == "ServerException",
+                            code,
+                            message,
+                        }
+                    }
                     SdkError::ConstructionFailure(_) => LaunchResult::Rejected {
                         code: "InvalidParameterException".to_owned(),
                         message: format!("the SDK could not build the request: {err:?}"),
@@ -190,11 +194,18 @@ fn task_override(o: &req::TaskOverride) -> Result<ecs::TaskOverride, BuildError>
         })?)
         .set_execution_role_arn(o.execution_role_arn.clone())
         .set_task_role_arn(o.task_role_arn.clone())
-        .set_ephemeral_storage(o.ephemeral_storage.as_ref().map(|e| {
-            ecs::EphemeralStorage::builder()
-                .set_size_in_gib(e.size_in_gib)
-                .build()
-        }))
+        .set_ephemeral_storage(
+            o.ephemeral_storage
+                .as_ref()
+                .map(|e| -> Result<_, BuildError> {
+                    // The SDK would send 0 for a missing size; ECS needs one, so say so instead.
+                    let size = e.size_in_gib.ok_or_else(|| {
+                        BuildError::missing_field("sizeInGiB", "ephemeralStorage needs a size")
+                    })?;
+                    Ok(ecs::EphemeralStorage::builder().size_in_gib(size).build())
+                })
+                .transpose()?,
+        )
         .build())
 }
 
@@ -251,18 +262,31 @@ fn volume(v: &req::TaskVolumeConfiguration) -> Result<ecs::TaskVolumeConfigurati
                 .set_throughput(e.throughput)
                 .set_tag_specifications(map_all(&e.tag_specifications, |s| {
                     ecs::EbsTagSpecification::builder()
-                        .set_resource_type(s.resource_type.as_deref().map(ecs::EbsResourceType::from))
+                        .set_resource_type(
+                            s.resource_type.as_deref().map(ecs::EbsResourceType::from),
+                        )
                         .set_tags(s.tags.as_ref().map(|t| t.iter().map(tag).collect()))
-                        .set_propagate_tags(s.propagate_tags.as_deref().map(ecs::PropagateTags::from))
+                        .set_propagate_tags(
+                            s.propagate_tags.as_deref().map(ecs::PropagateTags::from),
+                        )
                         .build()
                 })?)
                 .set_role_arn(e.role_arn.clone())
-                .set_termination_policy(e.termination_policy.as_ref().map(|p| {
-                    ecs::TaskManagedEbsVolumeTerminationPolicy::builder()
-                        .set_delete_on_termination(p.delete_on_termination)
-                        .build()
-                }).transpose()?)
-                .set_filesystem_type(e.filesystem_type.as_deref().map(ecs::TaskFilesystemType::from))
+                .set_termination_policy(
+                    e.termination_policy
+                        .as_ref()
+                        .map(|p| {
+                            ecs::TaskManagedEbsVolumeTerminationPolicy::builder()
+                                .set_delete_on_termination(p.delete_on_termination)
+                                .build()
+                        })
+                        .transpose()?,
+                )
+                .set_filesystem_type(
+                    e.filesystem_type
+                        .as_deref()
+                        .map(ecs::TaskFilesystemType::from),
+                )
                 .build()
         })
         .transpose()?;

@@ -15,7 +15,8 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     // JSON lines when AWS_LAMBDA_LOG_FORMAT=JSON, as Lambda's advanced logging controls set it.
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env().inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
+    let config = Config::from_env()
+        .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let aws = aws_config::load_from_env().await;
     let handler = Handler::new(
         config.clone(),
@@ -29,7 +30,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             deadline: Some(event.context.deadline()),
             own_account: account_of_arn(&event.context.invoked_function_arn),
         };
-        let report = handler.handle(&event.payload, &invocation).await.map_err(diagnostic)?;
+        let report = handler
+            .handle(&event.payload, &invocation)
+            .await
+            .map_err(diagnostic)?;
         emit_metrics(&report);
         Ok::<Report, Diagnostic>(report)
     }))

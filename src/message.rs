@@ -111,7 +111,10 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion) -> Notification 
 
     let attributes = BTreeMap::from([
         ("outcome".to_owned(), conclusion.outcome.as_str().to_owned()),
-        ("reason_class".to_owned(), conclusion.class.as_str().to_owned()),
+        (
+            "reason_class".to_owned(),
+            conclusion.class.as_str().to_owned(),
+        ),
         ("cluster".to_owned(), cluster.to_owned()),
         ("task_family".to_owned(), family.to_owned()),
     ]);
@@ -124,11 +127,21 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion) -> Notification 
 
 fn what_to_do(conclusion: &Conclusion) -> &'static str {
     match (conclusion.outcome, conclusion.class) {
-        (Outcome::Recovered, _) => "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on.",
-        (Outcome::WouldRetry, _) => "Nothing was launched (dry run). Set ECS_RERUN_DRY_RUN=false (template parameter DryRun) to let ecs-rerun retry.",
-        (Outcome::GaveUp, _) => "Capacity did not come back in time. Check the cluster's capacity (container instances and their agents, capacity providers, Fargate availability in the subnets' zones), then start the missing task(s) again.",
-        (_, ReasonClass::NotReplayable) => "Start the task again yourself with its full parameters: ecs-rerun could not reproduce the original request.",
-        _ => "Fix the cause named in `why` (task definition, placement constraints, subnets, IAM, quotas), then start the task again.",
+        (Outcome::Recovered, _) => {
+            "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on."
+        }
+        (Outcome::WouldRetry, _) => {
+            "Nothing was launched (dry run). Set ECS_RERUN_DRY_RUN=false (template parameter DryRun) to let ecs-rerun retry."
+        }
+        (Outcome::GaveUp, _) => {
+            "Capacity did not come back in time. Check the cluster's capacity (container instances and their agents, capacity providers, Fargate availability in the subnets' zones), then start the missing task(s) again."
+        }
+        (_, ReasonClass::NotReplayable) => {
+            "Start the task again yourself with its full parameters: ecs-rerun could not reproduce the original request."
+        }
+        _ => {
+            "Fix the cause named in `why` (task definition, placement constraints, subnets, IAM, quotas), then start the task again."
+        }
     }
 }
 

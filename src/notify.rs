@@ -12,7 +12,9 @@ use crate::message::Notification;
 /// Publishing failed: the invocation must fail too, so that Lambda retries it and finally
 /// dead-letters it. A lost notification would be a lost job.
 #[derive(Debug, thiserror::Error)]
-#[error("could not publish the notification to {topic}: {cause}. The invocation fails so that Lambda retries it; check the topic ARN, the function's sns:Publish permission and the topic's KMS key policy")]
+#[error(
+    "could not publish the notification to {topic}: {cause}. The invocation fails so that Lambda retries it; check the topic ARN, the function's sns:Publish permission and the topic's KMS key policy"
+)]
 pub struct PublishError {
     /// The topic.
     pub topic: String,
@@ -23,7 +25,8 @@ pub struct PublishError {
 /// Publishes notifications.
 pub trait Notifier {
     /// Publishes one notification.
-    fn publish(&self, note: &Notification) -> impl Future<Output = Result<(), PublishError>> + Send;
+    fn publish(&self, note: &Notification)
+    -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 /// Publishes to an SNS topic.
@@ -56,9 +59,9 @@ impl Notifier for SnsNotifier {
                 .map_err(|e| self.error(e))?;
             call = call.message_attributes(name, attribute);
         }
-        call.send().await.map_err(|e| {
-            self.error(aws_sdk_sns::error::DisplayErrorContext(e))
-        })?;
+        call.send()
+            .await
+            .map_err(|e| self.error(aws_sdk_sns::error::DisplayErrorContext(e)))?;
         Ok(())
     }
 }

@@ -161,7 +161,7 @@ pub enum Decision {
     /// Conclude now, without launching anything.
     Conclude(Conclusion),
     /// Retry: run the episode.
-    Retry(Episode),
+    Retry(Box<Episode>),
 }
 
 /// Decides what to do about a failed call.
@@ -180,18 +180,29 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy) -> Decisio
         })
     };
     let Some(lead) = classify::overall(&original) else {
-        return conclude(ReasonClass::Unknown, "no failure reason recorded".to_owned());
+        return conclude(
+            ReasonClass::Unknown,
+            "no failure reason recorded".to_owned(),
+        );
     };
     if lead.action != Action::Retry {
         return conclude(
             lead.class,
-            format!("{} failure: {} ({})", lead.class.as_str(), lead.failure, lead.rule),
+            format!(
+                "{} failure: {} ({})",
+                lead.class.as_str(),
+                lead.failure,
+                lead.rule
+            ),
         );
     }
     if let Some(blocker) = &failed.replay_blocker {
         return conclude(
             ReasonClass::NotReplayable,
-            format!("transient failure ({}), but not replayable: {blocker}", lead.failure),
+            format!(
+                "transient failure ({}), but not replayable: {blocker}",
+                lead.failure
+            ),
         );
     }
     let mut template = failed.request.clone();
@@ -210,7 +221,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy) -> Decisio
         }
         template.drop_redacted_environment();
     }
-    Decision::Retry(Episode {
+    Decision::Retry(Box::new(Episode {
         event_id: failed.event_id.clone(),
         template,
         policy: policy.clone(),
@@ -222,7 +233,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy) -> Decisio
         token_seq: 1,
         pending: None,
         done: None,
-    })
+    }))
 }
 
 /// The retry sequence of one failed call.
@@ -399,10 +410,7 @@ impl Episode {
 /// The jitter is derived from the event ID: no random source, yet different per event.
 pub fn backoff(policy: &Policy, event_id: &str, attempt: u32) -> Duration {
     let exp = 2u32.saturating_pow(attempt.saturating_sub(1));
-    let step = policy
-        .base_delay
-        .saturating_mul(exp)
-        .min(policy.max_delay);
+    let step = policy.base_delay.saturating_mul(exp).min(policy.max_delay);
     let digest = Sha256::digest(format!("jitter:{event_id}:{attempt}"));
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);

@@ -7,7 +7,14 @@
 
 const MASK: &str = "***";
 const SECRET_WORDS: &[&str] = &[
-    "password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "credential",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "credential",
 ];
 
 /// Masks the given known secret values and common secret shapes in `text`.
@@ -50,7 +57,9 @@ fn mask_assignments(text: &str) -> String {
         i = j + sep_len;
         if sep.contains(['=', ':']) {
             let value_len = text[i..]
-                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '&' | ';' | '}'))
+                .find(|c: char| {
+                    c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '&' | ';' | '}')
+                })
                 .unwrap_or(text.len() - i);
             if value_len > 0 {
                 out.push_str(MASK);
@@ -88,7 +97,9 @@ fn mask_words(text: &str) -> String {
 fn looks_secret(word: &str) -> bool {
     let access_key_id = word.len() == 20
         && (word.starts_with("AKIA") || word.starts_with("ASIA"))
-        && word.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        && word
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     let secret_key = word.len() == 40
         && word.chars().any(|c| c.is_ascii_uppercase())
         && word.chars().any(|c| c.is_ascii_lowercase())
@@ -134,6 +145,9 @@ mod tests {
 
     #[test]
     fn survives_non_ascii_text() {
-        assert_eq!(scrub("You’ve reached the limit – token=é1", []), "You’ve reached the limit – token=***");
+        assert_eq!(
+            scrub("You’ve reached the limit – token=é1", []),
+            "You’ve reached the limit – token=***"
+        );
     }
 }

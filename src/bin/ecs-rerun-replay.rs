@@ -77,7 +77,11 @@ async fn main() -> ExitCode {
         let handler = Handler::new(config, launcher, notifier, TokioClock);
         replay(&handler, &args.files, &expected, key).await
     };
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn replay<N: Notifier>(
@@ -88,7 +92,10 @@ async fn replay<N: Notifier>(
 ) -> bool {
     let mut all_ok = true;
     for file in files {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let line = match read_event(file) {
             Err(msg) => json!({"file": name, "outcome": "error", "error": msg}),
             Ok(event) => match handler.handle(&event, &Invocation::default()).await {
@@ -102,7 +109,10 @@ async fn replay<N: Notifier>(
         };
         let outcome = line["outcome"].as_str().unwrap_or("error").to_owned();
         all_ok &= outcome != "error";
-        if let Some(want) = expected.get(&name).and_then(|e| e.get(key)).and_then(Value::as_str)
+        if let Some(want) = expected
+            .get(&name)
+            .and_then(|e| e.get(key))
+            .and_then(Value::as_str)
             && want != outcome
         {
             eprintln!("{name}: expected outcome {want}, got {outcome}");
@@ -114,23 +124,38 @@ async fn replay<N: Notifier>(
 }
 
 fn read_event(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
 }
 
 fn read_expectations(path: &Path) -> Result<BTreeMap<String, Value>, String> {
     let value = read_event(path)?;
-    serde_json::from_value(value).map_err(|e| format!("{}: expected a JSON object of file names: {e}", path.display()))
+    serde_json::from_value(value).map_err(|e| {
+        format!(
+            "{}: expected a JSON object of file names: {e}",
+            path.display()
+        )
+    })
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args { dry_run: false, expect: None, files: Vec::new() };
+    let mut parsed = Args {
+        dry_run: false,
+        expect: None,
+        files: Vec::new(),
+    };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--dry-run" => parsed.dry_run = true,
             "--expect" => parsed.expect = Some(args.next().ok_or("--expect needs a file")?.into()),
-            "-h" | "--help" => return Err("ecs-rerun-replay: replay EventBridge events through the ecs-rerun handler".to_owned()),
+            "-h" | "--help" => {
+                return Err(
+                    "ecs-rerun-replay: replay EventBridge events through the ecs-rerun handler"
+                        .to_owned(),
+                );
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             file => parsed.files.push(file.into()),
         }

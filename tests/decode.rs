@@ -1,0 +1,258 @@
+//! Decoding every sample event, the malformed one, and the odd shapes CloudTrail really sends.
+
+mod common;
+
+use common::event;
+use ecs_rerun::decode::{DecodeError, Decoded, FailedRunTask, Failure, Ignored, decode};
+use ecs_rerun::request::{Environment, RunTaskRequest, prune_nulls};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn failed(name: &str) -> FailedRunTask {
+    match decode(&event(name)) {
+        Ok(Decoded::Failed(f)) => *f,
+        other => panic!("{name}: expected a failed RunTask, got {other:?}"),
+    }
+}
+
+fn ignored(value: &Value) -> Ignored {
+    match decode(value) {
+        Ok(Decoded::Ignored(why)) => why,
+        other => panic!("expected an ignored event, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_failure_fixture_decodes_with_its_failure_and_counts() {
+    // (file, requested, started, first reason or error code)
+    let table = [
+        ("01-agent-ec2.json", 1, 0, "AGENT"),
+        ("02-resource-memory-partial.json", 5, 2, "RESOURCE:MEMORY"),
+        (
+            "03-fargate-capacity.json",
+            2,
+            0,
+            "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+        ),
+        ("04-throttling.json", 1, 0, "ThrottlingException"),
+        ("05-server-exception.json", 1, 0, "ServerException"),
+        ("06-attribute.json", 1, 0, "ATTRIBUTE"),
+        ("07-redacted-environment.json", 1, 0, "AGENT"),
+    ];
+    for (file, requested, started, first) in table {
+        let f = failed(file);
+        assert_eq!(f.request.requested_count(), requested, "{file}");
+        assert_eq!(f.started, started, "{file}");
+        let lead = match &f.failure {
+            Failure::Placement(list) => list[0].reason.clone().unwrap(),
+            Failure::Api { code, .. } => code.clone(),
+        };
+        assert_eq!(lead, first, "{file}");
+        assert_eq!(f.account, "111122223333", "{file}");
+        assert!(f.replay_blocker.is_none(), "{file}: {:?}", f.replay_blocker);
+    }
+}
+
+#[test]
+fn request_parameters_round_trip_without_loss() {
+    // Like the lambda-events fixtures: decode, serialise back, compare with the file.
+    for file in [
+        "01-agent-ec2.json",
+        "02-resource-memory-partial.json",
+        "03-fargate-capacity.json",
+        "04-throttling.json",
+        "05-server-exception.json",
+        "06-attribute.json",
+        "07-redacted-environment.json",
+    ] {
+        let raw = event(file);
+        let original = prune_nulls(raw.pointer("/detail/requestParameters").cloned().unwrap());
+        let typed: RunTaskRequest = failed(file).request;
+        assert_eq!(
+            prune_nulls(serde_json::to_value(&typed).unwrap()),
+            original,
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn api_errors_carry_code_and_message() {
+    let f = failed("04-throttling.json");
+    assert_eq!(
+        f.failure,
+        Failure::Api {
+            code: "ThrottlingException".into(),
+            message: "Rate exceeded".into()
+        }
+    );
+}
+
+#[test]
+fn redacted_environment_is_recognised() {
+    let f = failed("07-redacted-environment.json");
+    assert!(f.request.environment_redacted());
+    let container = &f.request.overrides.unwrap().container_overrides.unwrap()[0];
+    assert!(
+        matches!(&container.environment, Some(Environment::Redacted(s)) if s == "HIDDEN_DUE_TO_SECURITY_REASONS")
+    );
+}
+
+#[test]
+fn ignored_fixtures_say_why() {
+    assert!(matches!(
+        ignored(&event("08-own-retry.json")),
+        Ignored::OwnRetry { .. }
+    ));
+    assert_eq!(
+        ignored(&event("09-successful-runtask.json")),
+        Ignored::Succeeded
+    );
+    assert!(matches!(
+        ignored(&event("10-not-runtask.json")),
+        Ignored::NotRunTask { .. }
+    ));
+}
+
+#[test]
+fn own_retry_is_recognised_by_token_when_tags_are_missing() {
+    let mut e = event("08-own-retry.json");
+    e["detail"]["requestParameters"]["tags"] = json!([]);
+    assert!(matches!(ignored(&e), Ignored::OwnRetry { marker } if marker.contains("clientToken")));
+}
+
+#[test]
+fn other_event_types_are_ignored() {
+    let e = json!({"detail-type": "ECS Task State Change", "source": "aws.ecs", "detail": {}});
+    assert!(matches!(ignored(&e), Ignored::NotCloudTrail { .. }));
+}
+
+#[test]
+fn failures_for_other_candidates_when_all_tasks_started_are_ignored() {
+    let mut e = event("01-agent-ec2.json");
+    e["detail"]["responseElements"]["tasks"] =
+        json!([{"taskArn": "arn:aws:ecs:us-east-1:111122223333:task/batch/x"}]);
+    assert_eq!(ignored(&e), Ignored::AllStarted { requested: 1 });
+}
+
+#[test]
+fn malformed_fixture_names_the_field() {
+    let text =
+        std::fs::read_to_string(common::repo_path("tests/fixtures/malformed-event.json")).unwrap();
+    let err = decode(&serde_json::from_str(&text).unwrap()).unwrap_err();
+    match &err {
+        DecodeError::Invalid { path, .. } => assert_eq!(path, "detail.requestParameters.count"),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("invalid type"), "{err}");
+}
+
+#[test]
+fn nulls_are_tolerated_everywhere() {
+    let mut e = event("03-fargate-capacity.json");
+    let rp = &mut e["detail"]["requestParameters"];
+    rp["platformVersion"] = Value::Null;
+    rp["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"] = Value::Null;
+    rp["overrides"]["containerOverrides"][0]["command"] = Value::Null;
+    e["detail"]["userIdentity"] = Value::Null;
+    let f = match decode(&e).unwrap() {
+        Decoded::Failed(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert!(f.request.platform_version.is_none());
+    assert!(f.replay_blocker.is_none(), "null is the same as absent");
+}
+
+#[test]
+fn unknown_or_omitted_request_fields_block_the_replay() {
+    let mut e = event("01-agent-ec2.json");
+    e["detail"]["requestParameters"]["overrides"]["containerOverrides"][0]["brandNewOption"] =
+        json!(true);
+    e["detail"]["requestParameters"]["omitted"] = json!(true);
+    let f = match decode(&e).unwrap() {
+        Decoded::Failed(f) => f,
+        other => panic!("{other:?}"),
+    };
+    let blocker = f.replay_blocker.unwrap();
+    assert!(
+        blocker.contains("requestParameters.overrides.containerOverrides[0].brandNewOption"),
+        "{blocker}"
+    );
+    assert!(blocker.contains("requestParameters.omitted"), "{blocker}");
+}
+
+#[test]
+fn omitted_response_blocks_the_replay_instead_of_guessing_the_count() {
+    let mut e = event("02-resource-memory-partial.json");
+    e["detail"]["responseElements"] =
+        json!({"omitted": true, "failures": [{"reason": "RESOURCE:MEMORY"}]});
+    let f = match decode(&e).unwrap() {
+        Decoded::Failed(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert!(f.replay_blocker.unwrap().contains("how many tasks started"));
+}
+
+#[test]
+fn access_denied_without_request_parameters_is_a_failure_to_report() {
+    let mut e = event("04-throttling.json");
+    e["detail"]["errorCode"] = json!("AccessDenied");
+    e["detail"]["requestParameters"] = Value::Null;
+    let f = match decode(&e).unwrap() {
+        Decoded::Failed(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert!(f.replay_blocker.unwrap().contains("no requestParameters"));
+}
+
+#[test]
+fn non_objects_are_clear_errors() {
+    for input in [
+        json!(null),
+        json!([]),
+        json!("RunTask"),
+        json!(42),
+        json!({}),
+    ] {
+        let err = decode(&input).unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid event"),
+            "{input}: {err}"
+        );
+    }
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[a-zA-Z:_ ]{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-zA-Z]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// No input panics: random JSON, and random JSON grafted into a real record.
+    #[test]
+    fn decode_never_panics(junk in arb_json(), slot in 0usize..6) {
+        let _ = decode(&junk);
+        let mut e = event("02-resource-memory-partial.json");
+        let target = match slot {
+            0 => &mut e["detail"]["requestParameters"],
+            1 => &mut e["detail"]["responseElements"],
+            2 => &mut e["detail"]["requestParameters"]["overrides"],
+            3 => &mut e["detail"]["responseElements"]["failures"],
+            4 => &mut e["detail"]["userIdentity"],
+            _ => &mut e["detail"]["requestParameters"]["tags"],
+        };
+        *target = junk;
+        let _ = decode(&e);
+    }
+}
