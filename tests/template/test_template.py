@@ -1,0 +1,487 @@
+"""Offline checks of template.yaml (run by `make template-check`, part of `make test`).
+
+(a) cfn-lint with the serverless-rules plugin: no error, no warning.
+(b) The rule's event pattern, rendered from template.yaml, evaluated by a real EventBridge pattern engine
+    (LocalStack's event_rule_engine, a Python port of aws/event-ruler's semantics) against events/.
+(c) The function role grants every AWS operation the Rust code calls (found by scanning src/), plus
+    ecs:TagResource, and never iam:PassRole on a wildcard.
+
+template.yaml uses CloudFormation intrinsics (!Ref, !Sub, !If, ...). It is parsed with cfn-lint's own loader
+(tags become {"Fn::Sub": ...} dicts) and the few intrinsics the checked parts use are evaluated below for a
+given set of parameter values.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "template.yaml"
+EVENTS = REPO / "events"
+
+ACCOUNT = "111122223333"
+REGION = "us-east-1"
+PSEUDO = {
+    "AWS::AccountId": ACCOUNT,
+    "AWS::Region": REGION,
+    "AWS::Partition": "aws",
+    "AWS::StackName": "ecs-rerun",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+PASS_ROLES = [
+    f"arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole",
+    f"arn:aws:iam::{ACCOUNT}:role/thumbnailer-task-role",
+]
+
+# facts §8.1 "Recommended rule" (shared/aws-facts.md), verbatim.
+RECOMMENDED_PATTERN = {
+    "source": ["aws.ecs"],
+    "detail-type": ["AWS API Call via CloudTrail"],
+    "detail": {
+        "eventSource": ["ecs.amazonaws.com"],
+        "eventName": ["RunTask"],
+        "$or": [
+            {"responseElements": {"failures": {"reason": [{"exists": True}]}}},
+            {"errorCode": [{"exists": True}]},
+        ],
+    },
+}
+
+FAILURE_EVENTS = [f"{n:02d}-" for n in range(1, 9)]  # 01..08 must reach the function (08: it ignores it itself)
+OTHER_EVENTS = ["09-", "10-"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# template loading and a small evaluator for the intrinsics used
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def template() -> dict:
+    tpl, matches = decode(str(TEMPLATE))
+    assert not matches, [str(m) for m in matches]
+    return json.loads(json.dumps(tpl))  # plain dicts/str, no cfn-lint node types
+
+
+class NoValue:
+    """AWS::NoValue: the property/list item disappears."""
+
+
+def params_for(template: dict, **overrides) -> dict:
+    values = {}
+    for name, spec in template["Parameters"].items():
+        if name in overrides:
+            value = overrides[name]
+        elif "Default" in spec:
+            value = spec["Default"]
+        elif name == "PassRoleArns":
+            value = ",".join(PASS_ROLES)
+        else:
+            raise AssertionError(f"parameter {name} has no default; give it in the test")
+        if spec["Type"] == "CommaDelimitedList" and isinstance(value, str):
+            value = value.split(",")
+        values[name] = value if isinstance(value, list) else str(value)
+    return values
+
+
+class Cfn:
+    def __init__(self, template: dict, params: dict):
+        self.t = template
+        self.params = params
+
+    def condition(self, name: str) -> bool:
+        return bool(self.eval(self.t["Conditions"][name]))
+
+    def ref(self, name: str):
+        if name == "AWS::NoValue":
+            return NoValue
+        if name in PSEUDO:
+            return PSEUDO[name]
+        if name in self.params:
+            return self.params[name]
+        if name in self.t["Resources"]:
+            res = self.t["Resources"][name]
+            cond = res.get("Condition")
+            assert cond is None or self.condition(cond), f"Ref to {name}, which is not created"
+            return f"<ref:{name}>"
+        raise KeyError(name)
+
+    def getatt(self, name: str, attr: str) -> str:
+        assert name in self.t["Resources"], name
+        typ = self.t["Resources"][name]["Type"]
+        if attr == "Arn":
+            return {
+                "AWS::SQS::Queue": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+                "AWS::Serverless::Function": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
+                "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/{name}",
+                "AWS::Events::Rule": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}",
+                "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}",
+                "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
+                "AWS::S3::Bucket": f"arn:aws:s3:::{name.lower()}",
+            }[typ]
+        return f"<{name}.{attr}>"
+
+    def sub(self, text: str, variables: dict) -> str:
+        def repl(m: re.Match) -> str:
+            var = m.group(1)
+            if var.startswith("!"):
+                return "${" + var[1:] + "}"
+            if var in variables:
+                return str(variables[var])
+            if "." in var:
+                return self.getatt(*var.split(".", 1))
+            value = self.ref(var)
+            assert isinstance(value, str), f"${{{var}}} in Fn::Sub is not a string"
+            return value
+
+        return re.sub(r"\$\{([^}]+)\}", repl, text)
+
+    def eval(self, node):
+        if isinstance(node, list):
+            out = [self.eval(x) for x in node]
+            return [x for x in out if x is not NoValue]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                name, attr = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self.getatt(name, attr)
+            if key == "Fn::Sub":
+                if isinstance(arg, str):
+                    return self.sub(arg, {})
+                text, variables = arg
+                return self.sub(text, {k: self.eval(v) for k, v in variables.items()})
+            if key == "Fn::Join":
+                delim, items = arg
+                return delim.join(str(x) for x in self.eval(items))
+            if key == "Fn::Split":
+                delim, text = arg
+                return self.eval(text).split(delim)
+            if key == "Fn::If":
+                cond, yes, no = arg
+                return self.eval(yes if self.condition(cond) else no)
+            if key == "Fn::Equals":
+                a, b = self.eval(arg)
+                return a == b
+            if key == "Fn::Not":
+                return not self.eval(arg[0])
+            if key == "Fn::And":
+                return all(self.eval(x) for x in arg)
+            if key == "Fn::Or":
+                return any(self.eval(x) for x in arg)
+            if key == "Condition":
+                return self.condition(arg)
+            assert not key.startswith("Fn::"), f"intrinsic {key} not handled by the test evaluator"
+        out = {k: self.eval(v) for k, v in node.items()}
+        return {k: v for k, v in out.items() if v is not NoValue}
+
+
+def rendered_pattern(template: dict, **params) -> dict:
+    cfn = Cfn(template, params_for(template, **params))
+    rule = template["Resources"]["FailedRunTaskRule"]["Properties"]
+    pattern = cfn.eval(rule["EventPattern"])
+    return json.loads(pattern) if isinstance(pattern, str) else pattern
+
+
+# --------------------------------------------------------------------------------------------------------------
+# (a) cfn-lint + serverless rules
+# --------------------------------------------------------------------------------------------------------------
+def test_cfn_lint_with_serverless_rules_is_clean():
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    proc = subprocess.run(
+        [str(cfn_lint), "--format", "parseable", "-a", "cfn_lint_serverless.rules", "--", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    # cfn-lint exit code is a bit mask: 2 = error, 4 = warning, 8 = informational, 0 = clean.
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
+def test_serverless_rules_plugin_is_loaded(tmp_path):
+    """A typo in the -a argument must not silently skip the plugin: an unconfigured function trips ES1005."""
+    from cfn_lint_serverless.rules import lambda_  # noqa: F401  (import path used by -a)
+
+    bad = tmp_path / "plugin-probe.yaml"
+    bad.write_text(
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  F:\n    Type: AWS::Serverless::Function\n"
+        "    Properties: {CodeUri: ., Handler: bootstrap, Runtime: provided.al2023}\n"
+    )
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), "-a", "cfn_lint_serverless.rules", "--", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert "ES1005" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_function_settings(template):
+    fn = template["Resources"]["EcsRerunFunction"]
+    props = fn["Properties"]
+    assert fn["Metadata"] == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": "ecs-rerun"}}
+    assert props["Runtime"] == "provided.al2023" and props["Handler"] == "bootstrap"
+    assert props["Architectures"] == ["arm64"] and props["MemorySize"] == 128
+    # worst-case waits with the defaults: min(max, base * 2^(n-1)) for n = 1..attempts
+    p = params_for(template)
+    attempts, base, cap = int(p["MaxAttempts"]), int(p["BaseDelayMs"]), int(p["MaxDelayMs"])
+    waits_s = sum(min(cap, base * 2 ** (n - 1)) for n in range(1, attempts + 1)) / 1000
+    assert waits_s == 140 and props["Timeout"] >= 2 * waits_s
+    env = props["Environment"]["Variables"]
+    for var in [
+        "ECS_RERUN_TOPIC_ARN", "ECS_RERUN_MAX_ATTEMPTS", "ECS_RERUN_BASE_DELAY_MS", "ECS_RERUN_MAX_DELAY_MS",
+        "ECS_RERUN_RULES", "ECS_RERUN_REPLAY_REDACTED_ENV", "ECS_RERUN_NOTIFY_ON_RECOVERY",
+        "ECS_RERUN_ALLOWED_ACCOUNTS", "ECS_RERUN_DRY_RUN",
+    ]:
+        assert var in env, var
+    assert env["ECS_RERUN_DRY_RUN"] == {"Ref": "DryRun"}
+    assert template["Parameters"]["DryRun"]["Default"] == "false"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# (b) the rule's pattern against the sample events, with a real EventBridge pattern engine
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def engine():
+    from localstack.services.events.event_rule_engine import EventPatternCompiler, EventRuleEngine
+
+    compiler, rules = EventPatternCompiler(), EventRuleEngine()
+
+    def matches(pattern: dict, event: dict) -> bool:
+        # compile_event_pattern validates like PutRule does (raises on an invalid pattern)
+        return rules.evaluate_pattern_on_event(compiler.compile_event_pattern(json.dumps(pattern)), event)
+
+    return matches
+
+
+def load_event(prefix: str) -> dict:
+    (path,) = EVENTS.glob(prefix + "*.json")
+    return json.loads(path.read_text())
+
+
+def test_engine_flattens_arrays_of_objects_like_eventbridge(engine):
+    """Guard against swapping in a matcher that cannot see failures[].reason (moto's EventPattern cannot)."""
+    assert engine({"a": {"b": [{"exists": True}]}}, {"a": [{"b": "x"}, {"c": 1}]})
+    assert not engine({"a": {"b": [{"exists": True}]}}, {"a": []})
+    assert not engine({"s": [{"anything-but": "x"}]}, {"t": 1})  # anything-but needs the field
+
+
+def test_default_pattern_is_the_recommended_rule(template):
+    assert rendered_pattern(template) == RECOMMENDED_PATTERN
+
+
+@pytest.mark.parametrize("prefix", FAILURE_EVENTS)
+def test_failure_events_match(template, engine, prefix):
+    assert engine(rendered_pattern(template), load_event(prefix))
+
+
+@pytest.mark.parametrize("prefix", OTHER_EVENTS)
+def test_other_events_do_not_match(template, engine, prefix):
+    assert not engine(rendered_pattern(template), load_event(prefix))
+
+
+def test_event_without_started_by_still_matches(template, engine):
+    for prefix in ["01-", "04-"]:
+        event = load_event(prefix)
+        event["detail"]["requestParameters"].pop("startedBy", None)
+        assert "startedBy" not in event["detail"]["requestParameters"]
+        assert engine(rendered_pattern(template), event), prefix
+
+
+def test_runtask_with_empty_failures_does_not_match(template, engine):
+    event = load_event("01-")
+    event["detail"]["responseElements"]["failures"] = []
+    assert not engine(rendered_pattern(template), event)
+    event["detail"]["responseElements"] = {"tasks": [], "failures": [{"arn": "arn:x"}]}  # entry without reason
+    assert not engine(rendered_pattern(template), event)
+
+
+def test_cluster_filter_matches_names_and_arns(template, engine):
+    pattern = rendered_pattern(template, Clusters="batch,reports")
+    assert pattern["detail"]["requestParameters"]["cluster"] == [
+        "batch", "reports", {"suffix": ":cluster/batch"}, {"suffix": ":cluster/reports"},
+    ]
+    expected = {
+        "01-": True,  # cluster given as ARN .../cluster/batch
+        "02-": True,  # cluster given as name "batch"
+        "03-": False,  # web
+        "04-": True,
+        "05-": False,  # web
+        "06-": True,
+        "07-": True,
+        "08-": True,
+        "09-": False,
+        "10-": False,
+    }
+    for prefix, want in expected.items():
+        assert engine(pattern, load_event(prefix)) is want, prefix
+    # a cluster whose name merely ends with a listed name is not matched
+    event = load_event("01-")
+    event["detail"]["requestParameters"]["cluster"] = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/mybatch"
+    assert not engine(pattern, event)
+    event["detail"]["requestParameters"]["cluster"] = "mybatch"
+    assert not engine(pattern, event)
+
+
+def test_rule_target_has_dlq_and_invoke_config_has_destination(template):
+    cfn = Cfn(template, params_for(template))
+    res = template["Resources"]
+    (target,) = cfn.eval(res["FailedRunTaskRule"]["Properties"]["Targets"])
+    assert target["DeadLetterConfig"]["Arn"].endswith(":RuleDeadLetterQueue")
+    eic = cfn.eval(res["EcsRerunEventInvokeConfig"]["Properties"])
+    assert eic["MaximumRetryAttempts"] == 1 and eic["FunctionName"] == "<ref:EcsRerunFunction>"
+    assert eic["DestinationConfig"]["OnFailure"]["Destination"].endswith(":OnFailureQueue")
+    for q in ["OnFailureQueue", "RuleDeadLetterQueue"]:
+        assert res[q]["Properties"]["SqsManagedSseEnabled"] is True
+        assert res[q]["Properties"]["MessageRetentionPeriod"] == 1209600
+    (stmt,) = cfn.eval(res["RuleDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])
+    assert stmt["Principal"] == {"Service": "events.amazonaws.com"} and stmt["Action"] == "sqs:SendMessage"
+    alarmed = {
+        (a["Properties"]["MetricName"], json.dumps(a["Properties"]["Dimensions"]))
+        for a in res.values()
+        if a["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert {m for m, _ in alarmed} == {"ApproximateNumberOfMessagesVisible", "Errors", "Throttles"}
+    assert len(alarmed) == 4
+
+
+# --------------------------------------------------------------------------------------------------------------
+# (c) IAM: every SDK operation the code calls is granted; no wildcard PassRole
+# --------------------------------------------------------------------------------------------------------------
+SDK_CRATES = {"aws_sdk_ecs": "ecs", "aws_sdk_sns": "sns"}
+
+
+def sdk_operations(service: str) -> dict[str, str]:
+    """snake_case fluent method -> IAM action, from the botocore service model (same model the SDKs use)."""
+    import botocore.session
+    from botocore import xform_name
+
+    model = botocore.session.get_session().get_service_model(service)
+    return {xform_name(op): f"{service}:{op}" for op in model.operation_names}
+
+
+def called_actions() -> set[str]:
+    ops = {crate: sdk_operations(svc) for crate, svc in SDK_CRATES.items()}
+    found: set[str] = set()
+    for path in sorted((REPO / "src").rglob("*.rs")):
+        code = re.sub(r"//[^\n]*", "", path.read_text())
+        crates = [c for c in SDK_CRATES if c in code]
+        # a fluent operation call takes no argument: client.run_task() / self.client.publish()
+        for method in re.findall(r"\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)", code):
+            for crate in crates:
+                if method in ops[crate]:
+                    found.add(ops[crate][method])
+    return found
+
+
+def role_statements(template: dict, **params) -> list[dict]:
+    cfn = Cfn(template, params_for(template, **params))
+    res = template["Resources"]
+    docs = [p["PolicyDocument"] for p in res["EcsRerunRole"]["Properties"]["Policies"]]
+    docs += [
+        r["Properties"]["PolicyDocument"]
+        for r in res.values()
+        if r["Type"] in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy")
+    ]
+    out = []
+    for doc in docs:
+        out += cfn.eval(doc)["Statement"]
+    return out
+
+
+def as_list(x) -> list:
+    return x if isinstance(x, list) else [x]
+
+
+def allowed_actions(statements: list[dict]) -> set[str]:
+    return {a for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+
+
+def test_scan_finds_the_sdk_calls():
+    actions = called_actions()
+    assert any(a.startswith("ecs:") for a in actions), f"no ECS client call found in src/: {actions}"
+    assert any(a.startswith("sns:") for a in actions), f"no SNS client call found in src/: {actions}"
+    assert "ecs:RunTask" in actions and "sns:Publish" in actions
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"Clusters": "batch,web", "TaskFamilies": "nightly-report,thumbnailer"},
+     {"ExistingTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ops"}],
+    ids=["defaults", "narrowed", "existing-topic"],
+)
+def test_every_called_operation_is_granted(template, params):
+    statements = role_statements(template, **params)
+    granted = allowed_actions(statements)
+    missing = (called_actions() | {"ecs:TagResource"}) - granted
+    assert not missing, f"role lacks {sorted(missing)}"
+    assert not any("*" in a for a in granted), sorted(granted)
+
+
+def test_tag_resource_only_on_create(template):
+    (stmt,) = [s for s in role_statements(template) if "ecs:TagResource" in as_list(s["Action"])]
+    assert stmt["Condition"] == {"StringEquals": {"ecs:CreateAction": "RunTask"}}
+
+
+def test_pass_role_is_never_wildcard(template):
+    spec = template["Parameters"]["PassRoleArns"]
+    assert "Default" not in spec, "PassRoleArns must be required"
+    pattern = re.compile(spec["AllowedPattern"])
+    assert all(pattern.match(arn) for arn in PASS_ROLES)
+    for bad in ["*", f"arn:aws:iam::{ACCOUNT}:role/*", f"arn:aws:iam::{ACCOUNT}:role/ecs-*", "arn:aws:iam::*:role/x"]:
+        assert not pattern.match(bad), bad
+    pass_statements = [
+        s for s in role_statements(template)
+        if s["Effect"] == "Allow" and {"iam:PassRole", "iam:*", "*"} & set(as_list(s["Action"]))
+    ]
+    assert pass_statements
+    for s in pass_statements:
+        assert as_list(s["Action"]) == ["iam:PassRole"] or s["Action"] == "iam:PassRole"
+        assert sorted(as_list(s["Resource"])) == sorted(PASS_ROLES)
+        assert not any("*" in r for r in as_list(s["Resource"]))
+        assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+
+
+def test_run_task_scoping(template):
+    def run_task(stmts):
+        return [s for s in stmts if "ecs:RunTask" in as_list(s["Action"])]
+
+    (allow,) = run_task(role_statements(template))
+    assert allow["Resource"] == f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/*" and "Condition" not in allow
+
+    allow, deny = sorted(
+        run_task(role_statements(template, Clusters="batch,web", TaskFamilies="nightly-report,thumbnailer")),
+        key=lambda s: s["Effect"],
+    )
+    assert allow["Condition"] == {
+        "ArnLike": {"ecs:cluster": ["arn:*:ecs:*:*:cluster/batch", "arn:*:ecs:*:*:cluster/web"]}
+    }
+    assert deny["Effect"] == "Deny" and deny["NotResource"] == [
+        "arn:*:ecs:*:*:task-definition/nightly-report:*",
+        "arn:*:ecs:*:*:task-definition/thumbnailer:*",
+    ]
+
+
+def test_sns_publish_only_on_the_topic(template):
+    for params, topic in [({}, "<ref:NotificationTopic>"),
+                          ({"ExistingTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ops"},
+                           f"arn:aws:sns:{REGION}:{ACCOUNT}:ops")]:
+        stmts = [s for s in role_statements(template, **params) if "sns:Publish" in as_list(s["Action"])]
+        assert [s["Resource"] for s in stmts] == [topic]
+        sqs = [s for s in role_statements(template, **params) if "sqs:SendMessage" in as_list(s["Action"])]
+        assert [s["Resource"] for s in sqs] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:OnFailureQueue"]
+
+
+def test_template_copy_is_not_mutated(template):
+    snapshot = copy.deepcopy(template)
+    rendered_pattern(template, Clusters="a")
+    role_statements(template, Clusters="a", TaskFamilies="b")
+    assert template == snapshot
