@@ -400,3 +400,77 @@ fn task_family_from_every_form() {
         "nightly"
     );
 }
+
+// --- metrics ------------------------------------------------------------------------------------
+
+fn report(
+    outcome: ecs_rerun::plan::Outcome,
+    recovery_ms: Option<u64>,
+) -> ecs_rerun::handler::Report {
+    ecs_rerun::handler::Report {
+        event_id: Some("e-1".into()),
+        outcome,
+        reason_class: Some(ReasonClass::Transient),
+        reason: "r".into(),
+        attempts: 2,
+        tasks_started: 1,
+        waited_ms: 30_000,
+        notified: false,
+        subject: None,
+        cluster: Some("batch".into()),
+        task_family: Some("nightly".into()),
+        recovery_ms,
+    }
+}
+
+#[test]
+fn emf_line_declares_every_metric_it_carries() {
+    use ecs_rerun::metrics::{NAMESPACE, emf_line};
+    use ecs_rerun::plan::Outcome;
+    let line: serde_json::Value = serde_json::from_str(
+        &emf_line(&report(Outcome::Recovered, Some(95_000)), 1_700_000_000_000).unwrap(),
+    )
+    .unwrap();
+    let directive = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], NAMESPACE);
+    assert_eq!(line["_aws"]["Timestamp"], 1_700_000_000_000u64);
+    for dims in directive["Dimensions"].as_array().unwrap() {
+        for dim in dims.as_array().unwrap() {
+            assert!(
+                line[dim.as_str().unwrap()].is_string(),
+                "dimension {dim} has a value"
+            );
+        }
+    }
+    let names: Vec<&str> = directive["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "FailuresSeen",
+            "RetriesIssued",
+            "Recoveries",
+            "Notifications",
+            "TimeToRecovery"
+        ]
+    );
+    for name in names {
+        assert!(line[name].is_number(), "{name} has a value");
+    }
+    assert_eq!(line["Outcome"], "recovered");
+    assert_eq!(line["RetriesIssued"], 2);
+    assert_eq!(line["Recoveries"], 1);
+
+    let gave_up: serde_json::Value =
+        serde_json::from_str(&emf_line(&report(Outcome::GaveUp, None), 0).unwrap()).unwrap();
+    assert!(gave_up.get("TimeToRecovery").is_none());
+    assert_eq!(gave_up["Recoveries"], 0);
+    assert!(
+        emf_line(&report(Outcome::Ignored, None), 0).is_none(),
+        "ignored events are not failures"
+    );
+}
