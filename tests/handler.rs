@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{FakeClock, FakeEcs, FakeSns, config, event, failure, started};
-use ecs_rerun::handler::{Handler, HandlerError, Invocation};
+use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::plan::{ATTEMPT_TAG, EVENT_ID_TAG, LaunchResult, Outcome};
 use serde_json::Value;
 
@@ -14,6 +14,31 @@ type TestHandler = Handler<FakeEcs, FakeSns, FakeClock>;
 
 fn handler(ecs: &FakeEcs, sns: &FakeSns, clock: &FakeClock, extra: &[(&str, &str)]) -> TestHandler {
     Handler::new(config(extra), ecs.clone(), sns.clone(), clock.clone())
+}
+
+/// Runs one sample event through a handler on these fakes, as a local invocation.
+async fn run(
+    ecs: &FakeEcs,
+    sns: &FakeSns,
+    clock: &FakeClock,
+    extra: &[(&str, &str)],
+    file: &str,
+) -> Result<Report, HandlerError> {
+    run_as(ecs, sns, clock, extra, file, &local()).await
+}
+
+/// Runs one sample event through a handler on these fakes.
+async fn run_as(
+    ecs: &FakeEcs,
+    sns: &FakeSns,
+    clock: &FakeClock,
+    extra: &[(&str, &str)],
+    file: &str,
+    invocation: &Invocation,
+) -> Result<Report, HandlerError> {
+    handler(ecs, sns, clock, extra)
+        .handle(&event(file), invocation)
+        .await
 }
 
 fn clock() -> FakeClock {
@@ -41,8 +66,7 @@ async fn agent_three_times_then_gives_up_with_one_notification() {
     };
     let ecs = FakeEcs::scripted(vec![agent(), agent(), agent()]);
     let (sns, clock) = (FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("01-agent-ec2.json"), &local())
+    let report = run(&ecs, &sns, &clock, &[], "01-agent-ec2.json")
         .await
         .unwrap();
 
@@ -101,8 +125,7 @@ async fn partial_start_retries_only_the_missing_tasks_until_all_run() {
         },
     ]);
     let (sns, clock) = (FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("02-resource-memory-partial.json"), &local())
+    let report = run(&ecs, &sns, &clock, &[], "02-resource-memory-partial.json")
         .await
         .unwrap();
 
@@ -147,8 +170,7 @@ async fn throttling_then_success_recovers() {
         ambiguous: false,
     }]);
     let (sns, clock) = (FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("04-throttling.json"), &local())
+    let report = run(&ecs, &sns, &clock, &[], "04-throttling.json")
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
@@ -168,8 +190,7 @@ async fn server_error_resends_the_same_token_so_a_hidden_success_is_not_doubled(
         ambiguous: true,
     }]);
     let (sns, clock) = (FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("05-server-exception.json"), &local())
+    let report = run(&ecs, &sns, &clock, &[], "05-server-exception.json")
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
@@ -186,8 +207,7 @@ async fn server_error_resends_the_same_token_so_a_hidden_success_is_not_doubled(
 async fn lost_answer_is_resent_with_the_same_token_and_starts_nothing_twice() {
     let ecs = FakeEcs::losing_first_response();
     let (sns, clock) = (FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("02-resource-memory-partial.json"), &local())
+    let report = run(&ecs, &sns, &clock, &[], "02-resource-memory-partial.json")
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
@@ -206,8 +226,7 @@ async fn permanent_failure_on_a_retry_stops_and_notifies() {
         failures: vec![failure("ATTRIBUTE")],
     }]);
     let (sns, clock) = (FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("01-agent-ec2.json"), &local())
+    let report = run(&ecs, &sns, &clock, &[], "01-agent-ec2.json")
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::NotRetryable);
@@ -223,10 +242,7 @@ async fn permanent_and_not_replayable_failures_notify_without_launching() {
         ("07-redacted-environment.json", "not_replayable"),
     ] {
         let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-        let report = handler(&ecs, &sns, &clock, &[])
-            .handle(&event(file), &local())
-            .await
-            .unwrap();
+        let report = run(&ecs, &sns, &clock, &[], file).await.unwrap();
         assert_eq!(report.outcome, Outcome::NotRetryable, "{file}");
         assert!(ecs.requests().is_empty(), "{file}: nothing launched");
         assert_eq!(sns.sent().len(), 1, "{file}");
@@ -266,8 +282,7 @@ async fn redacted_environment_is_replayed_without_it_when_the_operator_opts_in()
 #[tokio::test]
 async fn publishing_failure_fails_the_invocation() {
     let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::failing(), clock());
-    let err = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("06-attribute.json"), &local())
+    let err = run(&ecs, &sns, &clock, &[], "06-attribute.json")
         .await
         .unwrap_err();
     assert!(matches!(err, HandlerError::Publish(_)), "{err}");
@@ -311,8 +326,7 @@ async fn deadline_too_close_gives_up_early_and_notifies() {
         deadline: Some(clock.now_plus(Duration::from_secs(60))),
         own_account: None,
     };
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("01-agent-ec2.json"), &invocation)
+    let report = run_as(&ecs, &sns, &clock, &[], "01-agent-ec2.json", &invocation)
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::GaveUp);
@@ -333,8 +347,7 @@ async fn only_the_functions_own_account_unless_allowed() {
         own_account: Some("999988887777".into()),
     };
     let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[])
-        .handle(&event("01-agent-ec2.json"), &foreign)
+    let report = run_as(&ecs, &sns, &clock, &[], "01-agent-ec2.json", &foreign)
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Ignored);
@@ -357,10 +370,15 @@ async fn only_the_functions_own_account_unless_allowed() {
 #[tokio::test]
 async fn dry_run_launches_nothing_and_says_what_it_would_do() {
     let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let report = handler(&ecs, &sns, &clock, &[("ECS_RERUN_DRY_RUN", "true")])
-        .handle(&event("03-fargate-capacity.json"), &local())
-        .await
-        .unwrap();
+    let report = run(
+        &ecs,
+        &sns,
+        &clock,
+        &[("ECS_RERUN_DRY_RUN", "true")],
+        "03-fargate-capacity.json",
+    )
+    .await
+    .unwrap();
     assert_eq!(report.outcome, Outcome::WouldRetry);
     assert!(ecs.requests().is_empty());
     assert_eq!(sns.sent()[0].attributes["outcome"], "would_retry");
@@ -374,10 +392,7 @@ async fn ignored_events_do_nothing() {
         "10-not-runtask.json",
     ] {
         let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-        let report = handler(&ecs, &sns, &clock, &[])
-            .handle(&event(file), &local())
-            .await
-            .unwrap();
+        let report = run(&ecs, &sns, &clock, &[], file).await.unwrap();
         assert_eq!(report.outcome, Outcome::Ignored, "{file}");
         assert!(ecs.requests().is_empty() && sns.sent().is_empty(), "{file}");
     }
