@@ -18,7 +18,8 @@
 //! - [`launch`] / [`notify`] / [`clock`]: the ports to ECS, SNS and time, with their AWS adapters.
 //! - [`message`]: the notification a person reads; [`redact`] keeps secrets out of it.
 //! - [`handler`]: carries out the plan through the ports; [`metrics`] turns its report into
-//!   CloudWatch metrics; [`config`] reads the `ECS_RERUN_*` variables.
+//!   CloudWatch metrics; [`config`] reads the `ECS_RERUN_*` variables; [`setup`] loads the AWS
+//!   configuration both binaries share.
 //!
 //! [`request`] is the shared vocabulary: the `RunTask` parameters as CloudTrail records them.
 //! Everything up to [`message`] is pure and tested with fixtures; only the adapters do I/O.
@@ -38,6 +39,7 @@ pub mod notify;
 pub mod plan;
 pub mod redact;
 pub mod request;
+pub mod setup;
 
 /// The account ID in a Lambda function ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`).
 pub fn account_of_arn(arn: &str) -> Option<String> {

@@ -17,7 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
-    let aws = aws_config::load_from_env().await;
+    let aws = ecs_rerun::setup::aws_config().await;
     let handler = Handler::new(
         config.clone(),
         EcsLauncher::new(aws_sdk_ecs::Client::new(&aws)),
@@ -27,7 +27,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation {
-            deadline: Some(event.context.deadline()),
+            deadline: deadline(&event.context),
             own_account: account_of_arn(&event.context.invoked_function_arn),
         };
         let report = handler
@@ -38,6 +38,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Ok::<Report, Diagnostic>(report)
     }))
     .await
+}
+
+/// The invocation's deadline. Lambda always sends a future one; a runtime emulator may send a
+/// relative or zero value, which would make every retry look too late, so it counts as none.
+fn deadline(context: &lambda_runtime::Context) -> Option<SystemTime> {
+    let deadline = context.deadline();
+    if deadline > SystemTime::now() {
+        Some(deadline)
+    } else {
+        tracing::warn!(
+            deadline_ms = context.deadline,
+            "the runtime sent a deadline in the past; running without one"
+        );
+        None
+    }
 }
 
 fn emit_metrics(report: &Report) {

@@ -46,7 +46,7 @@ impl Default for Policy {
             max_attempts: 3,
             base_delay: Duration::from_secs(20),
             max_delay: Duration::from_secs(120),
-            deadline_reserve: Duration::from_secs(15),
+            deadline_reserve: Duration::from_secs(25),
             replay_redacted_env: false,
         }
     }

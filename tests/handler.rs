@@ -320,7 +320,7 @@ async fn deadline_too_close_gives_up_early_and_notifies() {
     };
     let ecs = FakeEcs::scripted(vec![agent(), agent(), agent()]);
     let (sns, clock) = (FakeSns::default(), clock());
-    // 60 s left: attempt 1 (10–20 s wait) fits with the 15 s reserve, attempt 2 (20–40 s) may,
+    // 60 s left: attempt 1 (10–20 s wait) fits with the 25 s reserve, attempt 2 (20–40 s) may,
     // attempt 3 (40–80 s) cannot.
     let invocation = Invocation {
         deadline: Some(clock.now_plus(Duration::from_secs(60))),
@@ -335,7 +335,7 @@ async fn deadline_too_close_gives_up_early_and_notifies() {
     assert_eq!(sns.sent().len(), 1);
     let total: Duration = clock.sleeps().iter().sum();
     assert!(
-        total + Duration::from_secs(15) <= Duration::from_secs(60),
+        total + ecs_rerun::plan::Policy::default().deadline_reserve <= Duration::from_secs(60),
         "never slept into the reserve"
     );
 }

@@ -71,7 +71,7 @@ async fn main() -> ExitCode {
         let handler = Handler::new(config, launcher, PrintNotifier, TokioClock);
         replay(&handler, &args.files, &expected, key).await
     } else {
-        let aws = aws_config::load_from_env().await;
+        let aws = ecs_rerun::setup::aws_config().await;
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::new(&aws));
         let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
         let handler = Handler::new(config, launcher, notifier, TokioClock);
