@@ -9,10 +9,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help test lint unit replay replay-dry invoke build bench deploy tools clean
+.PHONY: help test lint unit replay replay-dry invoke build bench deploy tools clean template-check e2e stack
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # --- tools -------------------------------------------------------------------------------------
 $(VENV)/.installed: scripts/requirements.txt
@@ -24,7 +24,7 @@ $(VENV)/.installed: scripts/requirements.txt
 tools: $(VENV)/.installed ## install the Python-side tools into .tools/venv
 
 # --- the two commands of the README ------------------------------------------------------------
-test: lint unit ## formatting, lint and every test (what CI runs)
+test: lint unit template-check e2e ## formatting, lint and every test (what CI runs)
 
 lint:
 	cargo fmt --all -- --check
@@ -33,10 +33,61 @@ lint:
 unit:
 	cargo test --locked
 
+template-check: $(VENV)/.installed ## cfn-lint (+ serverless rules) template.yaml, rule pattern vs events/, IAM vs src/
+	$(PY) -m pytest -q tests/template
+
+deploy: ## sam build --beta-features && sam deploy --guided (needs the AWS SAM CLI and cargo-lambda; see docs/deploy.md)
+	@if command -v sam >/dev/null 2>&1; then \
+		sam build --beta-features && sam deploy --guided; \
+	else \
+		echo "The AWS SAM CLI is not on PATH. Install it (e.g. 'pipx install aws-sam-cli', or the installer from"; \
+		echo "the AWS SAM CLI documentation), plus cargo-lambda ('pip install cargo-lambda' or 'cargo install"; \
+		echo "cargo-lambda'), then run 'make deploy' again. See docs/deploy.md."; \
+		exit 1; \
+	fi
+
 replay-dry: ## replay events/ through the handler, dry run: no AWS call, prints the requests
 	cargo run --quiet --locked --bin ecs-rerun-replay -- --dry-run --expect events/expected.json events/[0-9]*.json
 
-replay: replay-dry ## replay the sample events end to end
+# --- end to end: the real bootstrap under `cargo lambda watch`, the AWS SDK talking to moto's server ----
+# through a scripted fault proxy (scripts/e2e/). Everything binds 127.0.0.1 on free ports and is stopped
+# again at the end, also on Ctrl-C. For the local run the function's backoff is shortened to
+# ECS_RERUN_BASE_DELAY_MS=200 / ECS_RERUN_MAX_DELAY_MS=1000 (production: 20000 / 120000), so it takes seconds.
+E2E_BUILD := cargo build --quiet --locked --bin ecs-rerun
+
+replay: $(VENV)/.installed ## replay events/ end to end: emulator + local AWS endpoint; table, notifications, tasks
+	$(E2E_BUILD)
+	$(PY) scripts/e2e/replay.py --expect events/expected.json events/[0-9]*.json
+
+e2e: $(VENV)/.installed ## end-to-end tests (tests/e2e): each event's RunTask calls, tasks, notification; faults
+	$(E2E_BUILD)
+	$(PY) -m pytest -q tests/e2e
+
+stack: $(VENV)/.installed ## start the local stack (emulator + endpoint) and keep it up until Ctrl-C
+	$(E2E_BUILD)
+	$(PY) scripts/e2e/stack.py up
+
+invoke: $(VENV)/.installed ## send one event to the running `make stack`: make invoke EVENT=events/01-agent-ec2.json
+	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/01-agent-ec2.json (with \`make stack\` running)"; exit 2; }
+	$(PY) scripts/e2e/replay.py --running --json --expect events/expected.json $(EVENT)
+
+# --- build and bench: cargo-lambda + zig (PyPI) and the bench's Python side in their own venv, .tools/bench ----
+BENCH_VENV := $(TOOLS)/bench
+BENCH_PY   := $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: bench/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+build: $(BENCH_VENV)/.installed ## arm64 release build for Lambda, zipped: target/lambda/ecs-rerun/bootstrap.zip
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(BENCH_VENV)/bin:$$PATH" cargo lambda build --release --arm64 --locked --bin ecs-rerun --output-format zip
+	@ls -l target/lambda/ecs-rerun/bootstrap.zip
+
+bench: build $(BENCH_VENV)/.installed ## benchmarks (core, cold start vs Python, size, burst): one table, bench/results.md
+	$(BENCH_PY) bench/run.py $(BENCH_ARGS)
 
 clean: ## remove build output and local tools
 	cargo clean

@@ -1,0 +1,221 @@
+"""Replay sample events end to end and show what ecs-rerun did.
+
+    python scripts/e2e/replay.py [--expect events/expected.json] [--running] EVENT_FILE...
+
+Starts the local stack (moto, the fault proxy, `cargo lambda watch` serving the real bootstrap),
+sends each event with `cargo lambda invoke --data-file`, and prints: progress while it runs, one table
+row per event, the notifications as delivered (read back from the SQS queue subscribed to the topic),
+the tasks the endpoint now holds with their retry tags, and a one-line summary. Exits 1 if an
+event's outcome differs from the "local" entry for it in the expectations file.
+
+With --running it uses the stack of a running `make stack` instead of starting one (`make invoke`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scenarios import scenario  # noqa: E402
+from stack import RunningStack, Stack, install_signal_handlers  # noqa: E402
+
+TTY = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+
+
+def c(text: str, code: str) -> str:
+    return f"\033[{code}m{text}\033[0m" if TTY else text
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def describe_call(e: dict, t0: float, last: list) -> str:
+    """One progress line for a call the function made (as the proxy saw it)."""
+    at = e["t"] - t0
+    gap = f", {e['t'] - last[0]:.2f}s after the previous call" if last[0] else ""
+    last[0] = e["t"]
+    if e.get("op") == "RunTask":
+        attempt = (e.get("tags") or {}).get("ecs-rerun:attempt", "?")
+        tok = (e.get("clientToken") or "-")
+        tok = tok if len(tok) <= 24 else tok[:24] + "…"
+        head = f"   +{at:5.2f}s  RunTask attempt {attempt}: count={e.get('count')} token={tok}{gap}"
+        act, status, resp = e.get("action"), e.get("status"), e.get("response") or {}
+        if act == "idempotent-replay":
+            res = f"token seen before: original answer returned, nothing started"
+        elif act == "idempotency-conflict":
+            res = c("ConflictException (token reused with other parameters)", "31")
+        elif status is None:
+            res = f"connection dropped (scripted; {e.get('tasks_started', 0)} task(s) started before)"
+        elif status != 200:
+            res = c(f"HTTP {status} {resp.get('__type', '') if isinstance(resp, dict) else ''} (scripted)", "33")
+        else:
+            fails = sorted({f.get("reason", "?") for f in resp.get("failures", [])})
+            res = f"{e.get('tasks_started', 0)} started"
+            if fails:
+                res += c(f", failures: {', '.join(fails)}", "33") + " (scripted)"
+        return f"{head}\n{'':12}→ {res}"
+    if e.get("op") == "Publish":
+        status = e.get("status")
+        res = "published" if status == 200 else c(f"HTTP {status} (scripted failure)" if status else "dropped", "31")
+        return f"   +{at:5.2f}s  SNS Publish {e.get('subject')!r}{gap} → {res}"
+    return f"   +{at:5.2f}s  {e.get('service')}:{e.get('op')} → HTTP {e.get('status')}"
+
+
+def run_one(stack, path: Path, verbose: bool = True):
+    sc = scenario(path.name)
+    stack.control.clear_script()
+    if sc["script"]:
+        stack.control.script(sc["script"])
+    if verbose:
+        out(c(f"▶ {path.name}", "1") + (f"  ({sc['title']})" if sc["title"] else ""))
+    t0 = time.time()
+    last = [0.0]
+    res = stack.invoke(path, on_call=(lambda e: out(describe_call(e, t0, last))) if verbose else None)
+    stack.control.clear_script()
+    return res
+
+
+def summarize_response(res) -> dict:
+    r = res.response
+    if isinstance(r, list):           # a handler that answers a list per invocation
+        r = r[0] if len(r) == 1 else {"outcome": ",".join(x.get("outcome", "?") for x in r)}
+    if not res.ok or not isinstance(r, dict):
+        return {"outcome": "error", "attempts": "-", "tasks_started": "-", "subject": None,
+                "notified": False, "reason": res.error}
+    return r
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("events", nargs="+", type=Path)
+    ap.add_argument("--expect", type=Path, help="expectations: {file: {local: outcome}}")
+    ap.add_argument("--running", action="store_true", help="use the stack of a running `make stack`")
+    ap.add_argument("--json", action="store_true", help="also print each function response as a JSON line")
+    args = ap.parse_args(argv)
+    expected = json.loads(args.expect.read_text()) if args.expect else {}
+    install_signal_handlers()
+
+    started = time.monotonic()
+    if args.running:
+        stack = RunningStack.find()
+        ctx = None
+    else:
+        out(c("Starting the local stack (moto + fault proxy + cargo lambda watch) …", "2"))
+        ctx = Stack(event_files=args.events)
+        stack = ctx.__enter__()
+        out(c("Function settings for this local run: ECS_RERUN_BASE_DELAY_MS=200 ECS_RERUN_MAX_DELAY_MS=1000 "
+              "(production: 20000 / 120000), ECS_RERUN_MAX_ATTEMPTS=3", "2"))
+    try:
+        stack.notifications()          # start from an empty queue
+        results = []
+        for path in args.events:
+            res = run_one(stack, path)
+            r = summarize_response(res)
+            want = (expected.get(path.name) or {}).get("local")
+            r["_expected"] = want
+            r["_match"] = want is None or want == r.get("outcome")
+            results.append((path, res, r))
+            mark = c("✓", "32") if r["_match"] else c("✗", "31")
+            unexpected = "" if r["_match"] else c(f" (expected {want})", "31")
+            if res.ok:
+                out(f"   {mark} {r.get('outcome')}{unexpected}: {r.get('attempts')} attempt(s), {r.get('tasks_started')} "
+                    f"task(s) started, notified={r.get('notified')} ({res.seconds:.2f}s)")
+                if not r["_match"] and r.get("reason"):
+                    out(f"     reason: {r['reason']}")
+            else:
+                out(f"   {mark} invocation failed (in AWS: retried, then the dead-letter queue): "
+                    + c(res.error.splitlines()[-1] if res.error else "?", "31"))
+                for line in (res.error or "").splitlines():
+                    if line.strip() and "Was this behavior unexpected" not in line and "cargo-lambda/discussions" not in line:
+                        out(f"      {line}")
+            if args.json and res.response is not None:
+                out(json.dumps(res.response))
+        notes = stack.notifications()
+        tasks = stack.tasks()
+    finally:
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    # ---- the table ------------------------------------------------------------------------------
+    out()
+    rows = [("scenario", "decision", "attempts", "tasks started", "notification subject")]
+    for path, res, r in results:
+        title = scenario(path.name)["title"]
+        name = path.stem if not title else f"{path.stem[:2]} {title}"
+        decision = str(r.get("outcome"))
+        if not r["_match"]:
+            decision += f" (expected {r['_expected']})"
+        rows.append((name, decision, str(r.get("attempts")), str(r.get("tasks_started")),
+                     str(r.get("subject") or "—")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for i, row in enumerate(rows):
+        line = "  ".join(col.ljust(widths[j]) for j, col in enumerate(row[:4])) + "  " + row[4]
+        if i == 0:
+            out(c(line, "1"))
+            out("-" * min(len(line) + 10, 160))
+        else:
+            ok = results[i - 1][2]["_match"]
+            out(line if ok else c(line, "31"))
+
+    out()
+    out(c(f"Notifications delivered to the SQS queue subscribed to the topic ({len(notes)}):", "1"))
+    for n in notes:
+        attrs = " ".join(f"{k}={v}" for k, v in sorted(n["attributes"].items()))
+        out(f"  • {n['subject']}")
+        out(f"    attributes: {attrs}")
+        body = n["raw_message"] or ""
+        lines = body.splitlines()
+        for line in lines[:12]:
+            out("    │ " + line)
+        if len(lines) > 12:
+            out(f"    │ … ({len(lines) - 12} more lines)")
+    if not notes:
+        out("  (none)")
+
+    out()
+    out(c(f"Tasks the endpoint now holds ({len(tasks)}):", "1"))
+    for t in sorted(tasks, key=lambda t: (t.get("clusterArn", ""), str(t.get("createdAt", "")))):
+        tags = {x["key"]: x["value"] for x in t.get("tags") or []}
+        rerun = ", ".join(f"{k}={v}" for k, v in tags.items() if k.startswith("ecs-rerun:")) or "no ecs-rerun tags"
+        others = ", ".join(f"{k}={v}" for k, v in tags.items() if not k.startswith("ecs-rerun:"))
+        cluster = t["clusterArn"].rsplit("/", 1)[-1]
+        td = t["taskDefinitionArn"].rsplit("/", 1)[-1]
+        out(f"  {cluster}/{t['taskArn'].rsplit('/', 1)[-1][:8]}  {td:18} {t.get('lastStatus', ''):8} "
+            f"{t.get('startedBy') or '-':28} {rerun}" + (f"  [{others}]" if others else ""))
+    if not tasks:
+        out("  (none)")
+
+    bad = [p.name for p, _, r in results if not r["_match"]]
+    failed_invocations = sum(1 for _, res, _ in results if not res.ok)
+    calls = sum(1 for _, res, _ in results for e in res.calls if e.get("op") == "RunTask")
+    counts: dict[str, int] = {}
+    for _, _, r in results:
+        counts[str(r.get("outcome"))] = counts.get(str(r.get("outcome")), 0) + 1
+    summary = (f"{len(results)} events in {time.monotonic() - started:.1f}s: "
+               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+               + f"; {calls} RunTask calls, {len(tasks)} tasks, {len(notes)} notifications"
+               + (f", {failed_invocations} failed invocations" if failed_invocations else ""))
+    out()
+    if bad:
+        out(c(f"FAIL {summary}; unexpected outcome for: {', '.join(bad)}", "31;1"))
+        return 1
+    out(c(f"OK   {summary}; every outcome as expected", "32;1"))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything started was stopped", file=sys.stderr)
+        sys.exit(130)
+    except RuntimeError as e:
+        print(textwrap.fill(f"error: {e}", 100), file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,71 @@
+"""What the local endpoint does when ecs-rerun re-issues each sample event's RunTask, and what must follow.
+
+`script` goes to the fault proxy before the event is sent (see proxy.py for the actions): it decides how
+the re-issued RunTask calls (and the SNS Publish) are answered. A RunTask call with nothing scripted
+passes through to moto, which starts the tasks. `expect` is checked by the end-to-end tests against the
+function's response, the tasks moto now holds and the notifications in the SQS queue; the outcome
+the replay checks is the "local" entry of events/expected.json.
+"""
+
+CAPACITY = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+
+SCENARIOS: dict[str, dict] = {
+    "01-agent-ec2.json": {
+        "title": "AGENT: agent back by the 2nd try",
+        "script": {"ecs:RunTask": [{"do": "fail", "reason": "AGENT"}]},
+        "expect": {"outcome": "recovered", "attempts": 2, "tasks_started": 1, "counts": [1, 1]},
+    },
+    "02-resource-memory-partial.json": {
+        "title": "RESOURCE:MEMORY, 2 of 5 ran: 1 more, then 2",
+        "script": {"ecs:RunTask": [{"do": "fail", "reason": "RESOURCE:MEMORY", "place": 1}]},
+        "expect": {"outcome": "recovered", "attempts": 2, "tasks_started": 3, "counts": [3, 2]},
+    },
+    "03-fargate-capacity.json": {
+        "title": "Fargate capacity never comes back",
+        "script": {"ecs:RunTask": [{"do": "fail", "reason": CAPACITY, "sticky": True}]},
+        "expect": {"outcome": "gave_up", "attempts": 3, "tasks_started": 0, "counts": [2, 2, 2],
+                   "notified": True},
+    },
+    "04-throttling.json": {
+        "title": "ThrottlingException: next call goes through",
+        "script": {},
+        "expect": {"outcome": "recovered", "attempts": 1, "tasks_started": 1, "counts": [1]},
+    },
+    "05-server-exception.json": {
+        "title": "ServerException: a 500, then it starts",
+        "script": {"ecs:RunTask": [{"do": "error", "code": "ServerException", "status": 500,
+                                    "message": "Service Unavailable. Please try again later."}]},
+        "expect": {"outcome": "recovered", "tasks_started": 1},
+    },
+    "06-attribute.json": {
+        "title": "ATTRIBUTE: no instance can ever take it",
+        "script": {},
+        "expect": {"outcome": "not_retryable", "attempts": 0, "tasks_started": 0, "counts": [],
+                   "notified": True},
+    },
+    "07-redacted-environment.json": {
+        "title": "AGENT, but environment was redacted",
+        "script": {},
+        "expect": {"outcome": "not_retryable", "attempts": 0, "tasks_started": 0, "counts": [],
+                   "notified": True},
+    },
+    "08-own-retry.json": {
+        "title": "ecs-rerun's own re-issue failed",
+        "script": {},
+        "expect": {"outcome": "ignored", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+    },
+    "09-successful-runtask.json": {
+        "title": "RunTask that succeeded",
+        "script": {},
+        "expect": {"outcome": "ignored", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+    },
+    "10-not-runtask.json": {
+        "title": "StopTask, not RunTask",
+        "script": {},
+        "expect": {"outcome": "ignored", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+    },
+}
+
+
+def scenario(file_name: str) -> dict:
+    return SCENARIOS.get(file_name, {"title": "", "script": {}, "expect": {}})

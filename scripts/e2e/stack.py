@@ -1,0 +1,501 @@
+"""The local end-to-end stack: moto's server, the fault proxy, and cargo-lambda's Lambda emulator.
+
+    function (bootstrap, run by `cargo lambda watch`) --AWS_ENDPOINT_URL--> fault proxy --> moto_server
+    harness (this module, boto3) ------------------------------------------------------> moto_server
+
+Everything binds 127.0.0.1 on free ports and is stopped again when the stack is closed, also on
+Ctrl-C / SIGTERM / SIGHUP (children also get SIGTERM if this process dies, via PR_SET_PDEATHSIG).
+
+Usage as a program (what `make stack` runs):
+    python scripts/e2e/stack.py up      start, seed, print the addresses, run until interrupted;
+                                        writes .tools/e2e/stack.json so `make invoke` can find it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy import FaultProxy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE_DIR = ROOT / ".tools" / "e2e"
+STACK_FILE = STATE_DIR / "stack.json"
+REGION = "us-east-1"
+ACCOUNT = "111122223333"          # the account of the sample events; moto runs as this account
+TOPIC_NAME = "ecs-rerun-notifications"
+QUEUE_NAME = "ecs-rerun-notifications"
+FUNCTION = "ecs-rerun"
+CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+# Short backoff for the local run (production defaults are 20 s / 120 s): `make replay` takes seconds.
+LOCAL_FUNCTION_ENV = {
+    "ECS_RERUN_MAX_ATTEMPTS": "3",
+    "ECS_RERUN_BASE_DELAY_MS": "200",
+    "ECS_RERUN_MAX_DELAY_MS": "1000",
+    "ECS_RERUN_ALLOWED_ACCOUNTS": ACCOUNT,
+    "RUST_LOG": "info",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the harness dies, even by SIGKILL (Linux only)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before it listened on {port}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def tool(name: str) -> str:
+    """A tool installed into the venv this harness runs from (.tools/venv/bin)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: run `make tools`")
+    return found
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+class ControlClient:
+    """The proxy's control API over HTTP (works for an in-process or another process's proxy)."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    def _call(self, name: str, payload=None):
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(f"{self.url}/__control/{name}", data=data,
+                                     method="GET" if data is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def reset(self):
+        return self._call("reset", {})
+
+    def config(self, **cfg):
+        return self._call("config", cfg)
+
+    def script(self, scripts: dict):
+        return self._call("script", scripts)
+
+    def clear_script(self):
+        return self._call("clear-script", {})
+
+    def log(self, since: int = 0) -> list[dict]:
+        return self._call(f"log?since={since}")
+
+    def state(self):
+        return self._call("state")
+
+
+@dataclass
+class InvokeResult:
+    event_file: str
+    ok: bool                       # the emulator reported success
+    response: dict | list | None   # the function's JSON response
+    error: str | None              # the emulator's error report for a failed invocation
+    seconds: float
+    calls: list[dict] = field(default_factory=list)   # what the proxy saw during the invocation
+
+
+def sample_requests(event_files) -> list[dict]:
+    """requestParameters of every RunTask record in the given event files (to seed what they name)."""
+    out = []
+    for f in event_files:
+        try:
+            ev = json.loads(Path(f).read_text())
+            detail = ev.get("detail") or {}
+        except (ValueError, AttributeError):
+            continue
+        if detail.get("eventName") == "RunTask" and isinstance(detail.get("requestParameters"), dict):
+            out.append(detail["requestParameters"])
+    return out
+
+
+class Stack:
+    def __init__(self, event_files=(), with_lambda: bool = True, function_env: dict | None = None,
+                 log_dir: Path = STATE_DIR, quiet: bool = False):
+        self.event_files = [str(f) for f in event_files] or [str(p) for p in sorted((ROOT / "events").glob("[0-9]*.json"))]
+        self.with_lambda = with_lambda
+        self.function_env = {**LOCAL_FUNCTION_ENV, **(function_env or {})}
+        self.log_dir = Path(log_dir)
+        self.quiet = quiet
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.proxy: FaultProxy | None = None
+        self.moto_url = ""
+        self.lambda_port = 0
+        self.topic_arn = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC_NAME}"
+        self.queue_url = ""
+        self.seeded: dict = {}
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env or tool_env(), cwd=ROOT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        port = free_port()
+        env = tool_env()
+        env["MOTO_ACCOUNT_ID"] = ACCOUNT
+        proc = self._spawn("moto", [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], env)
+        wait_for_port(port, 30, proc, "moto_server")
+        self.moto_url = f"http://127.0.0.1:{port}"
+        self.proxy = FaultProxy(self.moto_url, 0, region=REGION, account=ACCOUNT).start()
+        self.control = ControlClient(self.proxy.url)
+        self.seed()
+        self.say(f"stack: moto {self.moto_url}, fault proxy {self.proxy.url} (seeded in {time.monotonic() - t0:.1f}s)")
+        if self.with_lambda:
+            self.start_lambda()
+
+    def function_env_all(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.proxy.url,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": CREDS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": CREDS["aws_secret_access_key"],
+            "ECS_RERUN_TOPIC_ARN": self.topic_arn,
+            **self.function_env,
+        }
+
+    def start_lambda(self) -> None:
+        self.lambda_port = free_port()
+        env_file = self.log_dir / "function.env"
+        fenv = self.function_env_all()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in fenv.items()))
+        env = tool_env()
+        env.update(fenv)   # also in the emulator's own environment, in case a variable is only inherited
+        argv = ["cargo", "lambda", "watch", "--bin", FUNCTION, "--ignore-changes", "--quiet",
+                "--invoke-address", "127.0.0.1", "--invoke-port", str(self.lambda_port),
+                "--env-file", str(env_file)]
+        t0 = time.monotonic()
+        proc = self._spawn("lambda", argv, env)
+        wait_for_port(self.lambda_port, 300, proc, "cargo lambda watch")
+        self.say(f"stack: Lambda emulator on 127.0.0.1:{self.lambda_port} "
+                 f"(cargo lambda watch, up in {time.monotonic() - t0:.1f}s; function log: {self.log_dir / 'lambda.log'})")
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+        self.procs.clear()
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
+
+    # ---- AWS clients straight to moto (the harness never goes through the proxy) -------------------
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
+                            config=Config(retries={"max_attempts": 1}), **CREDS)
+
+    # ---- seeding --------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything (moto's state, the proxy's scripts/log/tokens) and seed again."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", data=b"", method="POST"),
+                               timeout=10).read()
+        self.control.reset()
+        self.seed()
+
+    def seed(self) -> None:
+        ec2, ecs, sns, sqs = (self.client(s) for s in ("ec2", "ecs", "sns", "sqs"))
+        # moto advances a task's lastStatus (RUNNING, DEACTIVATING, ... STOPPED) on every describe;
+        # keep started tasks RUNNING, as a real task that started would be while we look at it.
+        body = json.dumps({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}})
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/state-manager/set-transition",
+                                                      data=body.encode(), method="POST"), timeout=10).read()
+        requests = sample_requests(self.event_files)
+
+        # A VPC with DNS hostnames (moto answers 500 for awsvpc tasks without them) and two subnets; the
+        # subnet ids the events name are mapped onto these by the proxy.
+        vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
+                   ["Subnet"]["SubnetId"] for i, az in enumerate("ab")]
+        event_subnets = sorted({s for r in requests
+                                for s in ((r.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {})
+                                .get("subnets", [])})
+        subnet_map = {s: subnets[i % len(subnets)] for i, s in enumerate(event_subnets)}
+
+        # Clusters and task definitions named by the events; every container gets its own memory
+        # (moto answers 500 without it). Revisions are registered up to the one the event names.
+        clusters: dict[str, dict] = {}
+        families: dict[str, dict] = {}
+        for r in requests:
+            name = _name_of(r.get("cluster") or "default")
+            c = clusters.setdefault(name, {"ec2": False, "fargate": False})
+            awsvpc = bool((r.get("networkConfiguration") or {}).get("awsvpcConfiguration"))
+            if awsvpc or r.get("launchType") == "FARGATE" or r.get("capacityProviderStrategy"):
+                c["fargate"] = True
+            else:
+                c["ec2"] = True
+            family, _, rev = _name_of(r["taskDefinition"]).partition(":")
+            f = families.setdefault(family, {"revision": 1, "containers": [], "awsvpc": False})
+            f["revision"] = max(f["revision"], int(rev or 1))
+            f["awsvpc"] |= awsvpc
+            for co in (r.get("overrides") or {}).get("containerOverrides") or []:
+                if co.get("name") and co["name"] not in f["containers"]:
+                    f["containers"].append(co["name"])
+        for name, c in clusters.items():
+            kw = {"capacityProviders": ["FARGATE", "FARGATE_SPOT"]} if c["fargate"] else {}
+            ecs.create_cluster(clusterName=name, **kw)
+        for family, f in families.items():
+            containers = [{"name": n, "image": f"public.ecr.aws/docker/library/busybox:latest",
+                           "cpu": 16, "memory": 32, "essential": i == 0}
+                          for i, n in enumerate(f["containers"] or ["app"])]
+            kw = {"networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE", "EC2"],
+                  "cpu": "256", "memory": "512"} if f["awsvpc"] else {}
+            for _ in range(f["revision"]):
+                ecs.register_task_definition(family=family, containerDefinitions=containers, **kw)
+
+        # Container instances for the EC2 clusters: moto needs a (moto) EC2 instance's identity document.
+        image = ec2.describe_images()["Images"][0]["ImageId"]
+        instances: dict[str, list[str]] = {}
+        for name, c in clusters.items():
+            if not c["ec2"]:
+                continue
+            for i in range(2):
+                inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.xlarge",
+                                         SubnetId=subnets[i % 2])["Instances"][0]
+                doc = {"instanceId": inst["InstanceId"], "region": REGION, "instanceType": "m5.xlarge",
+                       "availabilityZone": inst["Placement"]["AvailabilityZone"], "accountId": ACCOUNT,
+                       "imageId": image}
+                ci = ecs.register_container_instance(cluster=name, instanceIdentityDocument=json.dumps(doc))
+                instances.setdefault(name, []).append(ci["containerInstance"]["containerInstanceArn"])
+
+        # The topic the function publishes to, with a (non-raw) SQS subscription to read notifications back.
+        self.topic_arn = sns.create_topic(Name=TOPIC_NAME)["TopicArn"]
+        self.queue_url = sqs.create_queue(QueueName=QUEUE_NAME)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+        self.control.config(subnets=subnet_map, container_instances=instances)
+        self.seeded = {"clusters": sorted(clusters), "task_definitions": {k: v["revision"] for k, v in families.items()},
+                       "container_instances": instances, "subnets": subnet_map, "topic": self.topic_arn,
+                       "queue": self.queue_url}
+
+    # ---- driving the function -------------------------------------------------------------------
+    def invoke(self, event_file, on_call=None, timeout: float = 120) -> InvokeResult:
+        """Send one event file to the emulator with `cargo lambda invoke --data-file`."""
+        since = self.control.log()[-1]["seq"] if self.control.log() else 0
+        stop = threading.Event()
+        seen: list[dict] = []
+
+        def follow():
+            nonlocal since
+            while True:
+                for e in self.control.log(since):
+                    since = e["seq"]
+                    seen.append(e)
+                    if on_call:
+                        on_call(e)
+                if stop.is_set():
+                    return
+                stop.wait(0.1)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        argv = ["cargo", "lambda", "invoke", FUNCTION, "--invoke-address", "127.0.0.1",
+                "--invoke-port", str(self.lambda_port), "--data-file", str(event_file), "--output-format", "json"]
+        env = tool_env()
+        if os.environ.get("E2E_DRIVER") == "replay-bin":
+            # Diagnostic only: the same handler through target/debug/ecs-rerun-replay, without the emulator.
+            argv = [str(ROOT / "target" / "debug" / "ecs-rerun-replay"), str(event_file)]
+            env.update(self.function_env_all())
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+                               stdin=subprocess.DEVNULL)
+        finally:
+            stop.set()
+            follower.join()
+        secs = time.monotonic() - t0
+        if os.environ.get("E2E_DRIVER") == "replay-bin":
+            line = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
+            if line.get("outcome") == "error":
+                return InvokeResult(str(event_file), False, None, line.get("error"), secs, seen)
+            return InvokeResult(str(event_file), True, line, None, secs, seen)
+        if p.returncode == 0:
+            try:
+                resp = json.loads(p.stdout)
+            except ValueError:
+                return InvokeResult(str(event_file), False, None, f"response is not JSON: {p.stdout!r}", secs, seen)
+            return InvokeResult(str(event_file), True, resp, None, secs, seen)
+        err = (p.stderr.strip() or p.stdout.strip() or f"exit status {p.returncode}")
+        return InvokeResult(str(event_file), False, None, err, secs, seen)
+
+    # ---- reading the endpoint's state back --------------------------------------------------------
+    def tasks(self) -> list[dict]:
+        ecs = self.client("ecs")
+        out = []
+        for cluster in ecs.list_clusters()["clusterArns"]:
+            arns = ecs.list_tasks(cluster=cluster)["taskArns"]
+            for i in range(0, len(arns), 100):
+                out += ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100], include=["TAGS"])["tasks"]
+        return out
+
+    def notifications(self) -> list[dict]:
+        """Drain the SQS queue subscribed to the topic: one dict per SNS notification, in arrival order."""
+        sqs = self.client("sqs")
+        out = []
+        while True:
+            msgs = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=0).get("Messages", [])
+            if not msgs:
+                return out
+            for m in msgs:
+                env = json.loads(m["Body"])
+                try:
+                    message = json.loads(env.get("Message", ""))
+                except ValueError:
+                    message = env.get("Message")
+                out.append({"subject": env.get("Subject"), "message": message, "raw_message": env.get("Message"),
+                            "attributes": {k: v.get("Value") for k, v in (env.get("MessageAttributes") or {}).items()},
+                            "timestamp": env.get("Timestamp")})
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def describe(self) -> dict:
+        return {"moto": self.moto_url, "proxy": self.proxy.url if self.proxy else None,
+                "lambda_port": self.lambda_port, "topic": self.topic_arn, "queue": self.queue_url,
+                "pid": os.getpid(), "region": REGION, "account": ACCOUNT, "function": FUNCTION}
+
+
+class RunningStack:
+    """A stack started by another process (`make stack`), found through .tools/e2e/stack.json."""
+
+    def __init__(self, info: dict):
+        self.info = info
+        self.moto_url = info["moto"]
+        self.lambda_port = info["lambda_port"]
+        self.topic_arn = info["topic"]
+        self.queue_url = info["queue"]
+        self.control = ControlClient(info["proxy"])
+        self.event_files = []
+
+    @classmethod
+    def find(cls) -> "RunningStack":
+        if not STACK_FILE.exists():
+            raise RuntimeError("no running stack: start one with `make stack` in another terminal")
+        info = json.loads(STACK_FILE.read_text())
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            raise RuntimeError(f"the stack in {STACK_FILE} (pid {info['pid']}) is gone: start one with `make stack`")
+        return cls(info)
+
+    client = Stack.client
+    invoke = Stack.invoke
+    tasks = Stack.tasks
+    notifications = Stack.notifications
+
+
+def _name_of(arn_or_name: str) -> str:
+    return arn_or_name.rsplit("/", 1)[-1] if arn_or_name.startswith("arn:") else arn_or_name
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP end the program like Ctrl-C does, so `finally:` blocks stop what was started."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C / kill -INT must still stop the stack.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["up"]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    install_signal_handlers()
+    try:
+        with Stack() as stack:
+            STACK_FILE.write_text(json.dumps(stack.describe(), indent=2))
+            print(json.dumps(stack.describe(), indent=2), flush=True)
+            print("stack is up: `make invoke EVENT=events/01-agent-ec2.json` in another terminal; Ctrl-C stops it",
+                  file=sys.stderr, flush=True)
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            STACK_FILE.unlink()
+        print("stack: stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
