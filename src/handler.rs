@@ -283,7 +283,7 @@ fn log_attempt(attempt: u32, result: &LaunchResult, secrets: &[&str]) {
             message,
             ambiguous,
         } => {
-            tracing::warn!(attempt, code = %code, message = %redact::scrub(message, secrets.iter().copied()), ambiguous, "retry rejected");
+            tracing::warn!(attempt, code = %code, error_message = %redact::scrub(message, secrets.iter().copied()), ambiguous, "retry rejected");
         }
         LaunchResult::DryRun => {}
     }

@@ -5,6 +5,9 @@
     (LocalStack's event_rule_engine, a Python port of aws/event-ruler's semantics) against events/.
 (c) The function role grants every AWS operation the Rust code calls (found by scanning src/), plus
     ecs:TagResource, and never iam:PassRole on a wildcard.
+(d) Observability: the alarms (metric, dimensions, threshold, action) and the dashboard, whose body must be valid
+    JSON once its ${...} placeholders are substituted and may only name metrics, dimension values and log fields the
+    Rust code emits (read from src/); docs/observability.md covers every alarm.
 
 template.yaml uses CloudFormation intrinsics (!Ref, !Sub, !If, ...). It is parsed with cfn-lint's own loader
 (tags become {"Fn::Sub": ...} dicts) and the few intrinsics the checked parts use are evaluated below for a
@@ -124,6 +127,7 @@ class Cfn:
                 "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}",
                 "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
                 "AWS::S3::Bucket": f"arn:aws:s3:::{name.lower()}",
+                "AWS::CloudWatch::Alarm": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}",
             }[typ]
         return f"<{name}.{attr}>"
 
@@ -344,13 +348,13 @@ def test_rule_target_has_dlq_and_invoke_config_has_destination(template):
         assert res[q]["Properties"]["MessageRetentionPeriod"] == 1209600
     (stmt,) = cfn.eval(res["RuleDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])
     assert stmt["Principal"] == {"Service": "events.amazonaws.com"} and stmt["Action"] == "sqs:SendMessage"
-    alarmed = {
-        (a["Properties"]["MetricName"], json.dumps(a["Properties"]["Dimensions"]))
+    # both queues are alarmed (the alarm set as a whole is checked in (d))
+    queue_alarms = [
+        cfn.eval(a["Properties"]["Dimensions"])
         for a in res.values()
-        if a["Type"] == "AWS::CloudWatch::Alarm"
-    }
-    assert {m for m, _ in alarmed} == {"ApproximateNumberOfMessagesVisible", "Errors", "Throttles"}
-    assert len(alarmed) == 4
+        if a["Type"] == "AWS::CloudWatch::Alarm" and a["Properties"]["Namespace"] == "AWS/SQS"
+    ]
+    assert sorted(d[0]["Value"] for d in queue_alarms) == ["<OnFailureQueue.QueueName>", "<RuleDeadLetterQueue.QueueName>"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -485,3 +489,218 @@ def test_template_copy_is_not_mutated(template):
     rendered_pattern(template, Clusters="a")
     role_statements(template, Clusters="a", TaskFamilies="b")
     assert template == snapshot
+
+
+# --------------------------------------------------------------------------------------------------------------
+# (d) observability: alarms, dashboard, docs
+# --------------------------------------------------------------------------------------------------------------
+SRC = REPO / "src"
+OBSERVABILITY_DOC = REPO / "docs" / "observability.md"
+TOPIC_PARAMS = [({}, "<ref:NotificationTopic>"),
+                ({"ExistingTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ops"}, f"arn:aws:sns:{REGION}:{ACCOUNT}:ops")]
+
+
+def emitted() -> dict:
+    """What the Rust code emits, read from src/ so that a rename there fails here."""
+    metrics_rs = (SRC / "metrics.rs").read_text()
+    (namespace,) = re.findall(r'pub const NAMESPACE: &str = "([^"]+)";', metrics_rs)
+    names = set(re.findall(r'"Name":\s*"([A-Za-z]+)"', metrics_rs))
+    (dims,) = re.findall(r'"Dimensions":\s*(\[\[.*?\]\])', metrics_rs)
+
+    def as_str_values(path: Path, enum_start: str) -> set[str]:
+        code = path.read_text()
+        block = code[code.index(enum_start):]
+        block = block[: block.index("\n    }\n")]
+        return set(re.findall(r'=> "([a-z_]+)"', block))
+
+    outcomes = as_str_values(SRC / "plan.rs", "pub fn as_str") - {"ignored"}  # ignored events emit no metric
+    classes = as_str_values(SRC / "classify.rs", "pub fn as_str")
+    handler = (SRC / "handler.rs").read_text()
+    span_fields = set(re.findall(r"(\w+) = %", re.search(r'info_span!\("episode"[^;]*;', handler).group(0)))
+    return {
+        "namespace": namespace,
+        "metrics": names,
+        "dimension_sets": json.loads(dims),
+        "dimensions": {"Outcome": outcomes, "ReasonClass": classes},
+        "span_fields": span_fields,
+        "handler": handler,
+    }
+
+
+def test_emitted_is_read_from_the_code():
+    e = emitted()
+    assert e["namespace"] == "EcsRerun"
+    assert e["metrics"] == {"FailuresSeen", "RetriesIssued", "Recoveries", "Notifications", "TimeToRecovery"}
+    assert e["dimension_sets"] == [["Outcome"], ["Outcome", "ReasonClass"]]
+    assert e["dimensions"]["Outcome"] == {"recovered", "gave_up", "not_retryable", "would_retry"}
+    assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable"}
+    assert e["span_fields"] == {"event_id", "cluster", "task_family"}
+
+
+def alarms(template: dict, **params) -> dict[str, dict]:
+    cfn = Cfn(template, params_for(template, **params))
+    return {
+        name: cfn.eval(r["Properties"])
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_every_alarm_fires_on_the_first_occurrence_and_notifies(template):
+    for params, topic in TOPIC_PARAMS:
+        found = alarms(template, **params)
+        assert set(found) == {
+            "OnFailureQueueAlarm", "RuleDeadLetterQueueAlarm", "FunctionErrorsAlarm", "FunctionThrottlesAlarm",
+            "GaveUpAlarm", "NotRetryableAlarm",
+        }
+        for name, a in found.items():
+            assert a["Period"] == 300 and a["EvaluationPeriods"] == 1, name
+            assert a["Threshold"] == 1 and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
+            assert a["TreatMissingData"] == "notBreaching", name
+            assert a["AlarmActions"] == [topic], name
+            # says what it means and what to do, within CloudWatch's 1024-character limit
+            assert "What to do:" in a["AlarmDescription"] and len(a["AlarmDescription"]) <= 1024, name
+
+
+def test_aws_metric_alarms(template):
+    found = {
+        (a["Namespace"], a["MetricName"], a["Statistic"], json.dumps(a["Dimensions"]))
+        for a in alarms(template).values()
+        if a["Namespace"] != "EcsRerun"
+    }
+    fn = [{"Name": "FunctionName", "Value": "<ref:EcsRerunFunction>"}]
+    assert found == {
+        ("AWS/Lambda", "Errors", "Sum", json.dumps(fn)),
+        ("AWS/Lambda", "Throttles", "Sum", json.dumps(fn)),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum",
+         json.dumps([{"Name": "QueueName", "Value": "<OnFailureQueue.QueueName>"}])),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum",
+         json.dumps([{"Name": "QueueName", "Value": "<RuleDeadLetterQueue.QueueName>"}])),
+    }
+
+
+@pytest.mark.parametrize("name, outcome", [("GaveUpAlarm", "gave_up"), ("NotRetryableAlarm", "not_retryable")])
+def test_outcome_alarms_use_an_emitted_metric(template, name, outcome):
+    e = emitted()
+    a = alarms(template)[name]
+    assert a["Namespace"] == e["namespace"]
+    assert a["MetricName"] == "FailuresSeen" and a["MetricName"] in e["metrics"]
+    assert a["Statistic"] == "Sum"
+    # exactly one of the emitted dimension sets, or the alarm would watch a metric that never gets data
+    assert a["Dimensions"] == [{"Name": "Outcome", "Value": outcome}]
+    assert [d["Name"] for d in a["Dimensions"]] in e["dimension_sets"]
+    assert outcome in e["dimensions"]["Outcome"]
+
+
+def test_logs_keep_the_level_the_metrics_need(template):
+    """EMF lines have no "level": Lambda files them as INFO, so application logs above INFO would drop the metrics."""
+    logging = template["Resources"]["EcsRerunFunction"]["Properties"]["LoggingConfig"]
+    assert logging == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO"}
+
+
+@pytest.fixture(scope="session")
+def dashboard(template) -> dict:
+    cfn = Cfn(template, params_for(template))
+    body = cfn.eval(template["Resources"]["Dashboard"]["Properties"]["DashboardBody"])
+    assert isinstance(body, str) and "${" not in body
+    return json.loads(body)
+
+
+def metric_lines(dashboard: dict) -> list[tuple[str, str, dict, dict]]:
+    """(namespace, metric, dimensions, options) of every metric of every metric widget."""
+    out = []
+    for w in dashboard["widgets"]:
+        if w["type"] != "metric":
+            continue
+        for line in w["properties"]["metrics"]:
+            opts = line[-1] if isinstance(line[-1], dict) else {}
+            ident = line[:-1] if opts else line
+            assert "." not in ident[:2], f"write the namespace and metric out, not '.': {line}"
+            ns, metric, dims = ident[0], ident[1], ident[2:]
+            assert len(dims) % 2 == 0, line
+            out.append((ns, metric, dict(zip(dims[::2], dims[1::2])), {**w["properties"], **opts}))
+    return out
+
+
+def test_dashboard_layout_is_valid(dashboard, template):
+    assert template["Resources"]["Dashboard"]["Properties"]["DashboardName"] == {
+        "Fn::Sub": "${AWS::StackName}-${AWS::Region}"
+    }
+    cells = set()
+    for w in dashboard["widgets"]:
+        assert w["type"] in {"metric", "log", "alarm", "text"}
+        assert 0 <= w["x"] and w["x"] + w["width"] <= 24 and w["height"] > 0, w
+        for x in range(w["x"], w["x"] + w["width"]):
+            for y in range(w["y"], w["y"] + w["height"]):
+                assert (x, y) not in cells, f"widgets overlap at {(x, y)}"
+                cells.add((x, y))
+        if w["type"] in {"metric", "log"}:
+            assert w["properties"]["region"] == REGION
+
+
+def test_dashboard_names_only_emitted_metrics(dashboard):
+    e = emitted()
+    queues = {"<OnFailureQueue.QueueName>", "<RuleDeadLetterQueue.QueueName>"}
+    for ns, metric, dims, _ in metric_lines(dashboard):
+        if ns == e["namespace"]:
+            assert metric in e["metrics"], metric
+            assert sorted(dims) in [sorted(s) for s in e["dimension_sets"]], (metric, dims)
+            for dim, value in dims.items():
+                assert value in e["dimensions"][dim], (metric, dim, value)
+        elif ns == "AWS/Lambda":
+            assert dims == {"FunctionName": "<ref:EcsRerunFunction>"}, metric
+        elif ns == "AWS/SQS":
+            assert metric == "ApproximateNumberOfMessagesVisible" and set(dims) == {"QueueName"}
+            assert dims["QueueName"] in queues
+        else:
+            raise AssertionError(f"unexpected namespace {ns}")
+
+
+def test_dashboard_shows_what_the_issue_asks_for(dashboard, template):
+    e = emitted()
+    lines = metric_lines(dashboard)
+    shown = {(ns, m) for ns, m, _, _ in lines}
+    assert {(e["namespace"], m) for m in e["metrics"]} <= shown
+    # failures by outcome: every outcome
+    assert {d["Outcome"] for ns, m, d, _ in lines if m == "FailuresSeen"} == e["dimensions"]["Outcome"]
+    # time to recovery: p50 and max
+    assert {o["stat"] for ns, m, d, o in lines if m == "TimeToRecovery"} == {"p50", "Maximum"}
+    assert {("AWS/Lambda", m) for m in ["Errors", "Throttles", "Duration"]} <= shown
+    assert {d["QueueName"] for ns, m, d, _ in lines if ns == "AWS/SQS"} == {
+        "<OnFailureQueue.QueueName>", "<RuleDeadLetterQueue.QueueName>"
+    }
+    # the timeout line on the duration graph is the function's Timeout
+    (duration,) = [w for w in dashboard["widgets"] if w["type"] == "metric"
+                   and any(line[1] == "Duration" for line in w["properties"]["metrics"])]
+    (timeout_line,) = duration["properties"]["annotations"]["horizontal"]
+    assert timeout_line["value"] == template["Resources"]["EcsRerunFunction"]["Properties"]["Timeout"] * 1000
+    # every alarm of the stack is on the alarm widget
+    (alarm_widget,) = [w for w in dashboard["widgets"] if w["type"] == "alarm"]
+    assert sorted(alarm_widget["properties"]["alarms"]) == sorted(
+        f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}" for name in alarms(template)
+    )
+
+
+def test_dashboard_log_query_uses_the_fields_the_code_logs(dashboard):
+    e = emitted()
+    (log,) = [w for w in dashboard["widgets"] if w["type"] == "log"]
+    query = log["properties"]["query"]
+    assert query.startswith("SOURCE '<ref:EcsRerunLogGroup>' |"), query
+    # the summary line's message, as logged by the handler
+    (message,) = re.findall(r'`fields\.message` = "([^"]+)"', query)
+    assert f'"{message}"' in e["handler"]
+    episode_finished = re.search(r"tracing::info!\((?:(?!tracing::).)*?\"episode finished\"\s*\)", e["handler"], re.S)
+    assert episode_finished, "the handler's episode-finished log line"
+    logged = set(re.findall(r"(\w+) = ", episode_finished.group(0)))
+    for field in re.findall(r"`fields\.(\w+)`", query):
+        assert field == "message" or field in logged, f"fields.{field} is not logged with 'episode finished'"
+    for field in re.findall(r"`span\.(\w+)`", query):
+        assert field in e["span_fields"], f"span.{field} is not a field of the episode span"
+
+
+def test_observability_doc_covers_every_alarm_and_metric(template):
+    doc = OBSERVABILITY_DOC.read_text()
+    for name in alarms(template):
+        assert f"`{name}`" in doc, f"docs/observability.md does not explain {name}"
+    for metric in emitted()["metrics"]:
+        assert f"`{metric}`" in doc, f"docs/observability.md does not describe {metric}"
