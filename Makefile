@@ -36,13 +36,13 @@ unit:
 template-check: $(VENV)/.installed ## cfn-lint (+ serverless rules) template.yaml, rule pattern vs events/, IAM vs src/
 	$(PY) -m pytest -q tests/template
 
-deploy: ## sam build --beta-features && sam deploy --guided (needs the AWS SAM CLI and cargo-lambda; see docs/deploy.md)
+deploy: ## sam build --beta-features && sam deploy --guided (needs the AWS SAM CLI and cargo-lambda; see the README, Deploy)
 	@if command -v sam >/dev/null 2>&1; then \
 		sam build --beta-features && sam deploy --guided; \
 	else \
 		echo "The AWS SAM CLI is not on PATH. Install it (e.g. 'pipx install aws-sam-cli', or the installer from"; \
 		echo "the AWS SAM CLI documentation), plus cargo-lambda ('pip install cargo-lambda' or 'cargo install"; \
-		echo "cargo-lambda'), then run 'make deploy' again. See docs/deploy.md."; \
+		echo "cargo-lambda'), then run 'make deploy' again. See the README, section Deploy."; \
 		exit 1; \
 	fi
 
