@@ -24,13 +24,16 @@ pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
         json!({"Name": "Recoveries", "Unit": "Count"}),
         json!({"Name": "Notifications", "Unit": "Count"}),
     ];
+    if report.recovery_ms.is_some() {
+        metrics.push(json!({"Name": "TimeToRecovery", "Unit": "Milliseconds"}));
+    }
     let mut line = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [["Outcome"], ["Outcome", "ReasonClass"]],
-                "Metrics": [],
+                "Metrics": metrics,
             }],
         },
         "Outcome": report.outcome.as_str(),
@@ -43,10 +46,8 @@ pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
         "task_family": report.task_family,
         "event_id": report.event_id,
     });
-    if let Some(ms) = report.recovery_ms {
-        metrics.push(json!({"Name": "TimeToRecovery", "Unit": "Milliseconds"}));
-        line["TimeToRecovery"] = Value::from(ms);
+    if let (Some(ms), Some(fields)) = (report.recovery_ms, line.as_object_mut()) {
+        fields.insert("TimeToRecovery".to_owned(), Value::from(ms));
     }
-    line["_aws"]["CloudWatchMetrics"][0]["Metrics"] = Value::Array(metrics);
     Some(line.to_string())
 }

@@ -439,3 +439,31 @@ impl NowPlus for FakeClock {
         ecs_rerun::clock::Clock::now(self) + d
     }
 }
+
+#[tokio::test]
+async fn every_sample_event_has_its_expected_dry_run_outcome() {
+    let text = std::fs::read_to_string(common::repo_path("events/expected.json")).unwrap();
+    let expected: std::collections::BTreeMap<String, Value> = serde_json::from_str(&text).unwrap();
+    let files: Vec<_> = std::fs::read_dir(common::repo_path("events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json") && n != "expected.json")
+        .collect();
+    assert_eq!(
+        files.len(),
+        expected.len(),
+        "every event file has an expectation and vice versa"
+    );
+    for file in files {
+        let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
+        let report = run(&ecs, &sns, &clock, &[("ECS_RERUN_DRY_RUN", "true")], &file)
+            .await
+            .unwrap();
+        let outcome = serde_json::to_value(report.outcome).unwrap();
+        assert_eq!(outcome, expected[&file]["dry_run"], "{file}");
+        assert!(
+            ecs.requests().is_empty(),
+            "{file}: a dry run launches nothing"
+        );
+    }
+}
