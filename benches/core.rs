@@ -1,0 +1,102 @@
+//! Per-event cost of the pure core, on every failure sample event and the large one.
+//!
+//! For each event, two benchmarks:
+//! - `parse/<event>`: the JSON text to a `serde_json::Value`, as the Lambda runtime does before the
+//!   handler sees the event (the floor the core is compared with);
+//! - `core/<event>`: decode + classify + plan on that `Value`: `decode`, `decide` (which
+//!   classifies the failures with the rule table) and, for a retry, the first `Episode::next`,
+//!   which builds the exact `RunTask` request to replay.
+//!
+//! `make bench` runs this (`cargo bench --bench core`) and reads the medians criterion writes to
+//! `target/criterion/<group>/<event>/new/estimates.json`. Run alone: `cargo bench --bench core`.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ecs_rerun::classify::Rules;
+use ecs_rerun::decode::{Decoded, decode};
+use ecs_rerun::plan::{Decision, Policy, Step, decide};
+use serde_json::Value;
+
+/// The failure events (01-07) and the large one, as (name, JSON text).
+fn events() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("events"))
+        .expect("events/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".json") && ("01".."08").contains(&name.get(..2).unwrap_or(""))
+        })
+        .collect();
+    files.sort();
+    files.push(root.join("bench/events/large.json"));
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .file_stem()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_owned();
+            let text =
+                std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (name, text)
+        })
+        .collect()
+}
+
+/// decode + classify + plan: what the handler computes before its first AWS call.
+fn core(event: &Value, rules: &Rules, policy: &Policy) -> usize {
+    match decode(event) {
+        Ok(Decoded::Failed(failed)) => match decide(&failed, rules, policy) {
+            Decision::Retry(mut episode) => match episode.next(None) {
+                Step::Launch { request, .. } => usize::from(request.overrides.is_some()) + 2,
+                Step::Done(conclusion) => conclusion.attempts.len() + 1,
+            },
+            Decision::Conclude(conclusion) => conclusion.original.len(),
+        },
+        Ok(Decoded::Ignored(_)) => 0,
+        Err(err) => panic!("a sample event does not decode: {err}"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rules = Rules::defaults();
+    let policy = Policy::default();
+    let events = events();
+
+    let mut parse = c.benchmark_group("parse");
+    for (name, text) in &events {
+        parse.bench_function(name.as_str(), |b| {
+            b.iter(|| serde_json::from_str::<Value>(black_box(text)).expect("valid JSON"));
+        });
+    }
+    parse.finish();
+
+    let mut group = c.benchmark_group("core");
+    for (name, text) in &events {
+        let value: Value = serde_json::from_str(text).expect("valid JSON");
+        assert!(
+            core(&value, &rules, &policy) > 0,
+            "{name}: not a failure event"
+        );
+        group.bench_function(name.as_str(), |b| {
+            b.iter(|| core(black_box(&value), &rules, &policy))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Short but stable on a small machine: the whole run (16 benchmarks) takes about a minute.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+    targets = bench
+}
+criterion_main!(benches);
