@@ -560,11 +560,7 @@ def main() -> int:
         if rust_bin is None:
             run(["cargo", "build", "--locked", "--release", "--bin", "ecs-rerun"])
             rust_bin = ROOT / "target" / "release" / "ecs-rerun"
-        import proxy  # scripts/e2e/proxy.py
         from stack import Stack  # scripts/e2e/stack.py: moto + the fault proxy, seeded for the sample events
-
-        # The proxy answers in two writes (headers, body); Nagle + delayed ACK would add ~40 ms to calls.
-        proxy.Handler.disable_nagle_algorithm = True
 
         with Stack(event_files=[*FAILURE_EVENTS, LARGE_EVENT], with_lambda=False, log_dir=OUT, quiet=True) as stack:
             front = TlsFront(int(stack.proxy.url.rsplit(":", 1)[1]), OUT) if args.tls else None

@@ -6,6 +6,8 @@
 //! matches is `unknown` and gets a notification. Operators prepend their own rules with
 //! `ECS_RERUN_RULES`, so they can override any default without a rebuild.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use wildmatch::WildMatchPattern;
 
@@ -91,9 +93,9 @@ pub struct Verdict {
     pub rule: String,
 }
 
-/// The ordered rule table.
+/// The ordered rule table; cheap to clone (shared), as every episode keeps one.
 #[derive(Debug, Clone)]
-pub struct Rules(Vec<Rule>);
+pub struct Rules(Arc<[Rule]>);
 
 /// A built-in rule: `(action, onReason, onErrorCode, onMessage)`.
 type RuleRow = (
@@ -174,8 +176,8 @@ impl Rules {
                 spec.on_message.as_deref(),
             ));
         }
-        rules.extend(Self::defaults().0);
-        Ok(Self(rules))
+        rules.extend(Self::defaults().0.iter().cloned());
+        Ok(Self(rules.into()))
     }
 
     /// Classifies one placement failure.

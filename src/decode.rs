@@ -7,7 +7,7 @@
 //! replayable ([`FailedRunTask::replay_blocker`]): replaying it without them would run a
 //! different job.
 
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::event::{
@@ -130,8 +130,9 @@ pub enum DecodeError {
     Missing(&'static str),
 }
 
-/// Decodes one EventBridge event.
-pub fn decode(event: &Value) -> Result<Decoded, DecodeError> {
+/// Decodes one EventBridge event. It takes the event by value so that decoding moves the
+/// record's strings instead of copying them.
+pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
     let envelope: Envelope = parse(event, "")?;
     if envelope.detail_type != CLOUDTRAIL_DETAIL_TYPE || envelope.source != "aws.ecs" {
         return Ok(Decoded::Ignored(Ignored::NotCloudTrail {
@@ -139,7 +140,7 @@ pub fn decode(event: &Value) -> Result<Decoded, DecodeError> {
             event_source: envelope.source,
         }));
     }
-    let record: CloudTrailRecord = parse(&envelope.detail, "detail.")?;
+    let record: CloudTrailRecord = parse(envelope.detail, "detail.")?;
     if record.event_source.as_deref() != Some(ECS_EVENT_SOURCE)
         || record.event_name.as_deref() != Some("RunTask")
     {
@@ -151,7 +152,6 @@ pub fn decode(event: &Value) -> Result<Decoded, DecodeError> {
 
     let raw_request = record
         .request_parameters
-        .clone()
         .map(prune_nulls)
         .unwrap_or(Value::Null);
     let request: RunTaskRequest = if raw_request.is_null() {
@@ -203,7 +203,12 @@ pub fn decode(event: &Value) -> Result<Decoded, DecodeError> {
     }
     let understood = prune_nulls(serde_json::to_value(&request).unwrap_or(Value::Null));
     let mut unknown = Vec::new();
-    unknown_paths(&raw_request, &understood, "requestParameters", &mut unknown);
+    unknown_paths(
+        &raw_request,
+        &understood,
+        &Path::Root("requestParameters"),
+        &mut unknown,
+    );
     if !unknown.is_empty() {
         blockers.push(format!(
             "the request has fields ecs-rerun cannot replay ({}); \
@@ -235,7 +240,11 @@ pub fn decode(event: &Value) -> Result<Decoded, DecodeError> {
     })))
 }
 
-fn parse<T: DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, DecodeError> {
+fn parse<'de, D, T>(value: D, prefix: &str) -> Result<T, DecodeError>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         DecodeError::Invalid {
@@ -268,28 +277,45 @@ fn own_retry_marker(request: &RunTaskRequest) -> Option<String> {
         .map(|_| format!("clientToken prefix {TOKEN_PREFIX}"))
 }
 
+/// A JSON path, built on the stack and only formatted when a field turns out to be unknown.
+enum Path<'a> {
+    Root(&'static str),
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Root(name) => f.write_str(name),
+            Self::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Self::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
 /// Collects the paths present in `original` but not in `understood`.
-fn unknown_paths(original: &Value, understood: &Value, path: &str, out: &mut Vec<String>) {
+fn unknown_paths(original: &Value, understood: &Value, path: &Path<'_>, out: &mut Vec<String>) {
     match (original, understood) {
         (Value::Object(orig), Value::Object(known)) => {
             for (key, value) in orig {
-                let here = format!("{path}.{key}");
+                let here = Path::Key(path, key);
                 match known.get(key) {
                     Some(k) => unknown_paths(value, k, &here, out),
-                    None => out.push(here),
+                    None => out.push(here.to_string()),
                 }
             }
         }
         (Value::Array(orig), Value::Array(known)) => {
             for (i, value) in orig.iter().enumerate() {
-                let here = format!("{path}[{i}]");
+                let here = Path::Index(path, i);
                 match known.get(i) {
                     Some(k) => unknown_paths(value, k, &here, out),
-                    None => out.push(here),
+                    None => out.push(here.to_string()),
                 }
             }
         }
         (a, b) if a == b => {}
-        _ => out.push(path.to_owned()),
+        _ => out.push(path.to_string()),
     }
 }

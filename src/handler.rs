@@ -92,14 +92,15 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
     /// Handles one EventBridge event.
     pub async fn handle(
         &self,
-        event: &Value,
+        event: Value,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
+        let event_id = event_id_of(&event);
         let decoded = decode::decode(event).inspect_err(|err| {
             tracing::error!(error = %err, "cannot decode the event; failing the invocation so that it is retried and then dead-lettered, not lost");
         })?;
         let failed = match decoded {
-            Decoded::Ignored(why) => return Ok(ignored(event_id_of(event), &why)),
+            Decoded::Ignored(why) => return Ok(ignored(event_id, &why)),
             Decoded::Failed(failed) => failed,
         };
         if !self.serves(&failed.account, invocation) {

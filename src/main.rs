@@ -31,7 +31,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             own_account: account_of_arn(&event.context.invoked_function_arn),
         };
         let report = handler
-            .handle(&event.payload, &invocation)
+            .handle(event.payload, &invocation)
             .await
             .map_err(diagnostic)?;
         emit_metrics(&report);

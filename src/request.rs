@@ -362,15 +362,18 @@ impl RunTaskRequest {
 
 /// Removes `null` members from JSON objects, recursively: CloudTrail's `null` and absence mean
 /// the same thing, so comparisons and printed requests ignore the difference.
-pub fn prune_nulls(value: Value) -> Value {
+pub fn prune_nulls(mut value: Value) -> Value {
+    prune_in_place(&mut value);
+    value
+}
+
+fn prune_in_place(value: &mut Value) {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, prune_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(prune_nulls).collect()),
-        other => other,
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(prune_in_place);
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune_in_place),
+        _ => {}
     }
 }

@@ -207,7 +207,7 @@ proptest! {
 fn first_retry_asks_for_the_missing_tasks_without_the_reference_id() {
     let mut e = event("02-resource-memory-partial.json");
     e["detail"]["requestParameters"]["referenceId"] = "ecs-internal".into();
-    let Ok(Decoded::Failed(failed)) = decode(&e) else {
+    let Ok(Decoded::Failed(failed)) = decode(e.clone()) else {
         panic!()
     };
     let Decision::Retry(mut episode) =
@@ -308,7 +308,7 @@ fn conclusion_for(
     ecs_rerun::decode::FailedRunTask,
     ecs_rerun::plan::Conclusion,
 ) {
-    let Ok(Decoded::Failed(failed)) = decode(&event(file)) else {
+    let Ok(Decoded::Failed(failed)) = decode(event(file)) else {
         panic!()
     };
     match plan::decide(&failed, &Rules::defaults(), &Policy::default()) {
@@ -374,7 +374,7 @@ fn environment_values_never_reach_the_notification() {
         "environment": [{"name": "DB_PASSWORD", "value": "correct-horse-battery"}]}]});
     e["detail"]["responseElements"]["failures"][0]["detail"] =
         "instance rejected env correct-horse-battery, key AKIAIOSFODNN7EXAMPLE".into();
-    let Ok(Decoded::Failed(failed)) = decode(&e) else {
+    let Ok(Decoded::Failed(failed)) = decode(e.clone()) else {
         panic!()
     };
     let mut c = match plan::decide(&failed, &Rules::defaults(), &Policy::default()) {

@@ -9,14 +9,14 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn failed(name: &str) -> FailedRunTask {
-    match decode(&event(name)) {
+    match decode(event(name)) {
         Ok(Decoded::Failed(f)) => *f,
         other => panic!("{name}: expected a failed RunTask, got {other:?}"),
     }
 }
 
 fn ignored(value: &Value) -> Ignored {
-    match decode(value) {
+    match decode(value.clone()) {
         Ok(Decoded::Ignored(why)) => why,
         other => panic!("expected an ignored event, got {other:?}"),
     }
@@ -139,7 +139,7 @@ fn failures_for_other_candidates_when_all_tasks_started_are_ignored() {
 fn malformed_fixture_names_the_field() {
     let text =
         std::fs::read_to_string(common::repo_path("tests/fixtures/malformed-event.json")).unwrap();
-    let err = decode(&serde_json::from_str(&text).unwrap()).unwrap_err();
+    let err = decode(serde_json::from_str(&text).unwrap()).unwrap_err();
     match &err {
         DecodeError::Invalid { path, .. } => assert_eq!(path, "detail.requestParameters.count"),
         other => panic!("{other:?}"),
@@ -155,7 +155,7 @@ fn nulls_are_tolerated_everywhere() {
     rp["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"] = Value::Null;
     rp["overrides"]["containerOverrides"][0]["command"] = Value::Null;
     e["detail"]["userIdentity"] = Value::Null;
-    let f = match decode(&e).unwrap() {
+    let f = match decode(e.clone()).unwrap() {
         Decoded::Failed(f) => f,
         other => panic!("{other:?}"),
     };
@@ -169,7 +169,7 @@ fn unknown_or_omitted_request_fields_block_the_replay() {
     e["detail"]["requestParameters"]["overrides"]["containerOverrides"][0]["brandNewOption"] =
         json!(true);
     e["detail"]["requestParameters"]["omitted"] = json!(true);
-    let f = match decode(&e).unwrap() {
+    let f = match decode(e.clone()).unwrap() {
         Decoded::Failed(f) => f,
         other => panic!("{other:?}"),
     };
@@ -186,7 +186,7 @@ fn omitted_response_blocks_the_replay_instead_of_guessing_the_count() {
     let mut e = event("02-resource-memory-partial.json");
     e["detail"]["responseElements"] =
         json!({"omitted": true, "failures": [{"reason": "RESOURCE:MEMORY"}]});
-    let f = match decode(&e).unwrap() {
+    let f = match decode(e.clone()).unwrap() {
         Decoded::Failed(f) => f,
         other => panic!("{other:?}"),
     };
@@ -198,7 +198,7 @@ fn access_denied_without_request_parameters_is_a_failure_to_report() {
     let mut e = event("04-throttling.json");
     e["detail"]["errorCode"] = json!("AccessDenied");
     e["detail"]["requestParameters"] = Value::Null;
-    let f = match decode(&e).unwrap() {
+    let f = match decode(e.clone()).unwrap() {
         Decoded::Failed(f) => f,
         other => panic!("{other:?}"),
     };
@@ -214,7 +214,7 @@ fn non_objects_are_clear_errors() {
         json!(42),
         json!({}),
     ] {
-        let err = decode(&input).unwrap_err();
+        let err = decode(input.clone()).unwrap_err();
         assert!(
             err.to_string().starts_with("invalid event"),
             "{input}: {err}"
@@ -242,7 +242,7 @@ proptest! {
     /// No input panics: random JSON, and random JSON grafted into a real record.
     #[test]
     fn decode_never_panics(junk in arb_json(), slot in 0usize..6) {
-        let _ = decode(&junk);
+        let _ = decode(junk.clone());
         let mut e = event("02-resource-memory-partial.json");
         let target = match slot {
             0 => &mut e["detail"]["requestParameters"],
@@ -253,6 +253,6 @@ proptest! {
             _ => &mut e["detail"]["requestParameters"]["tags"],
         };
         *target = junk;
-        let _ = decode(&e);
+        let _ = decode(e.clone());
     }
 }

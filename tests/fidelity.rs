@@ -304,7 +304,7 @@ fn recorded(request: &RunTaskRequest) -> Value {
 }
 
 fn planned(original: &RunTaskRequest) -> RunTaskRequest {
-    let Ok(Decoded::Failed(failed)) = decode(&recorded(original)) else {
+    let Ok(Decoded::Failed(failed)) = decode(recorded(original)) else {
         panic!("decodes")
     };
     assert_eq!(failed.replay_blocker, None);

@@ -37,7 +37,7 @@ async fn run_as(
     invocation: &Invocation,
 ) -> Result<Report, HandlerError> {
     handler(ecs, sns, clock, extra)
-        .handle(&event(file), invocation)
+        .handle(event(file), invocation)
         .await
 }
 
@@ -154,7 +154,7 @@ async fn recovery_is_notified_when_configured() {
         &[("ECS_RERUN_NOTIFY_ON_RECOVERY", "true")],
     );
     let report = h
-        .handle(&event("01-agent-ec2.json"), &local())
+        .handle(event("01-agent-ec2.json"), &local())
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
@@ -260,7 +260,7 @@ async fn redacted_environment_is_replayed_without_it_when_the_operator_opts_in()
         &[("ECS_RERUN_REPLAY_REDACTED_ENV", "true")],
     );
     let report = h
-        .handle(&event("07-redacted-environment.json"), &local())
+        .handle(event("07-redacted-environment.json"), &local())
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
@@ -298,8 +298,8 @@ async fn duplicate_delivery_starts_the_tasks_once() {
     let (sns, clock) = (FakeSns::default(), clock());
     let h = handler(&ecs, &sns, &clock, &[]);
     let event = event("02-resource-memory-partial.json");
-    let first = h.handle(&event, &local()).await.unwrap();
-    let second = h.handle(&event, &local()).await.unwrap();
+    let first = h.handle(event.clone(), &local()).await.unwrap();
+    let second = h.handle(event.clone(), &local()).await.unwrap();
     assert_eq!(
         (first.outcome, second.outcome),
         (Outcome::Recovered, Outcome::Recovered)
@@ -361,7 +361,7 @@ async fn only_the_functions_own_account_unless_allowed() {
         &[("ECS_RERUN_ALLOWED_ACCOUNTS", "111122223333")],
     );
     let report = allowed
-        .handle(&event("01-agent-ec2.json"), &foreign)
+        .handle(event("01-agent-ec2.json"), &foreign)
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
@@ -405,7 +405,7 @@ async fn malformed_event_fails_with_the_field_named() {
     let event: Value = serde_json::from_str(&text).unwrap();
     let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
     let err = handler(&ecs, &sns, &clock, &[])
-        .handle(&event, &local())
+        .handle(event.clone(), &local())
         .await
         .unwrap_err();
     assert!(
@@ -419,7 +419,7 @@ async fn retries_carry_the_original_event_id_and_the_users_tags() {
     let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
     let event = event("01-agent-ec2.json");
     handler(&ecs, &sns, &clock, &[])
-        .handle(&event, &local())
+        .handle(event.clone(), &local())
         .await
         .unwrap();
     let sent = &ecs.requests()[0];

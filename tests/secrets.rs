@@ -61,7 +61,7 @@ async fn no_secret_in_logs_notifications_metrics_or_report() {
     let handler = Handler::new(config(&[]), ecs.clone(), sns.clone(), clock);
 
     let report = handler
-        .handle(&event, &Invocation::default())
+        .handle(event.clone(), &Invocation::default())
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::GaveUp);

@@ -99,6 +99,8 @@ class ProxyState:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Answers go out in two writes (headers, body): with Nagle and delayed ACK each call would wait ~40 ms.
+    disable_nagle_algorithm = True
     server: "FaultProxy"
 
     # ---- plumbing ---------------------------------------------------------------------------

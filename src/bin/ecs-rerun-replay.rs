@@ -98,7 +98,7 @@ async fn replay<N: Notifier>(
             .unwrap_or_default();
         let line = match read_event(file) {
             Err(msg) => json!({"file": name, "outcome": "error", "error": msg}),
-            Ok(event) => match handler.handle(&event, &Invocation::default()).await {
+            Ok(event) => match handler.handle(event, &Invocation::default()).await {
                 Ok(report) => {
                     let mut line = serde_json::to_value(&report).unwrap_or_default();
                     line["file"] = Value::from(name.clone());
