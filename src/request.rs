@@ -314,11 +314,7 @@ impl RunTaskRequest {
 
     /// Removes redacted environment markers, so the request can be sent without them.
     pub fn drop_redacted_environment(&mut self) {
-        for container in self
-            .overrides
-            .iter_mut()
-            .flat_map(|o| o.container_overrides.iter_mut().flatten())
-        {
+        for container in self.container_overrides_mut() {
             if matches!(container.environment, Some(Environment::Redacted(_))) {
                 container.environment = None;
             }
@@ -339,11 +335,7 @@ impl RunTaskRequest {
     /// The request as JSON with environment values masked and `null`s removed: safe to log.
     pub fn to_loggable_json(&self) -> Value {
         let mut shown = self.clone();
-        for container in shown
-            .overrides
-            .iter_mut()
-            .flat_map(|o| o.container_overrides.iter_mut().flatten())
-        {
+        for container in shown.container_overrides_mut() {
             if let Some(Environment::Listed(vars)) = &mut container.environment {
                 for var in vars {
                     var.value = var.value.as_ref().map(|_| "***".to_owned());
@@ -351,6 +343,12 @@ impl RunTaskRequest {
             }
         }
         prune_nulls(serde_json::to_value(&shown).unwrap_or(Value::Null))
+    }
+
+    fn container_overrides_mut(&mut self) -> impl Iterator<Item = &mut ContainerOverride> {
+        self.overrides
+            .iter_mut()
+            .flat_map(|o| o.container_overrides.iter_mut().flatten())
     }
 
     fn container_overrides(&self) -> impl Iterator<Item = &ContainerOverride> {
