@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::decode::{self, DecodeError, Decoded, FailedRunTask, Ignored};
 use crate::launch::TaskLauncher;
-use crate::message::{self, cluster_name, task_family};
+use crate::message;
 use crate::notify::{Notifier, PublishError};
 use crate::plan::{self, Conclusion, Decision, LaunchResult, Outcome, Step};
 use crate::redact;
@@ -110,10 +110,13 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
             tracing::warn!(event_id = %failed.event_id, "{why}");
             return Ok(ignored(Some(failed.event_id.clone()), &why));
         }
-        let cluster = cluster_name(failed.request.cluster_or_default()).to_owned();
-        let family =
-            task_family(failed.request.task_definition.as_deref().unwrap_or("")).to_owned();
-        let span = tracing::info_span!("episode", event_id = %failed.event_id, cluster = %cluster, task_family = %family);
+        let request = &failed.request;
+        let span = tracing::info_span!(
+            "episode",
+            event_id = %failed.event_id,
+            cluster = %request.cluster_name(),
+            task_family = %request.task_family().unwrap_or(""),
+        );
         self.episode(&failed, invocation).instrument(span).await
     }
 
@@ -222,12 +225,8 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
             waited_ms: c.attempts.iter().map(|a| a.waited_ms).sum(),
             notified: subject.is_some(),
             subject,
-            cluster: Some(cluster_name(failed.request.cluster_or_default()).to_owned()),
-            task_family: failed
-                .request
-                .task_definition
-                .as_deref()
-                .map(|t| task_family(t).to_owned()),
+            cluster: Some(failed.request.cluster_name().to_owned()),
+            task_family: failed.request.task_family().map(str::to_owned),
             recovery_ms,
         }
     }

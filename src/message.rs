@@ -28,25 +28,12 @@ pub struct Notification {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// The cluster's short name: the part after `cluster/` in an ARN, or the name as given.
-pub fn cluster_name(cluster: &str) -> &str {
-    cluster.rsplit_once(":cluster/").map_or(cluster, |(_, n)| n)
-}
-
-/// The task family: `nightly` from `nightly`, `nightly:31` or a task definition ARN.
-pub fn task_family(task_definition: &str) -> &str {
-    let name = task_definition
-        .rsplit_once("task-definition/")
-        .map_or(task_definition, |(_, n)| n);
-    name.split(':').next().unwrap_or(name)
-}
-
 /// Builds the notification for a concluded episode.
 pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion) -> Notification {
     let request = &failed.request;
-    let cluster = cluster_name(request.cluster_or_default());
+    let cluster = request.cluster_name();
     let task_definition = request.task_definition.as_deref().unwrap_or("(unknown)");
-    let family = task_family(task_definition);
+    let family = request.task_family().unwrap_or(task_definition);
     let requested = request.requested_count();
     let lead = conclusion
         .original

@@ -306,6 +306,16 @@ impl RunTaskRequest {
         self.cluster.as_deref().unwrap_or("default")
     }
 
+    /// The cluster's short name, `default` when absent.
+    pub fn cluster_name(&self) -> &str {
+        cluster_name(self.cluster_or_default())
+    }
+
+    /// The task family, when a task definition was recorded.
+    pub fn task_family(&self) -> Option<&str> {
+        self.task_definition.as_deref().map(task_family)
+    }
+
     /// Whether any container override's environment was replaced by CloudTrail's marker.
     pub fn environment_redacted(&self) -> bool {
         self.container_overrides()
@@ -356,6 +366,19 @@ impl RunTaskRequest {
             .iter()
             .flat_map(|o| o.container_overrides.iter().flatten())
     }
+}
+
+/// The cluster's short name: the part after `cluster/` in an ARN, or the name as given.
+pub fn cluster_name(cluster: &str) -> &str {
+    cluster.rsplit_once(":cluster/").map_or(cluster, |(_, n)| n)
+}
+
+/// The task family: `nightly` from `nightly`, `nightly:31` or a task definition ARN.
+pub fn task_family(task_definition: &str) -> &str {
+    let name = task_definition
+        .rsplit_once("task-definition/")
+        .map_or(task_definition, |(_, n)| n);
+    name.split(':').next().unwrap_or(name)
 }
 
 /// Removes `null` members from JSON objects, recursively: CloudTrail's `null` and absence mean

@@ -10,11 +10,12 @@ use common::{config, event, failure};
 use ecs_rerun::classify::{Action, ReasonClass, Rules};
 use ecs_rerun::config::{Config, ConfigError};
 use ecs_rerun::decode::{Decoded, decode};
-use ecs_rerun::message::{compose, task_family};
+use ecs_rerun::message::compose;
 use ecs_rerun::plan::{
     self, ATTEMPT_TAG, Decision, EVENT_ID_TAG, MAX_TAGS, Policy, Step, TOKEN_PREFIX,
 };
 use ecs_rerun::request::Tag;
+use ecs_rerun::request::task_family;
 use proptest::prelude::*;
 
 // --- classify -----------------------------------------------------------------------------------
