@@ -516,7 +516,7 @@ def emitted() -> dict:
     outcomes = as_str_values(SRC / "plan.rs", "pub fn as_str") - {"ignored"}  # ignored events emit no metric
     classes = as_str_values(SRC / "classify.rs", "pub fn as_str")
     handler = (SRC / "handler.rs").read_text()
-    span_fields = set(re.findall(r"(\w+) = %", re.search(r'info_span!\("episode"[^;]*;', handler).group(0)))
+    span_fields = set(re.findall(r"(\w+) = %", re.search(r'info_span!\(\s*"episode"[^;]*;', handler).group(0)))
     return {
         "namespace": namespace,
         "metrics": names,
