@@ -1,29 +1,47 @@
 """A small scripted reverse proxy between ecs-rerun and moto's server.
 
 moto is a good stand-in for ECS, SNS and SQS, but for RunTask it never answers with placement
-`failures` (it answers `"failures": []` or an HTTP 500) and it ignores `clientToken`. This proxy
-sits in front of moto and, for the calls a test or the replay has scripted, answers the way ECS
-and SNS do when things go wrong; every other call passes through to moto unchanged.
+`failures` (it answers `"failures": []` or an HTTP 500), it ignores `clientToken`, and its tasks carry
+no `createdAt`. This proxy sits in front of moto and, for the calls a test or the replay has scripted,
+answers the way ECS and SNS do when things go wrong; every other call passes through to moto.
 
 What it adds to moto:
   * Scripted RunTask outcomes: placement failures (`AGENT`, `RESOURCE:MEMORY` with some tasks placed,
     Fargate "Capacity is unavailable ..."), API errors (ThrottlingException, ServerException, any
-    HTTP status), a response lost after the tasks were started (the connection is dropped), or a delay.
+    HTTP status) with or without tasks started before the error, a response lost after the tasks were
+    started (the connection is dropped), or a delay.
   * Scripted SNS Publish errors (e.g. an HTTP 500 InternalError, a 403 AuthorizationError).
-  * RunTask idempotency as ECS documents it (ECS_Idempotency.html): a `clientToken` seen before with
-    the same parameters returns the original response (tasks *and* failures) without starting
-    anything; the same token with different parameters is a ConflictException listing the task ARNs.
-    Tokens are scoped per cluster. Calls that ended in an error (4xx/5xx) do not consume the token.
+  * ECS's clientToken table (ECS_Idempotency.html), per (cluster, token), whoever calls (the function,
+    or a test playing the original caller through this proxy):
+      - the token's first answer that started tasks or came back 200 (tasks and/or failures) is stored;
+      - the same token with the same parameters gets that stored answer again, and nothing starts;
+      - the same token with other parameters gets a ConflictException whose `resourceIds` are the
+        task ARNs the token started;
+      - an error answer may or may not have started tasks (`error_after_start` vs `error`): one that
+        started tasks is stored (ECS answers a retry with those tasks), one that started nothing is not
+        (the token is still unused, as ECS keeps it).
+    "Same parameters" compares the JSON request without `clientToken`, with `count` defaulting to 1,
+    null members dropped and `tags` in key order.
+  * `createdAt` on tasks (moto has none): the time the proxy saw moto start the task, added to RunTask
+    answers (so a replayed answer shows the original time) and to DescribeTasks answers for the tasks
+    it knows; `/__control/created` sets it for a task (a run from before the failed call). DescribeTasks
+    also drops moto's `"startedBy": ""` for tasks started without one, as ECS leaves the member out.
   * Subnet-id translation: the sample events name subnets that cannot exist in moto (moto picks its own
     ids), so the ids in `awsvpcConfiguration.subnets` are mapped to subnets seeded in moto.
-  * A log of every call it saw (decoded request, what it did, decoded response), for assertions.
+  * A log of every ECS and SNS call it saw (decoded request, what it did, decoded response).
+
+moto's ListTasks honours `cluster`, `family`, `startedBy` and `desiredStatus` (checked by
+tests/e2e/test_e2e.py::test_endpoint_models_what_the_function_reads); without `desiredStatus` it lists
+tasks in every state where ECS lists only RUNNING ones, and it has no paging (all ARNs, no nextToken).
 
 Control API, on the same port, JSON in and out (the function never calls these paths):
-  POST /__control/reset                 forget scripts, log and idempotency records
+  POST /__control/reset                 forget scripts, log, the token table and task times
   POST /__control/config                {"subnets": {"event-id": "moto-id"}, "container_instances": {"cluster": [arn]}}
   POST /__control/script                {"ecs:RunTask": [action, ...], "sns:Publish": [action, ...]}
                                         appends to each operation's queue; one action is used per call
                                         (an action with "sticky": true stays and answers every later call)
+  POST /__control/clear-script          forget the scripts
+  POST /__control/created               {"taskArn": arn, "createdAt": epoch seconds}
   GET  /__control/log?since=N           the calls seen, from sequence number N on
   GET  /__control/state                 remaining scripts, known tokens
 Actions (a call with no scripted action passes through):
@@ -32,10 +50,18 @@ Actions (a call with no scripted action passes through):
         optional "arn", "detail"; for short ECS codes (AGENT, RESOURCE:*, ATTRIBUTE, LOCATION) one failure
         per container instance of the cluster is reported (as ECS does); for other text one per missing task
   {"do": "error", "code": "ThrottlingException", "message": "Rate exceeded", "status": 400}
+        nothing started; the token stays unused
+  {"do": "error_after_start", "code": "ServerException", "status": 500}
+        forward to moto (the tasks start), store that answer under the token, then answer the error
   {"do": "drop"}                                            close the connection without an answer, nothing done
   {"do": "drop_after_start"}                                forward to moto (tasks start), then drop the answer;
         with "drop_replays": N the next N calls with the same token are dropped too (the SDK's own retries)
   any action may carry "delay_ms": N (wait before acting: a slow endpoint / a client timeout)
+  any action may carry "whole_call": true: it then answers every try of the one SDK call that took it
+        (the SDK's own retries, same `amz-sdk-invocation-id` header), not only the first; after
+        `error_after_start` those retries get the error again instead of the stored answer
+  {"do": "error", ..., "whole_call": true} thus fails one SDK call of the function as a whole, however
+        many times its SDK retries it, and the function's next call (a new invocation id) is not scripted
 
 Run standalone: python proxy.py --upstream http://127.0.0.1:5000 [--port 0]
 """
@@ -66,6 +92,22 @@ def _cluster_name(cluster: str | None) -> str:
     return cluster.rsplit("/", 1)[-1] if cluster.startswith("arn:") else cluster
 
 
+def fingerprint(params: dict) -> str:
+    """What ECS compares when a clientToken comes back: the request without the token, `count`
+    defaulting to 1, null members dropped, tags in key order."""
+    def prune(v):
+        if isinstance(v, dict):
+            return {k: prune(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [prune(x) for x in v]
+        return v
+    p = prune({k: v for k, v in params.items() if k != "clientToken"})
+    p["count"] = int(p.get("count") or 1)
+    if isinstance(p.get("tags"), list):
+        p["tags"] = sorted(p["tags"], key=lambda t: (str(t.get("key")), str(t.get("value"))))
+    return json.dumps(p, sort_keys=True)
+
+
 class ProxyState:
     """Everything the proxy remembers; guarded by one lock."""
 
@@ -79,15 +121,21 @@ class ProxyState:
         self.scripts: dict[str, list[dict]] = {}
         self.log: list[dict] = []
         self.tokens: dict[tuple[str, str], dict] = {}
+        self.created: dict[str, float] = {}       # taskArn -> createdAt (epoch seconds)
+        self.whole_calls: dict[str, dict] = {}    # amz-sdk-invocation-id -> the action for all its tries
         self.seq = 0
 
-    def next_action(self, op: str) -> dict:
+    def next_action(self, op: str, invocation: str | None = None) -> dict:
+        if invocation and invocation in self.whole_calls:
+            return dict(self.whole_calls[invocation], retry_of_scripted_call=True)
         queue = self.scripts.get(op) or []
         if not queue:
             return {"do": "pass"}
         action = queue[0]
         if not action.get("sticky"):
             queue.pop(0)
+        if action.get("whole_call") and invocation:
+            self.whole_calls[invocation] = dict(action)
         return dict(action)
 
     def record(self, entry: dict) -> dict:
@@ -185,11 +233,31 @@ class Handler(BaseHTTPRequestHandler):
         if key == "sns:Publish":
             return self._sns_publish(body, params)
         status, headers, data = self._forward(body)
+        entry = {"t": time.time(), "service": service, "op": op, "action": "pass", "status": status}
+        if service == "ecs":
+            entry["request"] = params
+            if status == 200 and op in ("DescribeTasks", "ListTasks"):
+                answer = _maybe_json(data)
+                if isinstance(answer, dict):
+                    if op == "DescribeTasks":
+                        self._complete_tasks(answer.get("tasks") or [])
+                        data = json.dumps(answer).encode()
+                    entry["response"] = answer
         if service in ("ecs", "sns"):
             with self.server.state.lock:
-                self.server.state.record({"t": time.time(), "service": service, "op": op,
-                                          "action": "pass", "status": status})
+                self.server.state.record(entry)
         self._send(status, data, headers)
+
+    def _complete_tasks(self, tasks: list[dict]) -> None:
+        """What moto leaves out of a task and ECS has: createdAt (as the proxy saw it start); no
+        `startedBy` member at all for a task started without one."""
+        with self.server.state.lock:
+            for t in tasks:
+                created = self.server.state.created.get(t.get("taskArn", ""))
+                if created is not None and t.get("createdAt") is None:
+                    t["createdAt"] = created
+                if t.get("startedBy") == "":
+                    del t["startedBy"]
 
     def _identify(self, body: bytes) -> tuple[str, str, dict]:
         target = self.headers.get("X-Amz-Target", "")
@@ -237,6 +305,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send_json(200, {"ok": True, "scripts": st.scripts})
             if name == "clear-script":
                 st.scripts = {}
+                st.whole_calls = {}
+                return self._send_json(200, {"ok": True})
+            if name == "created":
+                st.created[payload["taskArn"]] = float(payload["createdAt"])
                 return self._send_json(200, {"ok": True})
             if name == "log":
                 since = int(urllib.parse.parse_qs(path.query).get("since", ["0"])[0])
@@ -244,7 +316,9 @@ class Handler(BaseHTTPRequestHandler):
             if name == "state":
                 return self._send_json(200, {
                     "scripts": st.scripts,
-                    "tokens": [{"cluster": c, "clientToken": t, "tasks": len(r["response"].get("tasks", []))}
+                    "tokens": [{"cluster": c, "clientToken": t, "tasks": len(r["response"].get("tasks", [])),
+                                "taskArns": [x.get("taskArn") for x in r["response"].get("tasks", [])],
+                                "failures": len(r["response"].get("failures", []))}
                                for (c, t), r in st.tokens.items()],
                     "subnets": st.subnets, "container_instances": st.container_instances})
         self._send_json(404, {"error": f"unknown control path {name}"})
@@ -257,16 +331,18 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         cluster = _cluster_name(params.get("cluster"))
         token = params.get("clientToken")
-        fingerprint = json.dumps({k: v for k, v in params.items() if k != "clientToken"}, sort_keys=True)
+        invocation = self.headers.get("amz-sdk-invocation-id")
+        fp = fingerprint(params)
         entry = {"t": time.time(), "service": "ecs", "op": "RunTask", "cluster": cluster,
                  "clientToken": token, "count": params.get("count", 1),
                  "taskDefinition": params.get("taskDefinition"),
                  "tags": {t.get("key"): t.get("value") for t in params.get("tags") or []},
-                 "request": params}
+                 "request": params, "invocation": invocation,
+                 "sdk_attempt": self.headers.get("amz-sdk-request")}
 
         with st.lock:
             known = st.tokens.get((cluster, token)) if token else None
-            action = None if known else st.next_action("ecs:RunTask")
+            action = None if known else st.next_action("ecs:RunTask", invocation)
         if known:
             if known.get("drop_replays", 0) > 0:
                 with st.lock:
@@ -275,7 +351,13 @@ class Handler(BaseHTTPRequestHandler):
                              tasks_started=0)
                 self._log(entry)
                 return self._drop()
-            if known["fingerprint"] == fingerprint:
+            if known.get("error") and invocation and invocation == known.get("error_invocation"):
+                status, err = known["error"]
+                entry.update(action="idempotent-replay answered with the scripted error again (same SDK call)",
+                             status=status, response=err, tasks_started=0)
+                self._log(entry)
+                return self._send_json_ecs(status, err)
+            if known["fingerprint"] == fp:
                 entry.update(action="idempotent-replay", status=200, response=known["response"],
                              tasks_started=0)
                 self._log(entry)
@@ -289,9 +371,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json_ecs(400, err)
 
         entry["action"] = action.get("do", "pass")
+        if action.get("retry_of_scripted_call"):
+            entry["action"] += " (again: a retry of the same SDK call)"
         if action.get("delay_ms"):
             time.sleep(action["delay_ms"] / 1000.0)
-        do = entry["action"]
+        do = action.get("do", "pass")
         if do == "error":
             status = int(action.get("status", 400))
             err = {"__type": action.get("code", "ServerException"),
@@ -305,7 +389,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._drop()
 
         requested = int(params.get("count", 1) or 1)
-        place = requested if do in ("pass", "drop_after_start") else min(int(action.get("place", 0)), requested)
+        starts = do in ("pass", "drop_after_start", "error_after_start")
+        place = requested if starts else min(int(action.get("place", 0)), requested)
         response: dict = {"tasks": [], "failures": []}
         if place > 0:
             upstream_params = copy.deepcopy(params)
@@ -319,16 +404,33 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(status, data, headers)
             response = json.loads(data)
             response.setdefault("failures", [])
+            now = round(time.time(), 3)
+            with st.lock:
+                for t in response.get("tasks", []):
+                    t.setdefault("createdAt", now)
+                    st.created[t["taskArn"]] = t["createdAt"]
         if do == "fail":
             response["failures"] = self._failures(action, cluster, requested - len(response["tasks"]))
+        error = None
+        if do == "error_after_start":
+            error = (int(action.get("status", 500)),
+                     {"__type": action.get("code", "ServerException"),
+                      "message": action.get("message", "Scripted error after the tasks started")})
         if token:
             with st.lock:
-                st.tokens[(cluster, token)] = {"fingerprint": fingerprint, "response": response,
-                                               "drop_replays": int(action.get("drop_replays", 0))}
+                st.tokens[(cluster, token)] = {
+                    "fingerprint": fp, "response": response,
+                    "drop_replays": int(action.get("drop_replays", 0)),
+                    "error": error, "error_invocation": invocation if action.get("whole_call") else None}
         if do == "drop_after_start":
             entry.update(status=None, response=response, tasks_started=len(response["tasks"]))
             self._log(entry)
             return self._drop()
+        if error:
+            entry.update(status=error[0], response=error[1], tasks_started=len(response["tasks"]),
+                         started_answer=response)
+            self._log(entry)
+            return self._send_json_ecs(*error)
         entry.update(status=200, response=response, tasks_started=len(response["tasks"]))
         self._log(entry)
         self._send_json_ecs(200, response)

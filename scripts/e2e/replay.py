@@ -1,6 +1,6 @@
 """Replay sample events end to end and show what ecs-rerun did.
 
-    python scripts/e2e/replay.py [--expect events/expected.json] [--running] EVENT_FILE...
+    python scripts/e2e/replay.py [--fresh] [--expect events/expected.json] [--running] EVENT_FILE...
 
 Starts the local stack (moto, the fault proxy, `cargo lambda watch` serving the real bootstrap),
 sends each event with `cargo lambda invoke --data-file`, and prints: progress while it runs, one table
@@ -9,6 +9,11 @@ the tasks the endpoint now holds with their retry tags, and a one-line summary. 
 event's outcome differs from the "local" entry for it in the expectations file.
 
 With --running it uses the stack of a running `make stack` instead of starting one (`make invoke`).
+
+With --fresh each record is retimed before it is sent: `time` and `detail.eventTime` are set to now
+(UTC), keeping their offset. The sample records date from 2025, and ecs-rerun does not rerun a record
+older than ECS_RERUN_MAX_RECORD_AGE_S (default 3600 s): without --fresh they all end `stale`, which
+is what a replay of old records by hand should do.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenarios import scenario  # noqa: E402
-from stack import RunningStack, Stack, install_signal_handlers  # noqa: E402
+from stack import RETIME_NOTE, RunningStack, Stack, install_signal_handlers, load_event  # noqa: E402
 
 TTY = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
 
@@ -36,25 +41,31 @@ def out(line: str = "") -> None:
     print(line, flush=True)
 
 
-def describe_call(e: dict, t0: float, last: list) -> str:
+def describe_call(e: dict, t0: float, last: list, recorded_token: str | None = None) -> str:
     """One progress line for a call the function made (as the proxy saw it)."""
     at = e["t"] - t0
     gap = f", {e['t'] - last[0]:.2f}s after the previous call" if last[0] else ""
     last[0] = e["t"]
     if e.get("op") == "RunTask":
-        attempt = (e.get("tags") or {}).get("ecs-rerun:attempt", "?")
+        attempt = (e.get("tags") or {}).get("ecs-rerun:attempt")
         tok = (e.get("clientToken") or "-")
+        if attempt is None and recorded_token and tok == recorded_token:
+            what = "RunTask as recorded (the original call, its own token, no tag)"
+        else:
+            what = f"RunTask attempt {attempt or '?'}"
         tok = tok if len(tok) <= 24 else tok[:24] + "…"
-        head = f"   +{at:5.2f}s  RunTask attempt {attempt}: count={e.get('count')} token={tok}{gap}"
+        head = f"   +{at:5.2f}s  {what}: count={e.get('count')} token={tok}{gap}"
         act, status, resp = e.get("action"), e.get("status"), e.get("response") or {}
         if act == "idempotent-replay":
-            res = f"token seen before: original answer returned, nothing started"
+            n = len(resp.get("tasks", [])) if isinstance(resp, dict) else 0
+            res = f"token seen before: its answer returned ({n} task(s) it had started), nothing new started"
         elif act == "idempotency-conflict":
             res = c("ConflictException (token reused with other parameters)", "31")
         elif status is None:
             res = f"connection dropped (scripted; {e.get('tasks_started', 0)} task(s) started before)"
         elif status != 200:
-            res = c(f"HTTP {status} {resp.get('__type', '') if isinstance(resp, dict) else ''} (scripted)", "33")
+            after = f", after {e['tasks_started']} task(s) started" if e.get("tasks_started") else ""
+            res = c(f"HTTP {status} {resp.get('__type', '') if isinstance(resp, dict) else ''} (scripted{after})", "33")
         else:
             fails = sorted({f.get("reason", "?") for f in resp.get("failures", [])})
             res = f"{e.get('tasks_started', 0)} started"
@@ -65,10 +76,16 @@ def describe_call(e: dict, t0: float, last: list) -> str:
         status = e.get("status")
         res = "published" if status == 200 else c(f"HTTP {status} (scripted failure)" if status else "dropped", "31")
         return f"   +{at:5.2f}s  SNS Publish {e.get('subject')!r}{gap} → {res}"
+    if e.get("op") in ("ListTasks", "DescribeTasks") and e.get("status") == 200:
+        req, resp = e.get("request") or {}, e.get("response") or {}
+        if e["op"] == "ListTasks":
+            filters = " ".join(f"{k}={req[k]!r}" for k in ("family", "startedBy", "desiredStatus") if req.get(k))
+            return f"   +{at:5.2f}s  ListTasks {filters}{gap} → {len(resp.get('taskArns', []))} task(s)"
+        return f"   +{at:5.2f}s  DescribeTasks {len(req.get('tasks', []))} task(s){gap}"
     return f"   +{at:5.2f}s  {e.get('service')}:{e.get('op')} → HTTP {e.get('status')}"
 
 
-def run_one(stack, path: Path, verbose: bool = True):
+def run_one(stack, path: Path, verbose: bool = True, fresh: bool = False):
     sc = scenario(path.name)
     stack.control.clear_script()
     if sc["script"]:
@@ -77,7 +94,11 @@ def run_one(stack, path: Path, verbose: bool = True):
         out(c(f"▶ {path.name}", "1") + (f"  ({sc['title']})" if sc["title"] else ""))
     t0 = time.time()
     last = [0.0]
-    res = stack.invoke(path, on_call=(lambda e: out(describe_call(e, t0, last))) if verbose else None)
+    event = load_event(path)
+    detail = (event.get("detail") if isinstance(event, dict) else None) or {}
+    token = (detail.get("requestParameters") or {}).get("clientToken") if isinstance(detail, dict) else None
+    res = stack.invoke(path, on_call=(lambda e: out(describe_call(e, t0, last, token))) if verbose else None,
+                       fresh=fresh)
     stack.control.clear_script()
     return res
 
@@ -98,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--expect", type=Path, help="expectations: {file: {local: outcome}}")
     ap.add_argument("--running", action="store_true", help="use the stack of a running `make stack`")
     ap.add_argument("--json", action="store_true", help="also print each function response as a JSON line")
+    ap.add_argument("--fresh", action="store_true",
+                    help="retime each record to now (time, detail.eventTime) so that it is not stale")
     args = ap.parse_args(argv)
     expected = json.loads(args.expect.read_text()) if args.expect else {}
     install_signal_handlers()
@@ -111,12 +134,14 @@ def main(argv=None) -> int:
         ctx = Stack(event_files=args.events)
         stack = ctx.__enter__()
         out(c("Function settings for this local run: ECS_RERUN_BASE_DELAY_MS=200 ECS_RERUN_MAX_DELAY_MS=1000 "
-              "(production: 20000 / 120000), ECS_RERUN_MAX_ATTEMPTS=3", "2"))
+              "(production: 20000 / 120000), ECS_RERUN_MAX_ATTEMPTS=3, AWS_LAMBDA_FUNCTION_NAME=ecs-rerun", "2"))
+    if args.fresh:
+        out(c(RETIME_NOTE[0].upper() + RETIME_NOTE[1:] + ".", "2"))
     try:
         stack.notifications()          # start from an empty queue
         results = []
         for path in args.events:
-            res = run_one(stack, path)
+            res = run_one(stack, path, fresh=args.fresh)
             r = summarize_response(res)
             want = (expected.get(path.name) or {}).get("local")
             r["_expected"] = want
@@ -204,6 +229,8 @@ def main(argv=None) -> int:
                + (f", {failed_invocations} failed invocations" if failed_invocations else ""))
     out()
     if bad:
+        if not args.fresh and all(r.get("outcome") == "stale" for p, _, r in results if p.name in bad):
+            out(c("hint: the records are older than ECS_RERUN_MAX_RECORD_AGE_S; --fresh retimes them to now", "33"))
         out(c(f"FAIL {summary}; unexpected outcome for: {', '.join(bad)}", "31;1"))
         return 1
     out(c(f"OK   {summary}; every outcome as expected", "32;1"))

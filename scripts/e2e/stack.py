@@ -6,6 +6,11 @@
 Everything binds 127.0.0.1 on free ports and is stopped again when the stack is closed, also on
 Ctrl-C / SIGTERM / SIGHUP (children also get SIGTERM if this process dies, via PR_SET_PDEATHSIG).
 
+Sample events are retimed before they are sent (`retime`): their CloudTrail records date from 2025,
+and ecs-rerun does not rerun a record older than ECS_RERUN_MAX_RECORD_AGE_S (default 3600 s), so
+`time` and `detail.eventTime` are set to now, keeping their offset (`invoke(..., fresh=False)` sends
+an event as it is, e.g. to test that very rule).
+
 Usage as a program (what `make stack` runs):
     python scripts/e2e/stack.py up      start, seed, print the addresses, run until interrupted;
                                         writes .tools/e2e/stack.json so `make invoke` can find it
@@ -14,7 +19,9 @@ Usage as a program (what `make stack` runs):
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
+import datetime as dt
 import json
 import os
 import shutil
@@ -46,13 +53,60 @@ FUNCTION = "ecs-rerun"
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 # Short backoff for the local run (production defaults are 20 s / 120 s): `make replay` takes seconds.
+# AWS_LAMBDA_FUNCTION_NAME is what Lambda sets, and the session name of the function's own calls
+# (arn:aws:sts::ACCOUNT:assumed-role/ROLE/<function name>): records of that session are ecs-rerun's own.
 LOCAL_FUNCTION_ENV = {
+    "AWS_LAMBDA_FUNCTION_NAME": FUNCTION,
     "ECS_RERUN_MAX_ATTEMPTS": "3",
     "ECS_RERUN_BASE_DELAY_MS": "200",
     "ECS_RERUN_MAX_DELAY_MS": "1000",
     "ECS_RERUN_ALLOWED_ACCOUNTS": ACCOUNT,
     "RUST_LOG": "info",
 }
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+RETIME_NOTE = ("records retimed: `time` and `detail.eventTime` set to now (UTC), keeping their offset, "
+               "because the sample records date from 2025 and ecs-rerun does not rerun a record older than "
+               "ECS_RERUN_MAX_RECORD_AGE_S (default 3600 s)")
+
+
+def _parse_time(text) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def retime(event, age_s: float = 0, now: dt.datetime | None = None):
+    """A copy of an EventBridge event whose CloudTrail record happened `age_s` seconds before `now`
+    (default: the current time): `detail.eventTime` = now - age, `time` moved by the same amount, so
+    the offset between them is kept. Anything that is not such an event is returned unchanged."""
+    if not isinstance(event, dict):
+        return event
+    out = copy.deepcopy(event)
+    detail = out.get("detail") if isinstance(out.get("detail"), dict) else None
+    now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
+    target = now - dt.timedelta(seconds=age_s)
+    event_time = _parse_time(detail.get("eventTime")) if detail else None
+    env_time = _parse_time(out.get("time"))
+    if event_time is not None:
+        detail["eventTime"] = target.strftime(TIME_FORMAT)
+        if env_time is not None:
+            out["time"] = (target + (env_time - event_time)).strftime(TIME_FORMAT)
+    elif env_time is not None:
+        out["time"] = target.strftime(TIME_FORMAT)
+    return out
+
+
+def load_event(path) -> dict | None:
+    """The JSON of an event file, or None when it is not JSON (a malformed-event fixture)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError:
+        return None
 
 
 def free_port() -> int:
@@ -123,6 +177,10 @@ class ControlClient:
     def clear_script(self):
         return self._call("clear-script", {})
 
+    def created(self, task_arn: str, created_at: float):
+        """Set the `createdAt` the proxy reports for a task (epoch seconds)."""
+        return self._call("created", {"taskArn": task_arn, "createdAt": created_at})
+
     def log(self, since: int = 0) -> list[dict]:
         return self._call(f"log?since={since}")
 
@@ -169,6 +227,8 @@ class Stack:
         self.topic_arn = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC_NAME}"
         self.queue_url = ""
         self.seeded: dict = {}
+        self._clients: dict = {}
+        self._image = ""
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -255,10 +315,25 @@ class Stack:
             self.proxy.stop()
             self.proxy = None
 
-    # ---- AWS clients straight to moto (the harness never goes through the proxy) -------------------
+    # ---- AWS clients: straight to moto, or through the proxy as another caller of ECS ------------
     def client(self, service: str):
-        return boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
-                            config=Config(retries={"max_attempts": 1}), **CREDS)
+        """A client straight to moto: what the harness uses to seed and read the endpoint (one per
+        service, kept: building a boto3 client costs tens of milliseconds)."""
+        cache = self.__dict__.setdefault("_clients", {})
+        if service not in cache:
+            cache[service] = boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
+                                          config=Config(retries={"max_attempts": 1}), **CREDS)
+        return cache[service]
+
+    def caller_client(self, service: str = "ecs"):
+        """A client through the fault proxy, as the function sees ECS: a test plays the original caller
+        with it (its RunTask lands in the proxy's clientToken table and its tasks get `createdAt`)."""
+        cache = self.__dict__.setdefault("_clients", {})
+        if ("caller", service) not in cache:
+            cache[("caller", service)] = boto3.client(
+                service, endpoint_url=self.control.url, region_name=REGION,
+                config=Config(retries={"total_max_attempts": 1}), **CREDS)   # no SDK retry: one call, one try
+        return cache[("caller", service)]
 
     # ---- seeding --------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -321,7 +396,8 @@ class Stack:
                 ecs.register_task_definition(family=family, containerDefinitions=containers, **kw)
 
         # Container instances for the EC2 clusters: moto needs a (moto) EC2 instance's identity document.
-        image = ec2.describe_images()["Images"][0]["ImageId"]
+        # moto's built-in AMIs survive a reset; listing them takes over a second, so once is enough.
+        image = self._image = self._image or ec2.describe_images()["Images"][0]["ImageId"]
         instances: dict[str, list[str]] = {}
         for name, c in clusters.items():
             if not c["ec2"]:
@@ -347,9 +423,24 @@ class Stack:
                        "queue": self.queue_url}
 
     # ---- driving the function -------------------------------------------------------------------
-    def invoke(self, event_file, on_call=None, timeout: float = 120) -> InvokeResult:
-        """Send one event file to the emulator with `cargo lambda invoke --data-file`."""
-        since = self.control.log()[-1]["seq"] if self.control.log() else 0
+    def invoke(self, event, on_call=None, timeout: float = 120, fresh: bool = True) -> InvokeResult:
+        """Send one event to the emulator with `cargo lambda invoke --data-file`. `event` is an event
+        file or an event (a dict). With `fresh` (the default) the record is retimed to now first
+        (see `retime`); fresh=False sends it with the times it has."""
+        event_file = event if not isinstance(event, dict) else None
+        data = event if isinstance(event, dict) else load_event(event)
+        if isinstance(data, dict) and (fresh or event_file is None):
+            if fresh:
+                data = retime(data)
+            name = Path(event_file).name if event_file else f"event-{(data.get('detail') or {}).get('eventID', 'x')}.json"
+            sent = Path(self.log_dir) / "sent" / name
+            sent.parent.mkdir(parents=True, exist_ok=True)
+            sent.write_text(json.dumps(data, indent=2))
+        else:
+            sent = Path(event_file)
+        event_file = event_file or sent
+        log = self.control.log()
+        since = log[-1]["seq"] if log else 0
         stop = threading.Event()
         seen: list[dict] = []
 
@@ -368,11 +459,11 @@ class Stack:
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
         argv = ["cargo", "lambda", "invoke", FUNCTION, "--invoke-address", "127.0.0.1",
-                "--invoke-port", str(self.lambda_port), "--data-file", str(event_file), "--output-format", "json"]
+                "--invoke-port", str(self.lambda_port), "--data-file", str(sent), "--output-format", "json"]
         env = tool_env()
         if os.environ.get("E2E_DRIVER") == "replay-bin":
             # Diagnostic only: the same handler through target/debug/ecs-rerun-replay, without the emulator.
-            argv = [str(ROOT / "target" / "debug" / "ecs-rerun-replay"), str(event_file)]
+            argv = [str(ROOT / "target" / "debug" / "ecs-rerun-replay"), str(sent)]
             env.update(self.function_env_all())
         t0 = time.monotonic()
         try:
@@ -404,6 +495,20 @@ class Stack:
             arns = ecs.list_tasks(cluster=cluster)["taskArns"]
             for i in range(0, len(arns), 100):
                 out += ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100], include=["TAGS"])["tasks"]
+        return out
+
+    def job_tasks(self, request: dict) -> list[dict]:
+        """The tasks in moto of the job a RunTask request names: same cluster and task definition family
+        (after `reset`, a test's tasks of that family are those of its scenario), in every state."""
+        cluster = _name_of(request.get("cluster") or "default")
+        family = _name_of(request["taskDefinition"]).split(":", 1)[0]
+        ecs = self.client("ecs")
+        if cluster not in [_name_of(c) for c in ecs.list_clusters()["clusterArns"]]:
+            return []
+        arns = ecs.list_tasks(cluster=cluster, family=family)["taskArns"]   # moto: every state
+        out = []
+        for i in range(0, len(arns), 100):
+            out += ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100], include=["TAGS"])["tasks"]
         return out
 
     def notifications(self) -> list[dict]:
@@ -443,6 +548,7 @@ class RunningStack:
         self.queue_url = info["queue"]
         self.control = ControlClient(info["proxy"])
         self.event_files = []
+        self.log_dir = STATE_DIR
 
     @classmethod
     def find(cls) -> "RunningStack":
@@ -456,8 +562,10 @@ class RunningStack:
         return cls(info)
 
     client = Stack.client
+    caller_client = Stack.caller_client
     invoke = Stack.invoke
     tasks = Stack.tasks
+    job_tasks = Stack.job_tasks
     notifications = Stack.notifications
 
 

@@ -2,67 +2,27 @@
 fault proxy. Every check reads the endpoint's state (the RunTask calls the proxy received, the tasks moto
 holds, the notifications in the SQS queue subscribed to the topic), never the function's own logs."""
 
-import json
-import re
-from pathlib import Path
-
 import pytest
 
+import datetime as dt
+
+from botocore.exceptions import ClientError
+
+from e2e_support import (ATTEMPT_TAG, EXPECTED, MALFORMED, NOT_REPLAYED, OWN_TOKEN, invoke, is_original, job_tasks,
+                         record, run_task_calls, same_request, same_task_definition, token_groups)
 from scenarios import CAPACITY, SCENARIOS
-
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
-EXPECTED = json.loads((EVENTS / "expected.json").read_text())
-MALFORMED = ROOT / "tests" / "fixtures" / "malformed-event.json"
-TOKEN = re.compile(r"^ecs-rerun-[0-9a-f]+$")
-NOT_REPLAYED = {"count", "tags", "clientToken", "referenceId"}
-
-
-def record(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text())["detail"]
-
-
-def invoke(stack, path: Path, script: dict | None = None):
-    stack.control.clear_script()
-    if script:
-        stack.control.script(script)
-    res = stack.invoke(path)
-    stack.control.clear_script()
-    return res
-
-
-def run_task_calls(res) -> list[dict]:
-    return [e for e in res.calls if e.get("op") == "RunTask"]
-
-
-def first_call_per_attempt(calls: list[dict]) -> list[dict]:
-    seen, out = set(), []
-    for e in calls:
-        attempt = e["tags"].get("ecs-rerun:attempt")
-        if attempt not in seen:
-            seen.add(attempt)
-            out.append(e)
-    return out
-
-
-def tasks_of(stack, event_id: str) -> list[dict]:
-    return [t for t in stack.tasks()
-            if {x["key"]: x["value"] for x in t.get("tags") or []}.get("ecs-rerun:event-id") == event_id]
-
-
-def same_task_definition(sent: str, original: str) -> bool:
-    return sent == original or sent.rsplit("/", 1)[-1] == original.rsplit("/", 1)[-1]
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_sample_event(fresh, name):
-    """Each sample event: the outcome expected for it, the RunTask calls it should cause (count, tags,
-    token, every original parameter), the tasks that now exist, and exactly the notification it reports."""
+    """Each sample event (retimed to now): the outcome expected for it, the RunTask calls it should cause
+    (count, tags, token, every original parameter), the tasks that now exist, and exactly the
+    notification it reports."""
     sc = SCENARIOS[name]
     expect = sc["expect"]
     detail = record(name)
     event_id = detail["eventID"]
-    res = invoke(fresh, EVENTS / name, sc["script"])
+    res = invoke(fresh, name, sc["script"])
     assert res.ok, f"invocation failed: {res.error}"
     r = res.response
     assert r["event_id"] == event_id
@@ -72,33 +32,42 @@ def test_sample_event(fresh, name):
             assert r[key] == expect[key], f"{key}: {r}"
 
     calls = run_task_calls(res)
-    attempts = first_call_per_attempt(calls)
+    groups = token_groups(calls)
     if "counts" in expect:
-        assert [e["count"] for e in attempts] == expect["counts"], [(e["tags"], e["count"]) for e in calls]
-    assert [e["tags"].get("ecs-rerun:attempt") for e in attempts] == [str(i + 1) for i in range(len(attempts))]
-    tokens = {}
+        assert [g[0]["count"] for g in groups] == expect["counts"], [(e["tags"], e["count"]) for e in calls]
     original = detail.get("requestParameters") or {}
+    # The recorded call, sent again as it was, can only come first; ecs-rerun's own attempts follow,
+    # tagged with consecutive attempt numbers: 1.. or, after the recorded call (attempt 1), 2..
+    replays = [g for g in groups if is_original(g[0], detail)]
+    assert replays in ([], groups[:1]), "the recorded call may only be the first request"
+    if "replays_original" in expect:
+        assert bool(replays) == expect["replays_original"], [(e["clientToken"], e["tags"]) for e in calls]
+    for e in (replays[0] if replays else []):
+        assert same_request(e["request"], original), f"the recorded call, changed: {e['request']} vs {original}"
+    own = groups[len(replays):]
+    first = 2 if replays else 1
+    assert [g[0]["tags"].get(ATTEMPT_TAG) for g in own] == [str(first + i) for i in range(len(own))]
     user_tags = {t["key"]: t["value"] for t in original.get("tags") or [] if not t["key"].lower().startswith("aws:")}
-    for e in calls:
-        assert TOKEN.match(e["clientToken"] or ""), e["clientToken"]
-        assert len(e["clientToken"]) <= 64
-        assert e["tags"]["ecs-rerun:event-id"] == event_id
-        tokens.setdefault(e["tags"]["ecs-rerun:attempt"], set()).add(e["clientToken"])
-        sent = e["request"]
-        for k, v in original.items():
-            if k in NOT_REPLAYED:
-                continue
-            if k == "taskDefinition":
-                assert same_task_definition(sent.get(k, ""), v), (k, sent.get(k), v)
-            else:
-                assert sent.get(k) == v, f"parameter {k} not replayed as recorded: sent {sent.get(k)!r}, recorded {v!r}"
-        for k, v in user_tags.items():
-            assert e["tags"].get(k) == v, f"user tag {k} lost"
-    assert all(len(t) == 1 for t in tokens.values()), f"one token per attempt: {tokens}"
-    assert len(set().union(*tokens.values())) == len(tokens), "a new token for each attempt"
+    for g in own:
+        assert len({e["tags"].get(ATTEMPT_TAG) for e in g}) == 1, "a resent token carries the same tags"
+        for e in g:
+            assert OWN_TOKEN.match(e["clientToken"] or ""), e["clientToken"]
+            assert len(e["clientToken"]) <= 64
+            sent = e["request"]
+            for k, v in original.items():
+                if k in NOT_REPLAYED:
+                    continue
+                if k == "taskDefinition":
+                    assert same_task_definition(sent.get(k, ""), v), (k, sent.get(k), v)
+                else:
+                    assert sent.get(k) == v, f"parameter {k} not replayed as recorded: sent {sent.get(k)!r}, recorded {v!r}"
+            for k, v in user_tags.items():
+                assert e["tags"].get(k) == v, f"user tag {k} lost"
 
-    started = tasks_of(fresh, event_id)
+    started = job_tasks(fresh, detail) if original.get("taskDefinition") else []
     assert len(started) == r["tasks_started"], "tasks in the endpoint vs tasks_started"
+    if "tasks_started" in expect:
+        assert len(started) == expect["tasks_started"]
     notes = fresh.notifications()
     if r["notified"]:
         assert len(notes) == 1, notes
@@ -115,38 +84,35 @@ def test_sample_event(fresh, name):
 def test_same_event_twice_starts_its_tasks_once(fresh):
     """A duplicate delivery re-sends the same tokens; ECS (the proxy) answers with the original results."""
     name = "01-agent-ec2.json"
-    event_id = record(name)["eventID"]
-    first = invoke(fresh, EVENTS / name, SCENARIOS[name]["script"])
+    first = invoke(fresh, name, SCENARIOS[name]["script"])
     assert first.ok and first.response["outcome"] == "recovered", first
-    second = invoke(fresh, EVENTS / name)            # nothing scripted: a new token would start a task
+    second = invoke(fresh, name)                     # nothing scripted: a new token would start a task
     assert second.ok, second.error
-    assert [e["clientToken"] for e in first_call_per_attempt(run_task_calls(second))] == \
-           [e["clientToken"] for e in first_call_per_attempt(run_task_calls(first))]
+    assert [g[0]["clientToken"] for g in token_groups(run_task_calls(second))] == \
+           [g[0]["clientToken"] for g in token_groups(run_task_calls(first))]
     assert all(e["action"] == "idempotent-replay" for e in run_task_calls(second)), run_task_calls(second)
-    assert len(tasks_of(fresh, event_id)) == 1
+    assert len(job_tasks(fresh, record(name))) == 1
 
 
 def test_lost_answer_is_not_a_second_task(fresh):
     """RunTask started the task but the answer was lost (connection dropped) on every try the SDK made:
     the next attempt must resend the same token (ECS then returns the original result), not start another."""
     name = "04-throttling.json"
-    event_id = record(name)["eventID"]
-    res = invoke(fresh, EVENTS / name, {"ecs:RunTask": [{"do": "drop_after_start", "drop_replays": 10}]})
+    res = invoke(fresh, name, {"ecs:RunTask": [{"do": "drop_after_start", "drop_replays": 10}]})
     # Whatever the function concludes, exactly one task may exist for this event, and it must say so.
     calls = run_task_calls(res)
     assert len({e["clientToken"] for e in calls}) == 1, [(e["clientToken"], e["action"]) for e in calls]
-    assert len(tasks_of(fresh, event_id)) == 1
+    assert len(job_tasks(fresh, record(name))) == 1
     assert res.ok or res.error
 
 
 def test_lost_answer_then_retry_recovers_once(fresh):
     name = "04-throttling.json"
-    event_id = record(name)["eventID"]
-    res = invoke(fresh, EVENTS / name, {"ecs:RunTask": [{"do": "drop_after_start", "drop_replays": 3}]})
+    res = invoke(fresh, name, {"ecs:RunTask": [{"do": "drop_after_start", "drop_replays": 3}]})
     assert res.ok, res.error
     assert res.response["outcome"] == "recovered", res.response
     assert res.response["tasks_started"] == 1
-    assert len(tasks_of(fresh, event_id)) == 1
+    assert len(job_tasks(fresh, record(name))) == 1
     assert len({e["clientToken"] for e in run_task_calls(res)}) == 1
 
 
@@ -160,7 +126,7 @@ def test_lost_answer_then_retry_recovers_once(fresh):
 def test_persistent_fault_ends_in_one_notification(fresh, fault):
     """A transient fault that never clears: every attempt used, then one notification; nothing lost."""
     name = "01-agent-ec2.json"
-    res = invoke(fresh, EVENTS / name, {"ecs:RunTask": [{**fault, "sticky": True}]})
+    res = invoke(fresh, name, {"ecs:RunTask": [{**fault, "sticky": True}]})
     assert res.ok, res.error
     r = res.response
     assert r["outcome"] == "gave_up" and r["notified"] is True, r
@@ -172,28 +138,27 @@ def test_persistent_fault_ends_in_one_notification(fresh, fault):
 
 def test_fargate_capacity_then_success(fresh):
     name = "03-fargate-capacity.json"
-    event_id = record(name)["eventID"]
-    res = invoke(fresh, EVENTS / name, {"ecs:RunTask": [{"do": "fail", "reason": CAPACITY, "place": 1}]})
+    res = invoke(fresh, name, {"ecs:RunTask": [{"do": "fail", "reason": CAPACITY, "place": 1}]})
     assert res.ok, res.error
     assert res.response["outcome"] == "recovered" and res.response["tasks_started"] == 2, res.response
-    assert [e["count"] for e in first_call_per_attempt(run_task_calls(res))] == [2, 1]
-    assert len(tasks_of(fresh, event_id)) == 2
+    assert [g[0]["count"] for g in token_groups(run_task_calls(res))] == [2, 1]
+    assert len(job_tasks(fresh, record(name))) == 2
 
 
 def test_publish_failure_fails_the_invocation_and_the_next_event_still_works(fresh):
     """If SNS cannot take the notification the invocation fails (in AWS: async retries, then the DLQ)."""
-    res = invoke(fresh, EVENTS / "06-attribute.json",
+    res = invoke(fresh, "06-attribute.json",
                  {"sns:Publish": [{"do": "error", "status": 500, "code": "InternalError", "sticky": True}]})
     assert not res.ok, res.response
     assert "publish" in res.error.lower() or "sns" in res.error.lower(), res.error
     assert fresh.notifications() == []
-    nxt = invoke(fresh, EVENTS / "06-attribute.json")
+    nxt = invoke(fresh, "06-attribute.json")
     assert nxt.ok and nxt.response["notified"] is True, nxt.error
     assert len(fresh.notifications()) == 1
 
 
 def test_publish_refused_fails_the_invocation(fresh):
-    res = invoke(fresh, EVENTS / "03-fargate-capacity.json",
+    res = invoke(fresh, "03-fargate-capacity.json",
                  {"ecs:RunTask": [{"do": "fail", "reason": CAPACITY, "sticky": True}],
                   "sns:Publish": [{"do": "error", "status": 403, "code": "AuthorizationError",
                                    "message": "not authorized to perform SNS:Publish", "sticky": True}]})
@@ -207,5 +172,57 @@ def test_malformed_event_fails_clearly_and_the_next_is_processed(fresh):
     assert res.error and ("decode" in res.error.lower() or "malformed" in res.error.lower()
                           or "invalid" in res.error.lower()), res.error
     assert run_task_calls(res) == []
-    nxt = invoke(fresh, EVENTS / "09-successful-runtask.json")
+    nxt = invoke(fresh, "09-successful-runtask.json")
     assert nxt.ok and nxt.response["outcome"] == "ignored", nxt.error
+
+
+def test_endpoint_models_what_the_function_reads(fresh):
+    """The endpoint (moto behind the proxy) as ecs-rerun reads it: ListTasks filters, the task fields of
+    DescribeTasks, and ECS's clientToken table, including an error answer after the tasks started."""
+    ecs = fresh.caller_client("ecs")
+    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    job = {"cluster": "batch", "taskDefinition": "nightly-report:7", "launchType": "EC2",
+           "startedBy": "AWS Step Functions",
+           "overrides": {"containerOverrides": [{"name": "app", "command": ["report", "--date", "x"]}]}}
+    a = ecs.run_task(**job, count=1, clientToken="tok-a")["tasks"]
+    b = ecs.run_task(cluster="batch", taskDefinition="etl-worker:12", launchType="EC2", group="g1")["tasks"]
+    arn_a, arn_b = a[0]["taskArn"], b[0]["taskArn"]
+
+    def listed(**kw):
+        return set(ecs.list_tasks(cluster="batch", **kw)["taskArns"])
+    assert listed(family="nightly-report") == {arn_a}
+    assert listed(family="etl-worker") == {arn_b}
+    assert listed(family="nightly-report", startedBy="AWS Step Functions", desiredStatus="RUNNING") == {arn_a}
+    assert listed(family="nightly-report", startedBy="someone-else") == set()
+    assert listed(desiredStatus="STOPPED") == set()
+    fresh.client("ecs").stop_task(cluster="batch", task=arn_b, reason="done")
+    assert listed(desiredStatus="STOPPED") == {arn_b}
+    assert listed(desiredStatus="RUNNING") == {arn_a}
+
+    tasks = {t["taskArn"]: t for t in ecs.describe_tasks(cluster="batch", tasks=[arn_a, arn_b])["tasks"]}
+    ta, tb = tasks[arn_a], tasks[arn_b]
+    assert ta["createdAt"] >= before and tb["createdAt"] >= before, (ta.get("createdAt"), tb.get("createdAt"))
+    assert ta["createdAt"] == a[0]["createdAt"]
+    assert (ta["group"], ta["startedBy"], ta["overrides"]) == ("family:nightly-report", "AWS Step Functions",
+                                                               job["overrides"])
+    assert tb["group"] == "g1" and "startedBy" not in tb
+    assert ta["taskDefinitionArn"].endswith("task-definition/nightly-report:7")
+
+    # The token table: same parameters -> the stored answer, nothing new; other parameters -> conflict.
+    again = ecs.run_task(**job, count=1, clientToken="tok-a")["tasks"]
+    assert [(t["taskArn"], t["createdAt"]) for t in again] == [(arn_a, a[0]["createdAt"])]
+    with pytest.raises(ClientError) as conflict:
+        ecs.run_task(**{**job, "startedBy": "other"}, count=1, clientToken="tok-a")
+    assert conflict.value.response["Error"]["Code"] == "ConflictException"
+    assert conflict.value.response["resourceIds"] == [arn_a]
+
+    # An error that started nothing leaves the token unused; one that started tasks answers with them.
+    fresh.control.script({"ecs:RunTask": [{"do": "error", "code": "ThrottlingException", "status": 400},
+                                          {"do": "error_after_start", "code": "ServerException", "status": 500}]})
+    for token in ("tok-b", "tok-c"):
+        with pytest.raises(ClientError):
+            ecs.run_task(**job, count=1, clientToken=token)
+    b2 = ecs.run_task(**job, count=1, clientToken="tok-b")["tasks"]          # starts now
+    c2 = ecs.run_task(**job, count=1, clientToken="tok-c")["tasks"]          # started by the failed try
+    started = {t["taskArn"] for t in fresh.job_tasks(job)}
+    assert len(started) == 3 and {b2[0]["taskArn"], c2[0]["taskArn"]} <= started
