@@ -5,6 +5,11 @@ the re-issued RunTask calls (and the SNS Publish) are answered. A RunTask call w
 passes through to moto, which starts the tasks. `expect` is checked by the end-to-end tests against the
 function's response, the tasks moto now holds and the notifications in the SQS queue; the outcome
 the replay checks is the "local" entry of events/expected.json.
+
+`counts` are the `count` of the first RunTask call of each clientToken, in order. `replays_original`:
+the record is an API error with a recorded clientToken, so the first RunTask is the recorded call
+itself (its token, every recorded parameter, no ecs-rerun tag) and ecs-rerun's own attempts, if any,
+are numbered from 2. The events are sent retimed to now (stack.retime): the samples date from 2025.
 """
 
 CAPACITY = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
@@ -27,15 +32,19 @@ SCENARIOS: dict[str, dict] = {
                    "notified": True},
     },
     "04-throttling.json": {
-        "title": "ThrottlingException: next call goes through",
+        # No clientToken recorded (an older SDK): ListTasks/DescribeTasks find no task the caller's own
+        # retry started, so ecs-rerun reruns it.
+        "title": "ThrottlingException, no token: not started since, rerun",
         "script": {},
         "expect": {"outcome": "recovered", "attempts": 1, "tasks_started": 1, "counts": [1]},
     },
     "05-server-exception.json": {
-        "title": "ServerException: a 500, then it starts",
+        # A recorded clientToken: the recorded call is sent again as it was; the scripted 500 fails that
+        # try, the next try resends the same token and ECS starts the task.
+        "title": "ServerException: the call as recorded, a 500, then it starts",
         "script": {"ecs:RunTask": [{"do": "error", "code": "ServerException", "status": 500,
                                     "message": "Service Unavailable. Please try again later."}]},
-        "expect": {"outcome": "recovered", "tasks_started": 1},
+        "expect": {"outcome": "recovered", "tasks_started": 1, "counts": [1], "replays_original": True},
     },
     "06-attribute.json": {
         "title": "ATTRIBUTE: no instance can ever take it",
