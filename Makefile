@@ -47,7 +47,7 @@ deploy: ## sam build --beta-features && sam deploy --guided (needs the AWS SAM C
 	fi
 
 replay-dry: ## replay events/ through the handler, dry run: no AWS call, prints the requests
-	cargo run --quiet --locked --bin ecs-rerun-replay -- --dry-run --expect events/expected.json events/[0-9]*.json
+	cargo run --quiet --locked --bin ecs-rerun-replay -- --dry-run --fresh --expect events/expected.json events/[0-9]*.json
 
 # --- end to end: the real bootstrap under `cargo lambda watch`, the AWS SDK talking to moto's server ----
 # through a scripted fault proxy (scripts/e2e/). Everything binds 127.0.0.1 on free ports and is stopped
@@ -57,7 +57,7 @@ E2E_BUILD := cargo build --quiet --locked --bin ecs-rerun
 
 replay: $(VENV)/.installed ## replay events/ end to end: emulator + local AWS endpoint; table, notifications, tasks
 	$(E2E_BUILD)
-	$(PY) scripts/e2e/replay.py --expect events/expected.json events/[0-9]*.json
+	$(PY) scripts/e2e/replay.py --fresh --expect events/expected.json events/[0-9]*.json
 
 e2e: $(VENV)/.installed ## end-to-end tests (tests/e2e): each event's RunTask calls, tasks, notification; faults
 	$(E2E_BUILD)
@@ -69,7 +69,7 @@ stack: $(VENV)/.installed ## start the local stack (emulator + endpoint) and kee
 
 invoke: $(VENV)/.installed ## send one event to the running `make stack`: make invoke EVENT=events/01-agent-ec2.json
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/01-agent-ec2.json (with \`make stack\` running)"; exit 2; }
-	$(PY) scripts/e2e/replay.py --running --json --expect events/expected.json $(EVENT)
+	$(PY) scripts/e2e/replay.py --running --json --fresh --expect events/expected.json $(EVENT)
 
 # --- build and bench: cargo-lambda + zig (PyPI) and the bench's Python side in their own venv, .tools/bench ----
 BENCH_VENV := $(TOOLS)/bench

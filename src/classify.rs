@@ -27,7 +27,7 @@ pub enum Action {
 }
 
 /// The class of a failure, as shown in notifications and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonClass {
     /// A rule says retry.
@@ -80,8 +80,8 @@ struct Rule {
 )]
 pub struct RuleError(String);
 
-/// The verdict on one failure.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The verdict on one failure, or on a group of failures with the same text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// The failure in one line: the reason, or `code: message`.
     pub failure: String,
@@ -91,7 +91,16 @@ pub struct Verdict {
     pub class: ReasonClass,
     /// The rule that matched, for the record.
     pub rule: String,
+    /// How many failure entries had this text (one per container instance considered on EC2).
+    pub count: u32,
+    /// A few of their resource ARNs, as examples (at most [`MAX_EXAMPLES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
 }
+
+/// How many example ARNs a grouped verdict keeps: enough to find the instances, few enough that
+/// a cluster of 900 instances still makes a short notification.
+pub const MAX_EXAMPLES: usize = 3;
 
 /// The ordered rule table; cheap to clone (shared), as every episode keeps one.
 #[derive(Debug, Clone)]
@@ -140,6 +149,14 @@ const DEFAULTS: &[RuleRow] = &[
     (Action::Notify, None, Some("ClientException"), None),
 ];
 
+/// Whether an error code says the server failed, after which it may have acted (5xx).
+pub fn is_server_error(code: &str) -> bool {
+    matches!(
+        code,
+        "ServerException" | "InternalFailure" | "InternalError" | "ServiceUnavailable"
+    ) || code == NETWORK_ERROR
+}
+
 /// Pseudo error code for a call that got no answer (timeout, connection reset): the SDK has
 /// already retried it with the same token, so another attempt is safe and transient.
 pub const NETWORK_ERROR: &str = "NetworkError";
@@ -184,11 +201,36 @@ impl Rules {
     pub fn placement(&self, failure: &PlacementFailure) -> Verdict {
         let reason = failure.reason.as_deref().unwrap_or("");
         let detail = failure.detail.as_deref().unwrap_or("");
-        self.first_match(reason, |r| {
+        let mut verdict = self.first_match(reason, |r| {
             r.on_error_code.is_none()
                 && r.on_reason.as_ref().is_some_and(|g| g.matches(reason))
                 && r.on_message.as_ref().is_none_or(|g| g.matches(detail))
-        })
+        });
+        verdict.examples.extend(failure.arn.clone());
+        verdict
+    }
+
+    /// Classifies the placement failures of one answer, grouped by their text: ECS lists one
+    /// entry per container instance it considered, so 900 instances give one group, not 900.
+    /// An answer with fewer tasks and no failure listed gets one `(no reason given)` verdict.
+    pub fn placements(&self, failures: &[PlacementFailure]) -> Vec<Verdict> {
+        if failures.is_empty() {
+            return vec![self.placement(&PlacementFailure::default())];
+        }
+        let mut groups: Vec<Verdict> = Vec::new();
+        for failure in failures {
+            let verdict = self.placement(failure);
+            match groups.iter_mut().find(|g| g.failure == verdict.failure) {
+                Some(group) => {
+                    group.count = group.count.saturating_add(1);
+                    if group.examples.len() < MAX_EXAMPLES {
+                        group.examples.extend(verdict.examples);
+                    }
+                }
+                None => groups.push(verdict),
+            }
+        }
+        groups
     }
 
     /// Classifies one exception.
@@ -205,10 +247,10 @@ impl Rules {
         })
     }
 
-    /// Classifies a whole failure: one verdict per failure entry.
+    /// Classifies a whole failure: one verdict per distinct failure text.
     pub fn failure(&self, failure: &Failure) -> Vec<Verdict> {
         match failure {
-            Failure::Placement(failures) => failures.iter().map(|f| self.placement(f)).collect(),
+            Failure::Placement(failures) => self.placements(failures),
             Failure::Api { code, message } => vec![self.api_error(code, message)],
         }
     }
@@ -228,12 +270,16 @@ impl Rules {
                     Action::Notify => ReasonClass::Permanent,
                 },
                 rule: rule.text.clone(),
+                count: 1,
+                examples: Vec::new(),
             },
             None => Verdict {
                 failure,
                 action: Action::Notify,
                 class: ReasonClass::Unknown,
                 rule: "no rule matched".to_owned(),
+                count: 1,
+                examples: Vec::new(),
             },
         }
     }

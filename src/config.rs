@@ -23,6 +23,9 @@ pub struct Config {
     pub allowed_accounts: Vec<String>,
     /// Decide, log and notify, but launch nothing (`ECS_RERUN_DRY_RUN`).
     pub dry_run: bool,
+    /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): its calls are made by a
+    /// session of that name, which is how it knows its own records.
+    pub function_name: Option<String>,
 }
 
 /// A configuration problem, naming the variable.
@@ -119,11 +122,19 @@ impl Config {
                     defaults.deadline_reserve,
                 )?,
                 replay_redacted_env: flag(&get, "ECS_RERUN_REPLAY_REDACTED_ENV")?,
+                max_record_age: Duration::from_secs(number(
+                    &get,
+                    "ECS_RERUN_MAX_RECORD_AGE_S",
+                    defaults.max_record_age.as_secs(),
+                    60..=82_800,
+                    "seconds from 60 to 82800 (23 hours; ECS keeps a token at most 24 hours)",
+                )?),
             },
             rules,
             notify_on_recovery: flag(&get, "ECS_RERUN_NOTIFY_ON_RECOVERY")?,
             allowed_accounts,
             dry_run: flag(&get, "ECS_RERUN_DRY_RUN")?,
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
         })
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::event::{
     CLOUDTRAIL_DETAIL_TYPE, CloudTrailRecord, ECS_EVENT_SOURCE, Envelope, PlacementFailure,
 };
-use crate::plan::{ATTEMPT_TAG, TOKEN_PREFIX};
+use crate::marks;
 use crate::request::{RunTaskRequest, prune_nulls};
 
 /// A `RunTask` call that failed, as far as CloudTrail recorded it.
@@ -27,14 +27,20 @@ pub struct FailedRunTask {
     pub region: String,
     /// When the call completed, as CloudTrail wrote it.
     pub event_time: Option<String>,
+    /// The same instant, parsed: the age of the record and the earliest a retry could start.
+    pub recorded_at: Option<std::time::SystemTime>,
     /// ARN of the caller (`userIdentity.arn`), or the AWS service that called.
     pub caller: Option<String>,
+    /// `userIdentity.arn` alone: the session that made the call.
+    pub caller_arn: Option<String>,
     /// The request as recorded.
     pub request: RunTaskRequest,
     /// How it failed.
     pub failure: Failure,
     /// Tasks that did start (`responseElements.tasks`).
     pub started: u32,
+    /// Their ARNs, as far as recorded: a look-up must not count them again.
+    pub started_arns: Vec<String>,
     /// Why this request cannot be replayed faithfully, if it cannot.
     pub replay_blocker: Option<String>,
 }
@@ -104,6 +110,15 @@ pub enum Ignored {
         /// What gave it away (tag or token).
         marker: String,
     },
+    /// A call made by this function's own Lambda session, such as its exact replay of an
+    /// API-error record, which carries neither tag nor token prefix.
+    #[error(
+        "this RunTask was made by ecs-rerun's own session ({arn}); the invocation that made it handles it"
+    )]
+    OwnSession {
+        /// `userIdentity.arn` of the record.
+        arn: String,
+    },
     /// The event comes from an account ecs-rerun does not serve.
     #[error(
         "event from account {account}, which is neither this function's nor in ECS_RERUN_ALLOWED_ACCOUNTS"
@@ -159,7 +174,7 @@ pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
     } else {
         parse(&raw_request, "detail.requestParameters.")?
     };
-    if let Some(marker) = own_retry_marker(&request) {
+    if let Some(marker) = marks::own_retry_marker(&request) {
         return Ok(Decoded::Ignored(Ignored::OwnRetry { marker }));
     }
 
@@ -188,6 +203,12 @@ pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
         }
     };
     let started = u32::try_from(started).unwrap_or(u32::MAX);
+    let started_arns: Vec<String> = response
+        .tasks
+        .iter()
+        .flatten()
+        .filter_map(|t| t.task_arn.clone())
+        .collect();
     let requested = request.requested_count();
     if matches!(failure, Failure::Placement(_))
         && blockers.is_empty()
@@ -221,6 +242,18 @@ pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
         .event_id
         .ok_or(DecodeError::Missing("detail.eventID"))?;
     let identity = record.user_identity.unwrap_or_default();
+    let recorded_at = record
+        .event_time
+        .as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(std::time::SystemTime::from)
+                .map_err(|e| DecodeError::Invalid {
+                    path: "detail.eventTime".to_owned(),
+                    problem: format!("{t:?} is not an ISO-8601 time: {e}"),
+                })
+        })
+        .transpose()?;
     Ok(Decoded::Failed(Box::new(FailedRunTask {
         event_id,
         account: envelope
@@ -232,10 +265,13 @@ pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
             .or(record.aws_region)
             .ok_or(DecodeError::Missing("region"))?,
         event_time: record.event_time,
-        caller: identity.arn.or(identity.invoked_by),
+        recorded_at,
+        caller: identity.arn.clone().or(identity.invoked_by),
+        caller_arn: identity.arn,
         request,
         failure,
         started,
+        started_arns,
         replay_blocker: (!blockers.is_empty()).then(|| blockers.join("; ")),
     })))
 }
@@ -254,27 +290,6 @@ where
             problem: err.into_inner().to_string(),
         }
     })
-}
-
-/// The marker that shows a request was issued by ecs-rerun: its attempt tag, or, should tags
-/// have been left off, its token prefix.
-fn own_retry_marker(request: &RunTaskRequest) -> Option<String> {
-    let tagged = request
-        .tags
-        .iter()
-        .flatten()
-        .find(|t| t.key.as_deref() == Some(ATTEMPT_TAG));
-    if let Some(tag) = tagged {
-        return Some(format!(
-            "tag {ATTEMPT_TAG}={}",
-            tag.value.as_deref().unwrap_or("")
-        ));
-    }
-    request
-        .client_token
-        .as_deref()
-        .filter(|t| t.starts_with(TOKEN_PREFIX))
-        .map(|_| format!("clientToken prefix {TOKEN_PREFIX}"))
 }
 
 /// A JSON path, built on the stack and only formatted when a field turns out to be unknown.

@@ -17,7 +17,9 @@ use crate::decode::{self, DecodeError, Decoded, FailedRunTask, Ignored};
 use crate::launch::TaskLauncher;
 use crate::message;
 use crate::notify::{Notifier, PublishError};
-use crate::plan::{self, Conclusion, Decision, LaunchResult, Outcome, Step};
+use crate::plan::{
+    self, Conclusion, Context, Decision, Episode, LaunchResult, Lookup, Outcome, Step,
+};
 use crate::redact;
 
 /// What the runtime knows about this invocation.
@@ -103,13 +105,6 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
             Decoded::Ignored(why) => return Ok(ignored(event_id, &why)),
             Decoded::Failed(failed) => failed,
         };
-        if !self.serves(&failed.account, invocation) {
-            let why = Ignored::ForeignAccount {
-                account: failed.account.clone(),
-            };
-            tracing::warn!(event_id = %failed.event_id, "{why}");
-            return Ok(ignored(Some(failed.event_id.clone()), &why));
-        }
         let request = &failed.request;
         let span = tracing::info_span!(
             "episode",
@@ -126,53 +121,33 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
         let secrets: Vec<&str> = failed.request.environment_values().collect();
-        tracing::info!(
-            failure = %redact::scrub(&failure_line(failed), secrets.iter().copied()),
-            requested = failed.request.requested_count(),
-            started = failed.started,
-            caller = failed.caller.as_deref().unwrap_or("unknown"),
-            "RunTask failed"
-        );
-        let conclusion = match plan::decide(failed, &self.config.rules, &self.config.policy) {
-            Decision::Conclude(conclusion) => conclusion,
-            Decision::Retry(mut episode) => loop {
-                let time_left = invocation
-                    .deadline
-                    .map(|d| d.duration_since(self.clock.now()).unwrap_or(Duration::ZERO));
-                match episode.next(time_left) {
-                    Step::Done(conclusion) => break conclusion,
-                    Step::Launch {
-                        attempt,
-                        wait,
-                        request,
-                    } => {
-                        tracing::info!(
-                            attempt,
-                            wait_ms = wait.as_millis() as u64,
-                            count = request.count,
-                            "waiting before retry"
-                        );
-                        self.clock.sleep(wait).await;
-                        let result = if self.config.dry_run {
-                            tracing::info!(attempt, request = %request.to_loggable_json(), "dry run: would send RunTask");
-                            LaunchResult::DryRun
-                        } else {
-                            self.launcher.run_task(&request).await
-                        };
-                        log_attempt(attempt, &result, &secrets);
-                        episode.record(result);
-                    }
-                }
-            },
+        let ctx = Context {
+            now: self.clock.now(),
+            own_account: invocation.own_account.as_deref(),
+            allowed_accounts: &self.config.allowed_accounts,
+            function_name: self.config.function_name.as_deref(),
+        };
+        let policy = &self.config.policy;
+        let conclusion = match plan::decide(failed, &self.config.rules, policy, ctx) {
+            Decision::Ignore(why) => return Ok(ignored(Some(failed.event_id.clone()), &why)),
+            Decision::Conclude(conclusion) => {
+                self.log_failure(failed, &secrets);
+                conclusion
+            }
+            Decision::Retry(episode) => {
+                self.log_failure(failed, &secrets);
+                self.run(*episode, invocation, &secrets).await
+            }
         };
 
         let outcome = conclusion.outcome;
         let wants_note = match outcome {
-            Outcome::Recovered => self.config.notify_on_recovery,
+            Outcome::Recovered | Outcome::AlreadyStarted => self.config.notify_on_recovery,
             Outcome::Ignored => false,
-            Outcome::GaveUp | Outcome::NotRetryable | Outcome::WouldRetry => true,
+            Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale | Outcome::WouldRetry => true,
         };
-        let note = wants_note.then(|| message::compose(failed, &conclusion));
+        let note = wants_note
+            .then(|| message::compose(failed, &conclusion, self.notifier.max_message_size()));
         if let Some(note) = &note {
             self.notifier.publish(note).await.inspect_err(|err| {
                 tracing::error!(error = %err, "notification not published");
@@ -185,6 +160,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
             attempts = report.attempts,
             waited_ms = report.waited_ms,
             tasks_started = report.tasks_started,
+            already_running = conclusion.already_running,
             still_missing = conclusion.still_missing,
             notified = report.notified,
             reason = %report.reason,
@@ -193,13 +169,89 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
         Ok(report)
     }
 
-    fn serves(&self, account: &str, invocation: &Invocation) -> bool {
-        match &invocation.own_account {
-            None => true,
-            Some(own) => {
-                own == account || self.config.allowed_accounts.iter().any(|a| a == account)
+    /// Carries out an episode's steps until it concludes.
+    async fn run(
+        &self,
+        mut episode: Episode,
+        invocation: &Invocation,
+        secrets: &[&str],
+    ) -> Conclusion {
+        let policy = &self.config.policy;
+        let dry_run = self.config.dry_run;
+        loop {
+            let time_left = invocation
+                .deadline
+                .map(|d| d.duration_since(self.clock.now()).unwrap_or(Duration::ZERO));
+            match episode.next(policy, time_left) {
+                Step::Done(mut conclusion) => {
+                    if dry_run {
+                        conclusion.schedule_ms = episode
+                            .schedule(policy)
+                            .iter()
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                            .collect();
+                    }
+                    return conclusion;
+                }
+                Step::Lookup { wait, query } => {
+                    let found = if dry_run {
+                        tracing::info!(
+                            ?query,
+                            "dry run: would look for the caller's own retry (ListTasks, DescribeTasks)"
+                        );
+                        Lookup::Skipped
+                    } else {
+                        tracing::info!(
+                            wait_ms = wait.as_millis() as u64,
+                            "waiting before looking for the caller's own retry"
+                        );
+                        self.clock.sleep(wait).await;
+                        self.launcher.find_tasks(&query).await
+                    };
+                    if let Lookup::Failed(error) = &found {
+                        tracing::warn!(error = %error, "look-up failed");
+                    }
+                    episode.record_lookup(found);
+                }
+                Step::Launch {
+                    call,
+                    wait,
+                    request,
+                } => {
+                    if dry_run {
+                        let schedule: Vec<u64> = episode
+                            .schedule(policy)
+                            .iter()
+                            .map(|d| d.as_millis() as u64)
+                            .collect();
+                        tracing::info!(call, request = %request.to_loggable_json(), schedule_ms = ?schedule, "dry run: would send RunTask on this backoff schedule (not slept)");
+                        episode.record(LaunchResult::DryRun, self.clock.now(), &self.config.rules);
+                        continue;
+                    }
+                    tracing::info!(
+                        call,
+                        wait_ms = wait.as_millis() as u64,
+                        count = request.count,
+                        "waiting before retry"
+                    );
+                    self.clock.sleep(wait).await;
+                    let sent_at = self.clock.now();
+                    let result = self.launcher.run_task(&request).await;
+                    log_attempt(call, &result, secrets);
+                    episode.record(result, sent_at, &self.config.rules);
+                }
             }
         }
+    }
+
+    fn log_failure(&self, failed: &FailedRunTask, secrets: &[&str]) {
+        tracing::info!(
+            failure = %redact::scrub(&failure_line(failed), secrets.iter().copied()),
+            requested = failed.request.requested_count(),
+            started = failed.started,
+            caller = failed.caller.as_deref().unwrap_or("unknown"),
+            "RunTask failed"
+        );
     }
 
     fn report(
@@ -210,10 +262,9 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
         secrets: &[&str],
     ) -> Report {
         let recovery_ms = (c.outcome == Outcome::Recovered)
-            .then_some(failed.event_time.as_deref())
+            .then_some(failed.recorded_at)
             .flatten()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .and_then(|t| self.clock.now().duration_since(SystemTime::from(t)).ok())
+            .and_then(|t| self.clock.now().duration_since(t).ok())
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Report {
             event_id: Some(failed.event_id.clone()),
@@ -269,21 +320,22 @@ fn failure_line(failed: &FailedRunTask) -> String {
     }
 }
 
-fn log_attempt(attempt: u32, result: &LaunchResult, secrets: &[&str]) {
+fn log_attempt(call: u32, result: &LaunchResult, secrets: &[&str]) {
     match result {
-        LaunchResult::Placed { started, failures } => {
+        LaunchResult::Placed { tasks, failures } => {
             let reasons: Vec<&str> = failures
                 .iter()
                 .filter_map(|f| f.reason.as_deref())
                 .collect();
-            tracing::info!(attempt, started = started.len(), failures = %redact::scrub(&reasons.join("; "), secrets.iter().copied()), "retry answered");
+            tracing::info!(call, tasks = tasks.len(), failures = failures.len(), reasons = %redact::scrub(&reasons.join("; "), secrets.iter().copied()), "retry answered");
         }
         LaunchResult::Rejected {
             code,
             message,
             ambiguous,
+            existing,
         } => {
-            tracing::warn!(attempt, code = %code, error_message = %redact::scrub(message, secrets.iter().copied()), ambiguous, "retry rejected");
+            tracing::warn!(call, code = %code, error_message = %redact::scrub(message, secrets.iter().copied()), ambiguous, existing = existing.len(), "retry rejected");
         }
         LaunchResult::DryRun => {}
     }

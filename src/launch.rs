@@ -1,23 +1,35 @@
-//! Launch: the port that starts tasks, and its adapters.
+//! Launch: the port that starts tasks (and looks for tasks already started), and its adapter.
 //!
 //! [`TaskLauncher`] is all the retry loop knows of ECS. [`EcsLauncher`] sends the request with
-//! `aws-sdk-ecs`, field by field. (A dry run never reaches a launcher: the handler stops first.)
+//! `aws-sdk-ecs`, field by field, and answers look-ups with `ListTasks` and `DescribeTasks`.
+//! (A dry run never reaches a launcher: the handler stops first.)
 
 use std::future::Future;
+use std::time::SystemTime;
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::operation::run_task::builders::RunTaskFluentBuilder;
 use aws_sdk_ecs::types as ecs;
 
 use crate::classify::NETWORK_ERROR;
 use crate::event::PlacementFailure;
-use crate::plan::LaunchResult;
+use crate::lookup::{ExistingTask, TaskQuery};
+use crate::marks::CALL_TAG;
+use crate::plan::{LaunchResult, LaunchedTask, Lookup};
 use crate::request::{self as req, Environment, RunTaskRequest};
+
+/// How many pages of 100 task ARNs a look-up reads per desired status: a family with more
+/// recent tasks than that is not a batch job's.
+const MAX_LIST_PAGES: usize = 5;
 
 /// Starts tasks.
 pub trait TaskLauncher {
     /// Sends one `RunTask` request. Errors are part of the result: the loop classifies them.
     fn run_task(&self, request: &RunTaskRequest) -> impl Future<Output = LaunchResult> + Send;
+
+    /// Lists the tasks, running or recently stopped, that `query` selects (read-only).
+    fn find_tasks(&self, query: &TaskQuery) -> impl Future<Output = Lookup> + Send;
 }
 
 /// Starts tasks with the AWS SDK.
@@ -42,15 +54,19 @@ impl TaskLauncher for EcsLauncher {
                     code: "InvalidParameterException".to_owned(),
                     message: format!("ecs-rerun could not rebuild the request: {err}"),
                     ambiguous: false,
+                    existing: Vec::new(),
                 };
             }
         };
         match call.send().await {
             Ok(out) => LaunchResult::Placed {
-                started: out
+                tasks: out
                     .tasks()
                     .iter()
-                    .map(|t| t.task_arn().unwrap_or_default().to_owned())
+                    .map(|t| LaunchedTask {
+                        arn: t.task_arn().unwrap_or_default().to_owned(),
+                        created_at: t.created_at().and_then(system_time),
+                    })
                     .collect(),
                 failures: out
                     .failures()
@@ -70,6 +86,10 @@ impl TaskLauncher for EcsLauncher {
                         LaunchResult::Rejected {
                             ambiguous: service.raw().status().is_server_error()
                                 || code == "ServerException",
+                            existing: match service.err() {
+                                RunTaskError::ConflictException(c) => c.resource_ids().to_vec(),
+                                _ => Vec::new(),
+                            },
                             code,
                             message,
                         }
@@ -78,16 +98,162 @@ impl TaskLauncher for EcsLauncher {
                         code: "InvalidParameterException".to_owned(),
                         message: format!("the SDK could not build the request: {err:?}"),
                         ambiguous: false,
+                        existing: Vec::new(),
                     },
                     // Timeouts, dropped connections, unreadable answers: ECS may have acted.
                     _ => LaunchResult::Rejected {
                         code: NETWORK_ERROR.to_owned(),
                         message: format!("no usable answer from ECS: {err}"),
                         ambiguous: true,
+                        existing: Vec::new(),
                     },
                 }
             }
         }
+    }
+
+    async fn find_tasks(&self, query: &TaskQuery) -> Lookup {
+        match self.list_and_describe(query).await {
+            Ok(tasks) => Lookup::Found(tasks),
+            Err(err) => Lookup::Failed(err),
+        }
+    }
+}
+
+impl EcsLauncher {
+    async fn list_and_describe(&self, query: &TaskQuery) -> Result<Vec<ExistingTask>, String> {
+        let mut arns = Vec::new();
+        for status in [ecs::DesiredStatus::Running, ecs::DesiredStatus::Stopped] {
+            let mut next = None;
+            for _ in 0..MAX_LIST_PAGES {
+                let page = self
+                    .client
+                    .list_tasks()
+                    .set_cluster(query.cluster.clone())
+                    .family(&query.family)
+                    .desired_status(status.clone())
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!("ListTasks: {}", aws_sdk_ecs::error::DisplayErrorContext(e))
+                    })?;
+                arns.extend(page.task_arns().iter().cloned());
+                next = page.next_token().map(str::to_owned);
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+        let mut tasks = Vec::with_capacity(arns.len());
+        for chunk in arns.chunks(100) {
+            let out = self
+                .client
+                .describe_tasks()
+                .set_cluster(query.cluster.clone())
+                .set_tasks(Some(chunk.to_vec()))
+                .include(ecs::TaskField::Tags)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "DescribeTasks: {}",
+                        aws_sdk_ecs::error::DisplayErrorContext(e)
+                    )
+                })?;
+            tasks.extend(out.tasks().iter().map(existing_task));
+        }
+        Ok(tasks)
+    }
+}
+
+fn system_time(t: &aws_sdk_ecs::primitives::DateTime) -> Option<SystemTime> {
+    SystemTime::try_from(*t).ok()
+}
+
+fn existing_task(t: &ecs::Task) -> ExistingTask {
+    ExistingTask {
+        arn: t.task_arn().unwrap_or_default().to_owned(),
+        task_definition_arn: t.task_definition_arn().map(str::to_owned),
+        created_at: t.created_at().and_then(system_time),
+        started_by: t.started_by().map(str::to_owned),
+        group: t.group().map(str::to_owned),
+        overrides: t.overrides().map(from_sdk_override),
+        call_tag: t
+            .tags()
+            .iter()
+            .find(|tag| tag.key() == Some(CALL_TAG))
+            .and_then(|tag| tag.value().map(str::to_owned)),
+    }
+}
+
+fn some_vec<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
+// Elastic Inference is deprecated, but a task that still carries the field is compared whole.
+#[allow(deprecated)]
+fn from_sdk_override(o: &ecs::TaskOverride) -> req::TaskOverride {
+    req::TaskOverride {
+        container_overrides: Some(
+            o.container_overrides()
+                .iter()
+                .map(|c| req::ContainerOverride {
+                    name: c.name().map(str::to_owned),
+                    command: some_vec(c.command()),
+                    environment: (!c.environment().is_empty()).then(|| {
+                        Environment::Listed(
+                            c.environment()
+                                .iter()
+                                .map(|kv| req::KeyValuePair {
+                                    name: kv.name().map(str::to_owned),
+                                    value: kv.value().map(str::to_owned),
+                                })
+                                .collect(),
+                        )
+                    }),
+                    environment_files: (!c.environment_files().is_empty()).then(|| {
+                        c.environment_files()
+                            .iter()
+                            .map(|f| req::EnvironmentFile {
+                                value: Some(f.value().to_owned()),
+                                kind: Some(f.r#type().as_str().to_owned()),
+                            })
+                            .collect()
+                    }),
+                    cpu: c.cpu(),
+                    memory: c.memory(),
+                    memory_reservation: c.memory_reservation(),
+                    resource_requirements: (!c.resource_requirements().is_empty()).then(|| {
+                        c.resource_requirements()
+                            .iter()
+                            .map(|q| req::ResourceRequirement {
+                                value: Some(q.value().to_owned()),
+                                kind: Some(q.r#type().as_str().to_owned()),
+                            })
+                            .collect()
+                    }),
+                })
+                .collect(),
+        ),
+        cpu: o.cpu().map(str::to_owned),
+        inference_accelerator_overrides: (!o.inference_accelerator_overrides().is_empty()).then(
+            || {
+                o.inference_accelerator_overrides()
+                    .iter()
+                    .map(|i| req::InferenceAcceleratorOverride {
+                        device_name: i.device_name().map(str::to_owned),
+                        device_type: i.device_type().map(str::to_owned),
+                    })
+                    .collect()
+            },
+        ),
+        execution_role_arn: o.execution_role_arn().map(str::to_owned),
+        memory: o.memory().map(str::to_owned),
+        task_role_arn: o.task_role_arn().map(str::to_owned),
+        ephemeral_storage: o.ephemeral_storage().map(|e| req::EphemeralStorage {
+            size_in_gib: Some(e.size_in_gib()),
+        }),
     }
 }
 

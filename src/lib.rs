@@ -4,8 +4,9 @@
 //! placement failures (`failures[]`: `AGENT`, `RESOURCE:MEMORY`, Fargate capacity, ...) and API
 //! errors (`ThrottlingException`, `ServerException`, ...). For a transient failure it re-issues
 //! the same call, every parameter of it, for the tasks that did not start, tagged with an
-//! attempt counter and sent with a token that makes a duplicate delivery harmless, up to three
-//! times with jittered backoff. Otherwise, or when the attempts run out, it publishes one clear
+//! attempt counter and sent with a token derived from the original call, so that no record,
+//! delivery or caller's retry can make one failed launch run twice; up to three times with
+//! jittered backoff. Otherwise, or when the attempts run out, it publishes one clear
 //! notification to an SNS topic.
 //!
 //! # Layout
@@ -14,7 +15,9 @@
 //! - [`event`]: the wire format (EventBridge envelope, CloudTrail record), all optional.
 //! - [`decode`]: validates it into a [`decode::FailedRunTask`], or says why it is ignored.
 //! - [`classify`]: the rule table: retry or notify, for each failure reason or error code.
-//! - [`plan`]: the pure retry episode: what to launch, when, and when to stop.
+//! - [`plan`]: the pure retry episode: what to launch, when, and when to stop. It marks its
+//!   calls with [`marks`] (tokens, tags, its own session) and, for an API-error record without a
+//!   token, first asks [`lookup`] whether the caller's own retry already started the job.
 //! - [`launch`] / [`notify`] / [`clock`]: the ports to ECS, SNS and time, with their AWS adapters.
 //! - [`message`]: the notification a person reads; [`redact`] keeps secrets out of it.
 //! - [`handler`]: carries out the plan through the ports; [`metrics`] turns its report into
@@ -33,6 +36,8 @@ pub mod decode;
 pub mod event;
 pub mod handler;
 pub mod launch;
+pub mod lookup;
+pub mod marks;
 pub mod message;
 pub mod metrics;
 pub mod notify;

@@ -18,7 +18,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let aws = ecs_rerun::setup::aws_config().await;
-    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
+    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone())
+        .with_topic_limit()
+        .await;
     let handler = Handler::new(
         config,
         EcsLauncher::new(aws_sdk_ecs::Client::new(&aws)),

@@ -28,42 +28,71 @@ pub struct Notification {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// Builds the notification for a concluded episode.
-pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion) -> Notification {
+/// SNS's default `MaximumMessageSize` (256 KiB): body and attributes together.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 262_144;
+/// How many verdict groups a notification lists per answer before it counts the rest.
+const MAX_GROUPS: usize = 5;
+/// Strings longer than this are cut when a notification would not fit otherwise.
+const MAX_TEXT: usize = 1024;
+
+/// Builds the notification for a concluded episode; body and attributes stay within
+/// `max_size` bytes (the topic's `MaximumMessageSize`), and the body says what was cut to fit.
+pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion, max_size: usize) -> Notification {
     let request = &failed.request;
     let cluster = request.cluster_name();
     let task_definition = request.task_definition.as_deref().unwrap_or("(unknown)");
     let family = request.task_family().unwrap_or(task_definition);
     let requested = request.requested_count();
-    let lead = conclusion
-        .original
-        .first()
-        .map_or("no reason recorded", |v| v.failure.as_str());
+    let deciding = conclusion.deciding.as_str();
+    let unclear = conclusion.may_have_started.as_deref();
 
-    let headline = match conclusion.outcome {
-        Outcome::Recovered => "recovered",
-        Outcome::GaveUp => "gave up on",
-        Outcome::NotRetryable => "cannot retry",
-        Outcome::WouldRetry => "dry run, would retry",
-        Outcome::Ignored => "ignored",
+    let headline = match (conclusion.outcome, unclear) {
+        (Outcome::GaveUp | Outcome::NotRetryable, Some(_)) => "unclear, may have started",
+        (Outcome::Recovered, _) => "recovered",
+        (Outcome::AlreadyStarted, _) => "already running",
+        (Outcome::GaveUp, None) => "gave up on",
+        (Outcome::NotRetryable, None) => "cannot retry",
+        (Outcome::Stale, _) => "too old to rerun",
+        (Outcome::WouldRetry, _) => "dry run, would retry",
+        (Outcome::Ignored, _) => "ignored",
     };
-    let subject = format!("[ecs-rerun] {headline} {family} on {cluster}: {lead}");
+    let subject = format!("[ecs-rerun] {headline} {family} on {cluster}: {deciding}");
 
+    let missing_now = match unclear {
+        Some(token) => format!(
+            "{} may have started: check task ARNs / token {token} before rerunning",
+            conclusion.still_missing
+        ),
+        None => format!("{} still missing", conclusion.still_missing),
+    };
     let summary = format!(
         "ECS task family {family} on cluster {cluster}: {} of {requested} task(s) did not start \
-         ({lead}). {}",
-        conclusion.still_missing + i32::try_from(conclusion.started_by_retries).unwrap_or(0),
+         ({}). {}",
+        requested - i32::try_from(failed.started).unwrap_or(0),
+        conclusion
+            .original
+            .first()
+            .map_or("no reason recorded", |v| v.failure.as_str()),
         match conclusion.outcome {
             Outcome::Recovered => format!(
-                "ecs-rerun started them after {} attempt(s).",
+                "ecs-rerun started {} after {} call(s).",
+                conclusion.started_by_retries,
                 conclusion.attempts.len()
             ),
-            Outcome::GaveUp => format!(
-                "ecs-rerun tried {} time(s) and gave up; {} still missing.",
-                conclusion.attempts.len(),
-                conclusion.still_missing
+            Outcome::AlreadyStarted => format!(
+                "They had already been started ({} found) by the caller's own retry or an \
+                 earlier rerun; ecs-rerun started nothing.",
+                conclusion.already_running
             ),
+            Outcome::GaveUp => format!(
+                "ecs-rerun made {} call(s) and gave up; {missing_now}.",
+                conclusion.attempts.len()
+            ),
+            Outcome::NotRetryable if unclear.is_some() => {
+                format!("ecs-rerun stopped; {missing_now}.")
+            }
             Outcome::NotRetryable => "ecs-rerun will not retry it.".to_owned(),
+            Outcome::Stale => "ecs-rerun did not rerun it: the record is too old.".to_owned(),
             Outcome::WouldRetry => "Dry run: ecs-rerun would retry it.".to_owned(),
             Outcome::Ignored => String::new(),
         }
@@ -76,12 +105,16 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion) -> Notification 
         "reason_class": conclusion.class.as_str(),
         "why": conclusion.why,
         "what_to_do": what_to_do(conclusion),
+        "deciding_failure": deciding,
         "cluster": request.cluster_or_default(),
         "task_definition": task_definition,
         "requested": requested,
         "started_originally": failed.started,
         "started_by_retries": conclusion.started_by_retries,
+        "already_running": conclusion.already_running,
         "still_missing": conclusion.still_missing,
+        "may_have_started_token": unclear,
+        "task_arns": conclusion.task_arns,
         "original_failure": conclusion.original,
         "attempts": conclusion.attempts,
         "event_id": failed.event_id,
@@ -93,6 +126,14 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion) -> Notification 
             "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/tasks?region={region}"
         ),
     });
+    if !conclusion.schedule_ms.is_empty()
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.insert(
+            "backoff_schedule_ms".to_owned(),
+            json!(conclusion.schedule_ms),
+        );
+    }
     let secrets: Vec<&str> = request.environment_values().collect();
     scrub_json(&mut body, &secrets);
 
@@ -105,17 +146,172 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion) -> Notification 
         ("cluster".to_owned(), cluster.to_owned()),
         ("task_family".to_owned(), family.to_owned()),
     ]);
+    let budget = max_size.saturating_sub(attributes_size(&attributes));
     Notification {
         subject: subject_line(&redact::scrub(&subject, secrets.iter().copied())),
-        body: serde_json::to_string_pretty(&body).unwrap_or_else(|_| summary.clone()),
+        body: fit(body, budget),
         attributes,
     }
 }
 
+/// What SNS counts of the attributes: each name, data type and value.
+fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
+    attributes
+        .iter()
+        .map(|(k, v)| k.len() + "String".len() + v.len())
+        .sum()
+}
+
+fn render(body: &Value) -> String {
+    serde_json::to_string_pretty(body).unwrap_or_default()
+}
+
+/// Cuts the body, least useful parts first, until it fits `budget` bytes, and lists the cuts
+/// under `cut` so that a reader knows what is missing.
+fn fit(mut body: Value, budget: usize) -> String {
+    type Cut = fn(&mut Value) -> Option<String>;
+    let cuts: [Cut; 4] = [
+        drop_examples,
+        limit_groups,
+        keep_last_attempt,
+        shorten_texts,
+    ];
+    let mut done: Vec<String> = Vec::new();
+    for cut in cuts {
+        if render(&body).len() <= budget {
+            break;
+        }
+        if let Some(what) = cut(&mut body) {
+            done.push(what);
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert("cut".to_owned(), json!(done));
+            }
+        }
+    }
+    let text = render(&body);
+    if text.len() <= budget {
+        return text;
+    }
+    // Still too big (a topic set to a tiny limit): the summary alone, cut to size.
+    let summary = body.get("summary").and_then(Value::as_str).unwrap_or("");
+    let mut minimal = json!({
+        "summary": summary,
+        "outcome": body.get("outcome"),
+        "event_id": body.get("event_id"),
+        "cut": "everything but the summary, to fit the topic's MaximumMessageSize",
+    });
+    while render(&minimal).len() > budget {
+        let Some(s) = minimal.get("summary").and_then(Value::as_str) else {
+            break;
+        };
+        let keep = s.len() / 2;
+        if keep == 0 {
+            break;
+        }
+        let shorter = truncate(s, keep);
+        minimal["summary"] = json!(shorter);
+    }
+    render(&minimal)
+}
+
+fn verdict_lists(body: &mut Value) -> Vec<&mut Vec<Value>> {
+    let mut lists = Vec::new();
+    let Some(fields) = body.as_object_mut() else {
+        return lists;
+    };
+    let mut original = None;
+    let mut attempts = None;
+    for (key, value) in fields.iter_mut() {
+        match key.as_str() {
+            "original_failure" => original = value.as_array_mut(),
+            "attempts" => attempts = value.as_array_mut(),
+            _ => {}
+        }
+    }
+    lists.extend(original);
+    for attempt in attempts.into_iter().flatten() {
+        lists.extend(attempt.get_mut("failures").and_then(Value::as_array_mut));
+    }
+    lists
+}
+
+fn drop_examples(body: &mut Value) -> Option<String> {
+    let mut cut = false;
+    for list in verdict_lists(body) {
+        for verdict in list.iter_mut().filter_map(Value::as_object_mut) {
+            cut |= verdict.remove("examples").is_some();
+        }
+    }
+    cut.then(|| "example ARNs of each failure reason".to_owned())
+}
+
+fn limit_groups(body: &mut Value) -> Option<String> {
+    let mut dropped = 0;
+    for list in verdict_lists(body) {
+        if list.len() > MAX_GROUPS {
+            let more = list.len() - MAX_GROUPS;
+            let entries: u64 = list[MAX_GROUPS..]
+                .iter()
+                .filter_map(|v| v.get("count").and_then(Value::as_u64))
+                .sum();
+            list.truncate(MAX_GROUPS);
+            list.push(json!({"failure": format!("... {more} more reason(s), {entries} failure entries"), "count": entries}));
+            dropped += more;
+        }
+    }
+    (dropped > 0).then(|| {
+        format!("{dropped} failure reason(s) beyond the first {MAX_GROUPS} of each answer")
+    })
+}
+
+fn keep_last_attempt(body: &mut Value) -> Option<String> {
+    let attempts = body.get_mut("attempts")?.as_array_mut()?;
+    if attempts.len() <= 1 {
+        return None;
+    }
+    let cut = attempts.len() - 1;
+    attempts.drain(..cut);
+    Some(format!(
+        "the details of the first {cut} call(s); the last is kept"
+    ))
+}
+
+fn shorten_texts(body: &mut Value) -> Option<String> {
+    fn walk(value: &mut Value, cut: &mut bool) {
+        match value {
+            Value::String(s) if s.len() > MAX_TEXT => {
+                *s = truncate(s, MAX_TEXT);
+                *cut = true;
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, cut)),
+            Value::Object(map) => map.values_mut().for_each(|v| walk(v, cut)),
+            _ => {}
+        }
+    }
+    let mut cut = false;
+    walk(body, &mut cut);
+    cut.then(|| format!("texts longer than {MAX_TEXT} bytes"))
+}
+
+/// The first `max` bytes of `s` (at a character boundary), marked as cut.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [cut]", &s[..end])
+}
+
 fn what_to_do(conclusion: &Conclusion) -> &'static str {
     match (conclusion.outcome, conclusion.class) {
-        (Outcome::Recovered, _) => {
+        (Outcome::Recovered | Outcome::AlreadyStarted, _) => {
             "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on."
+        }
+        (Outcome::Stale, _) => {
+            "Check whether the job ran (it may have been started by hand or by a later schedule); if not, start it again yourself. Records older than ECS_RERUN_MAX_RECORD_AGE_S are never rerun."
+        }
+        (Outcome::GaveUp | Outcome::NotRetryable, _) if conclusion.may_have_started.is_some() => {
+            "Before rerunning, check whether the task started: list the cluster's tasks of this family, or look for the token named in may_have_started_token. The last call got no clear answer, so ECS may have started it."
         }
         (Outcome::WouldRetry, _) => {
             "Nothing was launched (dry run). Set ECS_RERUN_DRY_RUN=false (template parameter DryRun) to let ecs-rerun retry."

@@ -7,7 +7,7 @@ use std::future::Future;
 
 use aws_sdk_sns::types::MessageAttributeValue;
 
-use crate::message::Notification;
+use crate::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification};
 
 /// Publishing failed: the invocation must fail too, so that Lambda retries it and finally
 /// dead-letters it. A lost notification would be a lost job.
@@ -27,6 +27,11 @@ pub trait Notifier {
     /// Publishes one notification.
     fn publish(&self, note: &Notification)
     -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// The largest message (body and attributes, in bytes) the destination accepts.
+    fn max_message_size(&self) -> usize {
+        DEFAULT_MAX_MESSAGE_SIZE
+    }
 }
 
 /// Publishes to an SNS topic.
@@ -34,16 +39,54 @@ pub trait Notifier {
 pub struct SnsNotifier {
     client: aws_sdk_sns::Client,
     topic_arn: String,
+    max_message_size: usize,
 }
 
 impl SnsNotifier {
-    /// Wraps a client built once at start-up.
+    /// Wraps a client built once at start-up, for a topic of the default 256 KiB limit.
     pub fn new(client: aws_sdk_sns::Client, topic_arn: String) -> Self {
-        Self { client, topic_arn }
+        Self {
+            client,
+            topic_arn,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// Reads the topic's own `MaximumMessageSize` (`sns:GetTopicAttributes`), so that a topic
+    /// set below 256 KiB still gets messages it accepts. Without the permission, or without an
+    /// answer, it keeps 256 KiB and says so: a message over a lower limit would then be refused
+    /// and the invocation retried.
+    pub async fn with_topic_limit(mut self) -> Self {
+        let answer = self
+            .client
+            .get_topic_attributes()
+            .topic_arn(&self.topic_arn)
+            .send()
+            .await;
+        let limit = answer.as_ref().ok().and_then(|out| {
+            out.attributes()?
+                .get("MaximumMessageSize")?
+                .parse::<usize>()
+                .ok()
+        });
+        match (limit, answer) {
+            (Some(limit), _) => self.max_message_size = limit.min(DEFAULT_MAX_MESSAGE_SIZE * 4),
+            (None, Ok(_)) => {}
+            (None, Err(err)) => tracing::warn!(
+                topic = %self.topic_arn,
+                error = %aws_sdk_sns::error::DisplayErrorContext(err),
+                "could not read the topic's MaximumMessageSize; assuming 262144 bytes"
+            ),
+        }
+        self
     }
 }
 
 impl Notifier for SnsNotifier {
+    fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
     async fn publish(&self, note: &Notification) -> Result<(), PublishError> {
         let mut call = self
             .client

@@ -1,36 +1,46 @@
 //! Plan: what to do about one failed call, step by step, with no I/O.
 //!
-//! [`decide`] looks at a decoded failure and either concludes at once (not retryable, not
-//! replayable) or opens an [`Episode`]. The episode is a small state machine: [`Episode::next`]
-//! says what to do next (wait, then launch this exact request; or stop with a conclusion) and
-//! [`Episode::record`] takes what the launch returned. The handler only carries out the steps,
+//! [`decide`] looks at a decoded failure and either ignores it, concludes at once (not
+//! retryable, stale, not replayable) or opens an [`Episode`]. The episode is a small state
+//! machine: [`Episode::next`] says what to do next (look for the caller's own retry; wait, then
+//! launch this exact request; or stop with a conclusion), and [`Episode::record`] /
+//! [`Episode::record_lookup`] take what ECS answered. The handler only carries out the steps,
 //! which keeps every decision testable without AWS, clocks or sleeps.
+//!
+//! # Never twice
+//! The rules that keep one failed launch from becoming two running jobs live here:
+//! - an API-error record with a recorded `clientToken` is first replayed as the very same call
+//!   (its token, every parameter, no added tag): if the caller's own SDK retry already started
+//!   the job, ECS answers with that job and starts nothing;
+//! - an API-error record without a token is rerun only after a [`crate::lookup`] found no task
+//!   of that job started since the record;
+//! - own tokens derive from the *call* ([`marks::call_key`]), so every record of one SDK call
+//!   and every delivery of each record send the same requests;
+//! - a token moves on only after ECS answered with tasks or failures: an error answer (throttled,
+//!   5xx, timeout) is retried with the same token and the same request;
+//! - `ConflictException` naming tasks means they exist: they count as started.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::classify::{self, Action, ReasonClass, Rules, Verdict};
-use crate::decode::FailedRunTask;
+use crate::decode::{FailedRunTask, Failure, Ignored};
 use crate::event::PlacementFailure;
-use crate::request::{RunTaskRequest, Tag};
+use crate::lookup::{self, ExistingTask, TaskQuery};
+use crate::marks;
+use crate::request::RunTaskRequest;
 
-/// Tag key carrying the attempt number (1..N) on every task ecs-rerun launches.
-pub const ATTEMPT_TAG: &str = "ecs-rerun:attempt";
-/// Tag key carrying the CloudTrail `eventID` of the original failed call.
-pub const EVENT_ID_TAG: &str = "ecs-rerun:event-id";
-/// Prefix of every `clientToken` ecs-rerun sends.
-pub const TOKEN_PREFIX: &str = "ecs-rerun-";
-/// ECS accepts at most 50 user tags per task.
-pub const MAX_TAGS: usize = 50;
+/// How many task ARNs a conclusion names (the rest are counted).
+const MAX_TASK_ARNS: usize = 10;
 
 /// How the retries are paced and what may be replayed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// Launch attempts per failed call.
+    /// `RunTask` calls per failed call, the exact replay of the recorded call included.
     pub max_attempts: u32,
-    /// Backoff before the first attempt; doubles each time.
+    /// Backoff before the first call; doubles each time.
     pub base_delay: Duration,
     /// Cap on one backoff.
     pub max_delay: Duration,
@@ -38,6 +48,8 @@ pub struct Policy {
     pub deadline_reserve: Duration,
     /// Replay a request whose environment overrides CloudTrail redacted, without them.
     pub replay_redacted_env: bool,
+    /// Records older than this are not rerun: their tokens may be gone.
+    pub max_record_age: Duration,
 }
 
 impl Default for Policy {
@@ -48,20 +60,39 @@ impl Default for Policy {
             max_delay: Duration::from_secs(120),
             deadline_reserve: Duration::from_secs(25),
             replay_redacted_env: false,
+            max_record_age: Duration::from_secs(3600),
         }
     }
 }
 
+/// Where the function runs, for the decisions that depend on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Now.
+    pub now: SystemTime,
+    /// The function's own account; `None` when replaying locally (every account is served).
+    pub own_account: Option<&'a str>,
+    /// Other accounts whose records are reported (never launched here).
+    pub allowed_accounts: &'a [String],
+    /// The function's name, which is also the name of its Lambda session.
+    pub function_name: Option<&'a str>,
+}
+
 /// How an episode ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// Every missing task was started by a retry.
+    /// The missing tasks were started by ecs-rerun.
     Recovered,
+    /// The missing tasks had been started before ecs-rerun's re-issue: by the caller's own
+    /// retry, or by an earlier delivery of the same record.
+    AlreadyStarted,
     /// Retries were spent (or time ran out) and tasks are still missing.
     GaveUp,
-    /// The failure needs a person: permanent, unknown, or not replayable.
+    /// The failure needs a person: permanent, unknown, not replayable, or another account's.
     NotRetryable,
+    /// The record is too old to rerun safely.
+    Stale,
     /// Dry run: a retry would have been issued.
     WouldRetry,
     /// Not a failed `RunTask` of ours to handle.
@@ -73,21 +104,32 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Recovered => "recovered",
+            Self::AlreadyStarted => "already_started",
             Self::GaveUp => "gave_up",
             Self::NotRetryable => "not_retryable",
+            Self::Stale => "stale",
             Self::WouldRetry => "would_retry",
             Self::Ignored => "ignored",
         }
     }
 }
 
+/// A task in a `RunTask` answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchedTask {
+    /// Task ARN.
+    pub arn: String,
+    /// When ECS created it: before the re-issue means someone else had started it.
+    pub created_at: Option<SystemTime>,
+}
+
 /// What a launch returned, as the plan needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LaunchResult {
-    /// ECS answered: these tasks were created, these could not be placed.
+    /// ECS answered: these tasks exist for the token, these could not be placed.
     Placed {
-        /// ARNs of the created tasks.
-        started: Vec<String>,
+        /// The tasks of the answer.
+        tasks: Vec<LaunchedTask>,
         /// Placement failures.
         failures: Vec<PlacementFailure>,
     },
@@ -97,27 +139,48 @@ pub enum LaunchResult {
         code: String,
         /// Error message.
         message: String,
-        /// The call may have been carried out (5xx, timeout): the next attempt must resend the
-        /// same token so that ECS returns that result instead of starting tasks twice.
+        /// The call may have been carried out (5xx, timeout).
         ambiguous: bool,
+        /// The tasks a `ConflictException` names (`resourceIds`): the token already started them.
+        existing: Vec<String>,
     },
     /// Dry run: nothing was sent.
     DryRun,
 }
 
-/// One attempt, for the record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What the look-up for the caller's own retry found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The tasks of the family on the cluster.
+    Found(Vec<ExistingTask>),
+    /// ECS could not be asked.
+    Failed(String),
+    /// Dry run: not asked.
+    Skipped,
+}
+
+/// One `RunTask` call, for the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptLog {
-    /// 1-based attempt number.
-    pub attempt: u32,
+    /// 1-based number of the call in this episode.
+    pub call: u32,
+    /// The own attempt it belongs to (the `ecs-rerun:attempt` tag); `None` for the exact
+    /// replay of the recorded call.
+    pub attempt: Option<u32>,
     /// Tasks asked for.
     pub count: i32,
+    /// The `clientToken` sent.
+    pub token: String,
     /// Backoff before it, in milliseconds.
     pub waited_ms: u64,
     /// Tasks it started.
     pub started: u32,
+    /// Tasks its answer named that had been started before (by the caller or another delivery).
+    pub already_running: u32,
     /// Verdicts on its failures (empty when all started).
     pub failures: Vec<Verdict>,
+    /// It got no clear answer (5xx, timeout): ECS may have acted on it.
+    pub ambiguous: bool,
 }
 
 /// How an episode concluded.
@@ -129,23 +192,40 @@ pub struct Conclusion {
     pub class: ReasonClass,
     /// One line on why.
     pub why: String,
+    /// The failure that decided it: the last call's, or the original's.
+    pub deciding: String,
     /// Verdicts on the original failure.
     pub original: Vec<Verdict>,
-    /// Every attempt made.
+    /// Every call made.
     pub attempts: Vec<AttemptLog>,
-    /// Tasks the retries started.
+    /// Tasks ecs-rerun's calls started.
     pub started_by_retries: u32,
-    /// Tasks still missing.
+    /// Tasks found already started (by the caller's own retry or an earlier delivery).
+    pub already_running: u32,
+    /// Tasks still missing (or, with `may_have_started`, perhaps started).
     pub still_missing: i32,
+    /// ARNs of the tasks started or found (at most ten).
+    pub task_arns: Vec<String>,
+    /// The token of a last call that got no clear answer: ECS may have started tasks for it.
+    pub may_have_started: Option<String>,
+    /// Dry run: the waits before each call, in milliseconds.
+    pub schedule_ms: Vec<u64>,
 }
 
 /// The next thing to do in an episode.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
+    /// Wait, then look for tasks the caller's own retry may have started.
+    Lookup {
+        /// Backoff first.
+        wait: Duration,
+        /// What to list.
+        query: TaskQuery,
+    },
     /// Wait, then send this request.
     Launch {
-        /// 1-based attempt number.
-        attempt: u32,
+        /// 1-based call number.
+        call: u32,
         /// Backoff first.
         wait: Duration,
         /// The exact request to send.
@@ -158,6 +238,8 @@ pub enum Step {
 /// The first decision on a failed call.
 #[derive(Debug)]
 pub enum Decision {
+    /// Not ours to act on.
+    Ignore(Ignored),
     /// Conclude now, without launching anything.
     Conclude(Conclusion),
     /// Retry: run the episode.
@@ -165,28 +247,51 @@ pub enum Decision {
 }
 
 /// Decides what to do about a failed call.
-pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy) -> Decision {
+pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Context) -> Decision {
+    if let (Some(arn), Some(name)) = (failed.caller_arn.as_deref(), ctx.function_name)
+        && marks::is_own_session(arn, name)
+    {
+        return Decision::Ignore(Ignored::OwnSession {
+            arn: arn.to_owned(),
+        });
+    }
+    let foreign = ctx.own_account.is_some_and(|own| own != failed.account);
+    if foreign && !ctx.allowed_accounts.contains(&failed.account) {
+        return Decision::Ignore(Ignored::ForeignAccount {
+            account: failed.account.clone(),
+        });
+    }
+
     let original = rules.failure(&failed.failure);
     let missing = failed.request.requested_count() - i32::try_from(failed.started).unwrap_or(0);
-    let conclude = |class, why: String| {
+    let conclude = |outcome, class, why: String| {
+        let deciding = original
+            .first()
+            .map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone());
         Decision::Conclude(Conclusion {
-            outcome: Outcome::NotRetryable,
+            outcome,
             class,
             why,
+            deciding,
             original: original.clone(),
             attempts: Vec::new(),
             started_by_retries: 0,
+            already_running: 0,
             still_missing: missing.max(0),
+            task_arns: Vec::new(),
+            may_have_started: None,
+            schedule_ms: Vec::new(),
         })
     };
+    let not_retryable = |class, why| conclude(Outcome::NotRetryable, class, why);
     let Some(lead) = classify::overall(&original) else {
-        return conclude(
+        return not_retryable(
             ReasonClass::Unknown,
             "no failure reason recorded".to_owned(),
         );
     };
     if lead.action != Action::Retry {
-        return conclude(
+        return not_retryable(
             lead.class,
             format!(
                 "{} failure: {} ({})",
@@ -196,8 +301,18 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy) -> Decisio
             ),
         );
     }
+    if foreign {
+        return not_retryable(
+            ReasonClass::NotReplayable,
+            format!(
+                "transient failure ({}), but not rerun: no role for account {}; ecs-rerun only \
+                 launches in its own account, so start the task there yourself",
+                lead.failure, failed.account
+            ),
+        );
+    }
     if let Some(blocker) = &failed.replay_blocker {
-        return conclude(
+        return not_retryable(
             ReasonClass::NotReplayable,
             format!(
                 "transient failure ({}), but not replayable: {blocker}",
@@ -208,7 +323,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy) -> Decisio
     let mut template = failed.request.clone();
     if template.environment_redacted() {
         if !policy.replay_redacted_env {
-            return conclude(
+            return not_retryable(
                 ReasonClass::NotReplayable,
                 format!(
                     "transient failure ({}), but CloudTrail redacted the container environment \
@@ -221,134 +336,397 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy) -> Decisio
         }
         template.drop_redacted_environment();
     }
+    let Some(recorded_at) = failed.recorded_at else {
+        return conclude(
+            Outcome::Stale,
+            lead.class,
+            format!(
+                "transient failure ({}), but not rerun: the record has no eventTime, so whether \
+                 its job could still be started once is unknown",
+                lead.failure
+            ),
+        );
+    };
+
+    let epoch = recorded_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
+    let key = marks::call_key(&failed.request, failed.caller_arn.as_deref(), epoch);
+    // The age that counts is the record's when the first call goes out: a recorded token is
+    // only good while ECS remembers it.
+    let age = ctx.now.duration_since(recorded_at).unwrap_or_default() + backoff(policy, &key, 1);
+    if age > policy.max_record_age {
+        return conclude(
+            Outcome::Stale,
+            lead.class,
+            format!(
+                "transient failure ({}), but not rerun: the record would be {} old at the first \
+                 rerun, older than ECS_RERUN_MAX_RECORD_AGE_S ({}); ECS may have forgotten the \
+                 tokens that keep a rerun from starting the job twice. Check whether it ran, \
+                 then start it by hand",
+                lead.failure,
+                human(age),
+                human(policy.max_record_age)
+            ),
+        );
+    }
+
+    let requested = failed.request.requested_count();
+    let (phase, missing) = match (&failed.failure, failed.request.client_token.is_some()) {
+        (Failure::Api { .. }, true) => (Phase::Original, requested),
+        (Failure::Api { .. }, false) => (Phase::Lookup, requested),
+        (Failure::Placement(_), true) => (Phase::Own, missing),
+        (Failure::Placement(_), false) => (Phase::Lookup, missing),
+    };
+    let original_ambiguous = phase == Phase::Original
+        && matches!(&failed.failure, Failure::Api { code, .. } if classify::is_server_error(code));
     Decision::Retry(Box::new(Episode {
-        event_id: failed.event_id.clone(),
+        call_tag: marks::call_tag_value(&failed.request, failed.caller_arn.as_deref()),
+        key,
+        recorded: exact_replay(&failed.request),
         template,
-        policy: policy.clone(),
-        rules: rules.clone(),
-        original,
+        phase,
         missing,
-        started_by_retries: 0,
+        recorded_at,
+        own_attempt: 1,
+        token_first_sent: None,
+        token_sends: 0,
+        token_ambiguous: original_ambiguous,
+        prewaited: None,
+        original,
         attempts: Vec::new(),
-        token_seq: 1,
+        started_by_retries: 0,
+        already_running: 0,
+        known: failed.started_arns.clone(),
+        task_arns: Vec::new(),
         pending: None,
         done: None,
     }))
 }
 
+/// The recorded call as it can be sent again: every parameter and the token as recorded, only
+/// the reserved `aws:` tags left out, which a caller other than AWS may not set. (Should that
+/// or a dropped redacted environment make it differ from what the token stored, ECS answers
+/// `ConflictException` naming the tasks, which count as started.)
+fn exact_replay(template: &RunTaskRequest) -> RunTaskRequest {
+    let mut request = template.clone();
+    if request.tags.is_some() {
+        let tags = marks::user_tags(request.tags.as_deref());
+        request.tags = (!tags.is_empty()).then_some(tags);
+    }
+    request
+}
+
+/// Where an episode stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Phase {
+    /// An API-error record without a token: look for the caller's own retry first.
+    Lookup,
+    /// An API-error record with a token: resend the recorded call as it was.
+    Original,
+    /// ecs-rerun's own attempts, with its own tokens and tags.
+    Own,
+}
+
 /// The retry sequence of one failed call.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Episode {
-    event_id: String,
+    /// Identity of the original call: every token derives from it.
+    key: String,
+    call_tag: String,
+    /// The request of the own attempts, before count, token and tags.
     template: RunTaskRequest,
-    policy: Policy,
-    rules: Rules,
-    original: Vec<Verdict>,
+    /// The recorded call, for the exact replay and the look-up (with CloudTrail's redaction
+    /// marker still in place, so that the look-up knows not to compare the environment).
+    recorded: RunTaskRequest,
+    phase: Phase,
     missing: i32,
-    started_by_retries: u32,
+    recorded_at: SystemTime,
+    /// The own attempt the next own call belongs to: moves on only after ECS answered.
+    own_attempt: u32,
+    /// When the current token was first sent: tasks created before were not started by it.
+    token_first_sent: Option<SystemTime>,
+    /// How often the current token was sent.
+    token_sends: u32,
+    /// The current token got an unclear answer (5xx, timeout) at least once: ECS may have
+    /// started tasks for it that no answer showed yet.
+    token_ambiguous: bool,
+    /// A wait already spent before the look-up, not to be spent again before the next call.
+    prewaited: Option<Duration>,
+    original: Vec<Verdict>,
     attempts: Vec<AttemptLog>,
-    /// Idempotency sequence: moves on only after an answer that proves nothing more started.
-    token_seq: u32,
+    started_by_retries: u32,
+    already_running: u32,
+    /// Every task ARN counted so far (the record's own started tasks included), so that a task
+    /// named twice (by a look-up and a `ConflictException`, say) is counted once.
+    known: Vec<String>,
+    task_arns: Vec<String>,
     pending: Option<AttemptLog>,
     done: Option<(Outcome, ReasonClass, String)>,
 }
 
 impl Episode {
     /// What to do next, given the time left before the deadline (`None`: no deadline).
-    pub fn next(&mut self, time_left: Option<Duration>) -> Step {
+    pub fn next(&mut self, policy: &Policy, time_left: Option<Duration>) -> Step {
         if let Some((outcome, class, why)) = self.done.take() {
             return Step::Done(self.conclusion(outcome, class, why));
         }
-        let attempt = u32::try_from(self.attempts.len()).unwrap_or(u32::MAX) + 1;
-        if attempt > self.policy.max_attempts {
+        let call = u32::try_from(self.attempts.len()).unwrap_or(u32::MAX) + 1;
+        if call > policy.max_attempts {
             let why = format!(
-                "{} attempt(s) made, {} task(s) still missing; last failure: {}",
-                self.policy.max_attempts,
-                self.missing,
+                "{} call(s) made, {}; last failure: {}",
+                policy.max_attempts,
+                self.missing_phrase(),
                 self.last_failure()
             );
             return Step::Done(self.conclusion(Outcome::GaveUp, ReasonClass::Transient, why));
         }
-        let wait = backoff(&self.policy, &self.event_id, attempt);
+        let wait = match self.prewaited {
+            Some(_) => Duration::ZERO,
+            None => backoff(policy, &self.key, call),
+        };
         if let Some(left) = time_left
-            && wait + self.policy.deadline_reserve > left
+            && wait + policy.deadline_reserve > left
         {
             let why = format!(
-                "the Lambda deadline is too close for attempt {attempt} (needs {}s, {}s left); \
-                 {} task(s) still missing; last failure: {}",
-                (wait + self.policy.deadline_reserve).as_secs(),
+                "the Lambda deadline is too close for call {call} (needs {}s, {}s left); {}; \
+                 last failure: {}",
+                (wait + policy.deadline_reserve).as_secs(),
                 left.as_secs(),
-                self.missing,
+                self.missing_phrase(),
                 self.last_failure()
             );
             return Step::Done(self.conclusion(Outcome::GaveUp, ReasonClass::Transient, why));
         }
-        let request = self.request_for(self.token_seq);
+        if self.phase == Phase::Lookup {
+            if let Some(query) = TaskQuery::for_request(&self.template) {
+                self.prewaited = Some(wait);
+                return Step::Lookup { wait, query };
+            }
+            self.phase = Phase::Own;
+        }
+        let request = match self.phase {
+            Phase::Original => {
+                let mut request = self.recorded.clone();
+                request.drop_redacted_environment();
+                request
+            }
+            Phase::Lookup | Phase::Own => self.own_request(),
+        };
+        let waited = self.prewaited.take().unwrap_or(wait);
         self.pending = Some(AttemptLog {
-            attempt,
-            count: self.missing,
-            waited_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            call,
+            attempt: (self.phase == Phase::Own).then_some(self.own_attempt),
+            count: request.requested_count(),
+            token: request.client_token.clone().unwrap_or_default(),
+            waited_ms: millis(waited),
             started: 0,
+            already_running: 0,
             failures: Vec::new(),
+            ambiguous: false,
         });
         Step::Launch {
-            attempt,
+            call,
             wait,
             request: Box::new(request),
         }
     }
 
-    /// Takes the result of the launch that [`Episode::next`] asked for.
-    pub fn record(&mut self, result: LaunchResult) {
+    /// Takes what the look-up asked for by [`Step::Lookup`] found.
+    pub fn record_lookup(&mut self, lookup: Lookup) {
+        self.phase = Phase::Own;
+        match lookup {
+            Lookup::Skipped => {}
+            Lookup::Failed(error) => {
+                self.done = Some((
+                    Outcome::NotRetryable,
+                    ReasonClass::Unknown,
+                    format!(
+                        "could not check whether the caller's own retry already started the job \
+                         ({error}); not rerun, so as not to start it twice. Check the cluster, \
+                         then start it by hand if it is missing"
+                    ),
+                ));
+            }
+            Lookup::Found(tasks) => {
+                let same: Vec<String> = tasks
+                    .into_iter()
+                    .filter(|t| {
+                        lookup::same_job(&self.recorded, self.recorded_at, &self.call_tag, t)
+                    })
+                    .map(|t| t.arn)
+                    .collect();
+                self.count_existing(same.into_iter());
+                if self.missing <= 0 {
+                    self.done = Some((
+                        Outcome::AlreadyStarted,
+                        ReasonClass::Transient,
+                        format!(
+                            "the job was already started after the failed call (by the caller's \
+                             own retry or an earlier rerun): {} matching task(s) found, nothing \
+                             launched",
+                            self.already_running
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Takes the answer to the launch that [`Step::Launch`] asked for; `sent_at` is when it
+    /// was sent.
+    pub fn record(&mut self, result: LaunchResult, sent_at: SystemTime, rules: &Rules) {
         let Some(mut log) = self.pending.take() else {
             return;
         };
+        let first_sent = *self.token_first_sent.get_or_insert(sent_at);
+        self.token_sends += 1;
         match result {
             LaunchResult::DryRun => {
                 self.done = Some((
                     Outcome::WouldRetry,
                     ReasonClass::Transient,
                     format!(
-                        "dry run: would re-run {} task(s) after {}s",
+                        "dry run: would re-run {} task(s), first after {}s",
                         log.count,
                         log.waited_ms / 1000
                     ),
                 ));
             }
-            LaunchResult::Placed { started, failures } => {
-                let started = u32::try_from(started.len()).unwrap_or(u32::MAX);
-                log.started = started;
-                self.started_by_retries += started;
-                self.missing -= i32::try_from(started).unwrap_or(i32::MAX);
-                self.token_seq += 1;
+            LaunchResult::Placed { tasks, failures } => {
+                // A task without createdAt comes from a stored answer about a stopped task: ours
+                // only if this episode had sent the token before.
+                let resent = self.token_sends > 1;
+                let (before, ours): (Vec<_>, Vec<_>) = tasks
+                    .into_iter()
+                    .filter(|t| !self.known.contains(&t.arn))
+                    .partition(|t| t.created_at.map_or(!resent, |c| c < first_sent));
+                log.started = len_u32(ours.len());
+                self.started_by_retries += log.started;
+                self.missing -= i32::try_from(ours.len()).unwrap_or(i32::MAX);
+                for task in ours {
+                    self.remember(task.arn);
+                }
+                log.already_running = self.count_existing(before.into_iter().map(|t| t.arn));
+                self.advance_token();
                 if self.missing <= 0 {
-                    self.done = Some((
-                        Outcome::Recovered,
-                        ReasonClass::Transient,
-                        format!("attempt {} started the missing task(s)", log.attempt),
-                    ));
+                    self.done = Some(self.all_running(&log));
                 } else {
-                    log.failures = if failures.is_empty() {
-                        vec![self.rules.placement(&PlacementFailure::default())]
-                    } else {
-                        failures.iter().map(|f| self.rules.placement(f)).collect()
-                    };
+                    log.failures = rules.placements(&failures);
                     self.stop_if_permanent(&log);
                 }
+            }
+            LaunchResult::Rejected { code, existing, .. } if code == "ConflictException" => {
+                if existing.is_empty() {
+                    self.done = Some((
+                        Outcome::NotRetryable,
+                        ReasonClass::Unknown,
+                        format!(
+                            "ECS refused token {} (ConflictException) and named no task: the \
+                             token was spent on an answer without tasks, so whether the job \
+                             runs cannot be told from it; not rerun. Check the cluster, then \
+                             start it by hand if it is missing",
+                            log.token
+                        ),
+                    ));
+                } else {
+                    log.already_running = self.count_existing(existing.into_iter());
+                    self.advance_token();
+                    if self.missing <= 0 {
+                        self.done = Some(self.all_running(&log));
+                    }
+                }
+                log.failures = vec![rules.api_error(&code, "token already used")];
             }
             LaunchResult::Rejected {
                 code,
                 message,
                 ambiguous,
+                ..
             } => {
-                if !ambiguous {
-                    self.token_seq += 1;
-                }
-                log.failures = vec![self.rules.api_error(&code, &message)];
+                // No answer with tasks or failures: the token stays, and so does the request.
+                log.ambiguous = ambiguous;
+                self.token_ambiguous |= ambiguous;
+                log.failures = vec![rules.api_error(&code, &message)];
                 self.stop_if_permanent(&log);
             }
         }
         self.attempts.push(log);
+    }
+
+    /// The waits before each call if every call failed alike: what a dry run shows.
+    pub fn schedule(&self, policy: &Policy) -> Vec<Duration> {
+        (1..=policy.max_attempts)
+            .map(|call| backoff(policy, &self.key, call))
+            .collect()
+    }
+
+    fn all_running(&self, log: &AttemptLog) -> (Outcome, ReasonClass, String) {
+        if self.started_by_retries == 0 {
+            (
+                Outcome::AlreadyStarted,
+                ReasonClass::Transient,
+                format!(
+                    "call {} found the job already started ({} task(s), by the caller's own \
+                     retry or an earlier delivery); nothing new was started",
+                    log.call, self.already_running
+                ),
+            )
+        } else {
+            let before = if self.already_running > 0 {
+                format!("; {} had been started before", self.already_running)
+            } else {
+                String::new()
+            };
+            (
+                Outcome::Recovered,
+                ReasonClass::Transient,
+                format!(
+                    "call {} started the missing task(s): {} started by ecs-rerun{before}",
+                    log.call, self.started_by_retries
+                ),
+            )
+        }
+    }
+
+    /// Counts the tasks someone else started that were not counted yet; returns how many.
+    fn count_existing(&mut self, arns: impl Iterator<Item = String>) -> u32 {
+        let mut new = 0;
+        for arn in arns {
+            if !self.known.contains(&arn) {
+                self.remember(arn);
+                new += 1;
+            }
+        }
+        self.already_running += new;
+        self.missing -= i32::try_from(new).unwrap_or(i32::MAX);
+        new
+    }
+
+    fn remember(&mut self, arn: String) {
+        if self.task_arns.len() < MAX_TASK_ARNS {
+            self.task_arns.push(arn.clone());
+        }
+        self.known.push(arn);
+    }
+
+    fn advance_token(&mut self) {
+        match self.phase {
+            Phase::Own => self.own_attempt += 1,
+            Phase::Original | Phase::Lookup => self.phase = Phase::Own,
+        }
+        self.token_first_sent = None;
+        self.token_sends = 0;
+        self.token_ambiguous = false;
+    }
+
+    /// The token the next call sends.
+    fn current_token(&self) -> String {
+        match self.phase {
+            Phase::Original => self.recorded.client_token.clone().unwrap_or_default(),
+            Phase::Lookup | Phase::Own => marks::own_token(&self.key, self.own_attempt),
+        }
     }
 
     fn stop_if_permanent(&mut self, log: &AttemptLog) {
@@ -359,33 +737,57 @@ impl Episode {
                 Outcome::NotRetryable,
                 lead.class,
                 format!(
-                    "attempt {} failed with a {} failure: {} ({}); {} task(s) still missing",
-                    log.attempt,
+                    "call {} failed with a {} failure: {} ({}); {}",
+                    log.call,
                     lead.class.as_str(),
                     lead.failure,
                     lead.rule,
-                    self.missing
+                    self.missing_phrase()
                 ),
             ));
         }
     }
 
-    /// The request for a token sequence number: the original, for the missing tasks only,
-    /// with ecs-rerun's tags and a fresh deterministic token.
-    fn request_for(&self, seq: u32) -> RunTaskRequest {
+    /// The request of the current own attempt: the original, for the missing tasks only, with
+    /// ecs-rerun's tags and the attempt's token.
+    fn own_request(&self) -> RunTaskRequest {
         let mut request = self.template.clone();
         request.count = Some(self.missing);
-        request.client_token = Some(client_token(&self.event_id, seq));
+        request.client_token = Some(marks::own_token(&self.key, self.own_attempt));
         request.reference_id = None;
-        request.tags = retry_tags(self.template.tags.as_deref(), &self.event_id, seq);
+        request.tags = marks::retry_tags(
+            self.template.tags.as_deref(),
+            &self.call_tag,
+            self.own_attempt,
+        );
         request
     }
 
-    fn last_failure(&self) -> String {
+    fn ambiguous_token(&self) -> Option<String> {
+        self.token_ambiguous.then(|| self.current_token())
+    }
+
+    fn missing_phrase(&self) -> String {
+        match self.ambiguous_token() {
+            Some(token) => format!(
+                "{} task(s) may have started: the last call got no clear answer, so check the \
+                 task ARNs / token {token} before rerunning",
+                self.missing
+            ),
+            None => format!("{} task(s) still missing", self.missing),
+        }
+    }
+
+    fn last_verdicts(&self) -> &[Verdict] {
         self.attempts
             .last()
-            .map(|a| &a.failures)
+            .map(|a| a.failures.as_slice())
+            .filter(|f| !f.is_empty())
             .unwrap_or(&self.original)
+    }
+
+    fn last_failure(&self) -> String {
+        self.last_verdicts()
             .iter()
             .map(|v| v.failure.as_str())
             .collect::<Vec<_>>()
@@ -393,71 +795,56 @@ impl Episode {
     }
 
     fn conclusion(&self, outcome: Outcome, class: ReasonClass, why: String) -> Conclusion {
+        let deciding = classify::overall(self.last_verdicts())
+            .map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone());
         Conclusion {
             outcome,
             class,
             why,
+            deciding,
             original: self.original.clone(),
             attempts: self.attempts.clone(),
             started_by_retries: self.started_by_retries,
+            already_running: self.already_running,
             still_missing: self.missing.max(0),
+            task_arns: self.task_arns.clone(),
+            may_have_started: match outcome {
+                Outcome::GaveUp | Outcome::NotRetryable => self.ambiguous_token(),
+                _ => None,
+            },
+            schedule_ms: Vec::new(),
         }
     }
 }
 
 /// Capped exponential backoff with "equal jitter": at least half the step, so an agent has time
 /// to reconnect, and a spread of the other half, so a mass failure does not retry in lockstep.
-/// The jitter is derived from the event ID: no random source, yet different per event.
-pub fn backoff(policy: &Policy, event_id: &str, attempt: u32) -> Duration {
-    let exp = 2u32.saturating_pow(attempt.saturating_sub(1));
+/// The jitter is derived from the call's key: no random source, yet different per call.
+pub fn backoff(policy: &Policy, key: &str, call: u32) -> Duration {
+    let exp = 2u32.saturating_pow(call.saturating_sub(1));
     let step = policy.base_delay.saturating_mul(exp).min(policy.max_delay);
-    let digest = Sha256::digest(format!("jitter:{event_id}:{attempt}"));
+    let digest = Sha256::digest(format!("jitter:{key}:{call}"));
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     let fraction = u64::from_be_bytes(bytes) as f64 / u64::MAX as f64;
     step / 2 + step.mul_f64(fraction / 2.0)
 }
 
-/// The idempotency token of one launch: the same event and sequence give the same token, so a
-/// duplicate delivery of an event makes ECS return the first result instead of new tasks.
-pub fn client_token(event_id: &str, seq: u32) -> String {
-    let digest = Sha256::digest(format!("{event_id}#{seq}"));
-    let hex: String = digest[..20].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{TOKEN_PREFIX}{hex}")
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The original user tags (without the reserved `aws:` ones, which RunTask refuses, and without
-/// stale `ecs-rerun:` ones), plus the attempt and event-ID tags as far as the 50-tag limit
-/// allows. When they do not fit, the user's tags win and the token prefix still marks the task.
-pub fn retry_tags(original: Option<&[Tag]>, event_id: &str, seq: u32) -> Option<Vec<Tag>> {
-    let mut tags: Vec<Tag> = original
-        .unwrap_or_default()
-        .iter()
-        .filter(|t| {
-            let key = t.key.as_deref().unwrap_or("").to_ascii_lowercase();
-            !key.starts_with("aws:") && !key.starts_with("ecs-rerun:")
-        })
-        .cloned()
-        .collect();
-    let ours = [
-        (ATTEMPT_TAG, seq.to_string()),
-        (EVENT_ID_TAG, tag_value(event_id)),
-    ];
-    for (key, value) in ours {
-        if tags.len() < MAX_TAGS {
-            tags.push(Tag {
-                key: Some(key.to_owned()),
-                value: Some(value),
-            });
-        }
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `3d 2h`, `45m 10s`, `12s`: an age a person reads at a glance.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
     }
-    (!tags.is_empty()).then_some(tags)
-}
-
-/// Keeps a value within ECS's tag alphabet and length.
-fn tag_value(raw: &str) -> String {
-    raw.chars()
-        .filter(|c| c.is_alphanumeric() || " _.:/=+-@".contains(*c))
-        .take(256)
-        .collect()
 }

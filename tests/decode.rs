@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::{Duration, SystemTime};
+
 use common::event;
 use ecs_rerun::decode::{DecodeError, Decoded, FailedRunTask, Failure, Ignored, decode};
 use ecs_rerun::request::{Environment, RunTaskRequest, prune_nulls};
@@ -85,6 +87,58 @@ fn api_errors_carry_code_and_message() {
             code: "ThrottlingException".into(),
             message: "Rate exceeded".into()
         }
+    );
+}
+
+#[test]
+fn event_time_and_the_callers_session_are_decoded() {
+    // The age of the record decides whether it is rerun; the session whether it is our own.
+    let f = failed("04-throttling.json");
+    assert_eq!(f.event_time.as_deref(), Some("2025-05-01T03:00:08Z"));
+    assert_eq!(
+        f.recorded_at,
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_746_068_408))
+    );
+    let session = "arn:aws:sts::111122223333:assumed-role/StepFunctions-nightly-pipeline-role/rTzKqLmNoPqRsTuVwXyZ0123456789ab";
+    assert_eq!(f.caller_arn.as_deref(), Some(session));
+    assert_eq!(f.caller.as_deref(), Some(session));
+
+    let mut e = event("04-throttling.json");
+    e["detail"]["eventTime"] = json!("2025-05-01T05:00:08+02:00");
+    e["detail"]["userIdentity"] = json!({"type": "AWSService", "invokedBy": "batch.amazonaws.com"});
+    let f = match decode(e).unwrap() {
+        Decoded::Failed(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        f.recorded_at,
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_746_068_408)),
+        "an offset is the same instant"
+    );
+    assert_eq!(f.caller.as_deref(), Some("batch.amazonaws.com"));
+    assert_eq!(f.caller_arn, None, "a service is no session");
+}
+
+#[test]
+fn an_unreadable_event_time_is_an_error_naming_the_field() {
+    let mut e = event("01-agent-ec2.json");
+    e["detail"]["eventTime"] = json!("yesterday at three");
+    match decode(e).unwrap_err() {
+        DecodeError::Invalid { path, problem } => {
+            assert_eq!(path, "detail.eventTime");
+            assert!(problem.contains("yesterday at three"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut e = event("01-agent-ec2.json");
+    e["detail"]["eventTime"] = Value::Null;
+    let f = match decode(e).unwrap() {
+        Decoded::Failed(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        f.recorded_at, None,
+        "absent is decoded; the plan treats it as stale"
     );
 }
 

@@ -1,95 +1,130 @@
 //! The retry loop end to end through the ports, with fakes for ECS, SNS and the clock.
-//! Each test reads like a scenario an operator would recognise.
+//! Each test reads like a scenario an operator would recognise, and counts what an operator
+//! cares about: the tasks that exist in ECS (the fake keeps ECS's token table, so a request
+//! that ECS would deduplicate starts nothing), and the notifications sent.
 
 mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{FakeClock, FakeEcs, FakeSns, config, event, failure, started};
+use common::{Answer, FakeClock, FakeEcs, FakeSns, config, error, event, fail, tag};
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
-use ecs_rerun::plan::{ATTEMPT_TAG, EVENT_ID_TAG, LaunchResult, Outcome};
-use serde_json::Value;
+use ecs_rerun::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
+use ecs_rerun::plan::{LaunchResult, Outcome};
+use ecs_rerun::request::RunTaskRequest;
+use serde_json::{Value, json};
 
-type TestHandler = Handler<FakeEcs, FakeSns, FakeClock>;
+/// The fakes' clock starts here; sample records are retimed to a minute before it.
+const NOW: u64 = 1_800_000_000;
 
-fn handler(ecs: &FakeEcs, sns: &FakeSns, clock: &FakeClock, extra: &[(&str, &str)]) -> TestHandler {
-    Handler::new(config(extra), ecs.clone(), sns.clone(), clock.clone())
+/// One world: an ECS, a topic and a clock.
+struct World {
+    ecs: FakeEcs,
+    sns: FakeSns,
+    clock: FakeClock,
 }
 
-/// Runs one sample event through a handler on these fakes, as a local invocation.
-async fn run(
-    ecs: &FakeEcs,
-    sns: &FakeSns,
-    clock: &FakeClock,
-    extra: &[(&str, &str)],
-    file: &str,
-) -> Result<Report, HandlerError> {
-    run_as(ecs, sns, clock, extra, file, &local()).await
+impl World {
+    /// An ECS that answers new tokens with `answers`, then starts everything.
+    fn new(answers: Vec<Answer>) -> Self {
+        let clock = FakeClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW));
+        Self {
+            ecs: FakeEcs::scripted(&clock, answers),
+            sns: FakeSns::default(),
+            clock,
+        }
+    }
+
+    fn handler(&self, extra: &[(&str, &str)]) -> Handler<FakeEcs, FakeSns, FakeClock> {
+        Handler::new(
+            config(extra),
+            self.ecs.clone(),
+            self.sns.clone(),
+            self.clock.clone(),
+        )
+    }
+
+    /// Handles `event` as a local invocation with this configuration.
+    async fn handle(&self, extra: &[(&str, &str)], event: Value) -> Result<Report, HandlerError> {
+        self.handler(extra)
+            .handle(event, &Invocation::default())
+            .await
+    }
+
+    /// Handles `event` with the default configuration; it must not fail.
+    async fn run(&self, event: Value) -> Report {
+        self.handle(&[], event).await.expect("handled")
+    }
 }
 
-/// Runs one sample event through a handler on these fakes.
-async fn run_as(
-    ecs: &FakeEcs,
-    sns: &FakeSns,
-    clock: &FakeClock,
-    extra: &[(&str, &str)],
-    file: &str,
-    invocation: &Invocation,
-) -> Result<Report, HandlerError> {
-    handler(ecs, sns, clock, extra)
-        .handle(event(file), invocation)
-        .await
+/// A sample event, recorded `ago` before the fakes' clock.
+fn recorded(file: &str, ago: Duration) -> Value {
+    let mut e = event(file);
+    let at = utc(NOW - ago.as_secs());
+    e["detail"]["eventTime"] = json!(at);
+    e["time"] = json!(at);
+    e
 }
 
-fn clock() -> FakeClock {
-    FakeClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+/// A time as CloudTrail writes it.
+fn utc(epoch_secs: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from(SystemTime::UNIX_EPOCH + Duration::from_secs(epoch_secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
-fn local() -> Invocation {
-    Invocation::default()
+/// A sample event recorded a minute ago.
+fn fresh(file: &str) -> Value {
+    recorded(file, Duration::from_secs(60))
 }
 
-fn tag<'a>(request: &'a ecs_rerun::request::RunTaskRequest, key: &str) -> Option<&'a str> {
-    request
-        .tags
-        .iter()
-        .flatten()
-        .find(|t| t.key.as_deref() == Some(key))
-        .and_then(|t| t.value.as_deref())
+/// The recorded request of an event, as ECS would receive it from its caller.
+fn request_of(event: &Value) -> RunTaskRequest {
+    serde_json::from_value(event["detail"]["requestParameters"].clone()).expect("request")
 }
+
+/// Sample 05 (a ServerException with a recorded token) turned into a throttled record.
+fn throttled_with_token() -> Value {
+    let mut e = fresh("05-server-exception.json");
+    e["detail"]["errorCode"] = json!("ThrottlingException");
+    e["detail"]["errorMessage"] = json!("Rate exceeded");
+    e
+}
+
+// ---- the ordinary paths ---------------------------------------------------------------------
 
 #[tokio::test]
 async fn agent_three_times_then_gives_up_with_one_notification() {
-    let agent = || LaunchResult::Placed {
-        started: vec![],
-        failures: vec![failure("AGENT")],
-    };
-    let ecs = FakeEcs::scripted(vec![agent(), agent(), agent()]);
-    let (sns, clock) = (FakeSns::default(), clock());
-    let report = run(&ecs, &sns, &clock, &[], "01-agent-ec2.json")
-        .await
-        .unwrap();
+    let w = World::new(vec![fail("AGENT", 0), fail("AGENT", 0), fail("AGENT", 0)]);
+    let report = w.run(fresh("01-agent-ec2.json")).await;
 
     assert_eq!(report.outcome, Outcome::GaveUp);
     assert_eq!(report.attempts, 3);
     assert_eq!(
-        ecs.requests().len(),
+        w.ecs.requests().len(),
         3,
-        "never more launches than the configured attempts"
+        "never more calls than configured"
     );
-    let attempts: Vec<_> = ecs
+    assert_eq!(w.ecs.tasks_started(), 0);
+    let attempts: Vec<_> = w
+        .ecs
         .requests()
         .iter()
-        .map(|r| tag(r, ATTEMPT_TAG).unwrap().to_owned())
+        .map(|r| tag(r, ATTEMPT_TAG).unwrap_or("none").to_owned())
         .collect();
-    assert_eq!(attempts, ["1", "2", "3"]);
-    let tokens: std::collections::HashSet<_> = ecs
+    assert_eq!(
+        attempts,
+        ["1", "2", "3"],
+        "the tag holds the attempt number"
+    );
+    let tokens: std::collections::HashSet<_> = w
+        .ecs
         .requests()
         .iter()
         .map(|r| r.client_token.clone())
         .collect();
-    assert_eq!(tokens.len(), 3, "each answered attempt gets a fresh token");
-    let sent = sns.sent();
+    assert_eq!(tokens.len(), 3, "each answered attempt gets the next token");
+    let sent = w.sns.sent();
     assert_eq!(sent.len(), 1, "exactly one notification per episode");
     assert_eq!(sent[0].attributes["outcome"], "gave_up");
     assert!(
@@ -98,13 +133,13 @@ async fn agent_three_times_then_gives_up_with_one_notification() {
         sent[0].subject
     );
     // The backoff grows: each wait at least half of base * 2^(n-1) (defaults 20 s, cap 120 s).
-    let sleeps = clock.sleeps();
+    let sleeps = w.clock.sleeps();
     assert_eq!(sleeps.len(), 3);
     for (n, wait) in sleeps.iter().enumerate() {
         let step = Duration::from_secs(20 * 2u64.pow(n as u32)).min(Duration::from_secs(120));
         assert!(
             *wait >= step / 2 && *wait <= step,
-            "attempt {}: {wait:?} outside [{:?}, {step:?}]",
+            "call {}: {wait:?} outside [{:?}, {step:?}]",
             n + 1,
             step / 2
         );
@@ -114,125 +149,48 @@ async fn agent_three_times_then_gives_up_with_one_notification() {
 #[tokio::test]
 async fn partial_start_retries_only_the_missing_tasks_until_all_run() {
     // 5 requested, 2 started originally; the first retry places 1 of 3, the second the last 2.
-    let ecs = FakeEcs::scripted(vec![
-        LaunchResult::Placed {
-            started: started(1),
-            failures: vec![failure("RESOURCE:MEMORY")],
-        },
-        LaunchResult::Placed {
-            started: started(2),
-            failures: vec![],
-        },
-    ]);
-    let (sns, clock) = (FakeSns::default(), clock());
-    let report = run(&ecs, &sns, &clock, &[], "02-resource-memory-partial.json")
-        .await
-        .unwrap();
+    let w = World::new(vec![fail("RESOURCE:MEMORY", 1)]);
+    let report = w.run(fresh("02-resource-memory-partial.json")).await;
 
     assert_eq!(report.outcome, Outcome::Recovered);
-    let counts: Vec<_> = ecs.requests().iter().map(|r| r.count).collect();
+    let counts: Vec<_> = w.ecs.requests().iter().map(|r| r.count).collect();
     assert_eq!(
         counts,
         [Some(3), Some(2)],
         "count = requested - started, never the number of failures"
     );
+    assert_eq!(w.ecs.tasks_started(), 3);
     assert_eq!(report.tasks_started, 3);
     assert!(
-        sns.sent().is_empty(),
-        "a recovery is logged, not notified, unless configured"
+        w.sns.sent().is_empty(),
+        "a recovery is logged, not notified"
     );
     assert!(report.recovery_ms.is_some());
 }
 
 #[tokio::test]
 async fn recovery_is_notified_when_configured() {
-    let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let h = handler(
-        &ecs,
-        &sns,
-        &clock,
-        &[("ECS_RERUN_NOTIFY_ON_RECOVERY", "true")],
-    );
-    let report = h
-        .handle(event("01-agent-ec2.json"), &local())
+    let w = World::new(vec![]);
+    let report = w
+        .handle(
+            &[("ECS_RERUN_NOTIFY_ON_RECOVERY", "true")],
+            fresh("01-agent-ec2.json"),
+        )
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
-    assert_eq!(sns.sent().len(), 1);
-    assert_eq!(sns.sent()[0].attributes["outcome"], "recovered");
-}
-
-#[tokio::test]
-async fn throttling_then_success_recovers() {
-    let ecs = FakeEcs::scripted(vec![LaunchResult::Rejected {
-        code: "ThrottlingException".into(),
-        message: "Rate exceeded".into(),
-        ambiguous: false,
-    }]);
-    let (sns, clock) = (FakeSns::default(), clock());
-    let report = run(&ecs, &sns, &clock, &[], "04-throttling.json")
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Recovered);
-    assert_eq!(report.attempts, 2);
-    let requests = ecs.requests();
-    assert_ne!(
-        requests[0].client_token, requests[1].client_token,
-        "a throttled call did nothing: new token"
-    );
-}
-
-#[tokio::test]
-async fn server_error_resends_the_same_token_so_a_hidden_success_is_not_doubled() {
-    let ecs = FakeEcs::scripted(vec![LaunchResult::Rejected {
-        code: "ServerException".into(),
-        message: "Service Unavailable".into(),
-        ambiguous: true,
-    }]);
-    let (sns, clock) = (FakeSns::default(), clock());
-    let report = run(&ecs, &sns, &clock, &[], "05-server-exception.json")
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Recovered);
-    let requests = ecs.requests();
-    assert_eq!(requests.len(), 2);
-    assert_eq!(requests[0].client_token, requests[1].client_token);
-    assert_eq!(
-        requests[0].tags, requests[1].tags,
-        "same token needs identical parameters, or ECS answers ConflictException"
-    );
-}
-
-#[tokio::test]
-async fn lost_answer_is_resent_with_the_same_token_and_starts_nothing_twice() {
-    let ecs = FakeEcs::losing_first_response();
-    let (sns, clock) = (FakeSns::default(), clock());
-    let report = run(&ecs, &sns, &clock, &[], "02-resource-memory-partial.json")
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Recovered);
-    assert_eq!(ecs.requests().len(), 2);
-    assert_eq!(
-        ecs.tasks_created(),
-        3,
-        "the 3 missing tasks, once, although the first answer was lost"
-    );
+    assert_eq!(w.sns.sent().len(), 1);
+    assert_eq!(w.sns.sent()[0].attributes["outcome"], "recovered");
 }
 
 #[tokio::test]
 async fn permanent_failure_on_a_retry_stops_and_notifies() {
-    let ecs = FakeEcs::scripted(vec![LaunchResult::Placed {
-        started: vec![],
-        failures: vec![failure("ATTRIBUTE")],
-    }]);
-    let (sns, clock) = (FakeSns::default(), clock());
-    let report = run(&ecs, &sns, &clock, &[], "01-agent-ec2.json")
-        .await
-        .unwrap();
+    let w = World::new(vec![fail("ATTRIBUTE", 0)]);
+    let report = w.run(fresh("01-agent-ec2.json")).await;
     assert_eq!(report.outcome, Outcome::NotRetryable);
     assert_eq!(report.attempts, 1);
-    assert_eq!(sns.sent().len(), 1);
-    assert_eq!(sns.sent()[0].attributes["reason_class"], "permanent");
+    assert_eq!(w.sns.sent().len(), 1);
+    assert_eq!(w.sns.sent()[0].attributes["reason_class"], "permanent");
 }
 
 #[tokio::test]
@@ -241,38 +199,33 @@ async fn permanent_and_not_replayable_failures_notify_without_launching() {
         ("06-attribute.json", "permanent"),
         ("07-redacted-environment.json", "not_replayable"),
     ] {
-        let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-        let report = run(&ecs, &sns, &clock, &[], file).await.unwrap();
+        let w = World::new(vec![]);
+        let report = w.run(fresh(file)).await;
         assert_eq!(report.outcome, Outcome::NotRetryable, "{file}");
-        assert!(ecs.requests().is_empty(), "{file}: nothing launched");
-        assert_eq!(sns.sent().len(), 1, "{file}");
-        assert_eq!(sns.sent()[0].attributes["reason_class"], class, "{file}");
+        assert!(w.ecs.requests().is_empty(), "{file}: nothing launched");
+        assert_eq!(w.sns.sent().len(), 1, "{file}");
+        assert_eq!(w.sns.sent()[0].attributes["reason_class"], class, "{file}");
     }
 }
 
 #[tokio::test]
 async fn redacted_environment_is_replayed_without_it_when_the_operator_opts_in() {
-    let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let h = handler(
-        &ecs,
-        &sns,
-        &clock,
-        &[("ECS_RERUN_REPLAY_REDACTED_ENV", "true")],
-    );
-    let report = h
-        .handle(event("07-redacted-environment.json"), &local())
+    let w = World::new(vec![]);
+    let report = w
+        .handle(
+            &[("ECS_RERUN_REPLAY_REDACTED_ENV", "true")],
+            fresh("07-redacted-environment.json"),
+        )
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::Recovered);
-    let sent = &ecs.requests()[0];
+    let sent = &w.ecs.requests()[0];
     assert!(!sent.environment_redacted());
     let container = &sent
         .overrides
         .as_ref()
-        .unwrap()
-        .container_overrides
-        .as_ref()
-        .unwrap()[0];
+        .and_then(|o| o.container_overrides.as_ref())
+        .expect("container overrides")[0];
     assert!(
         container.environment.is_none() && container.command.is_some(),
         "environment dropped, command kept"
@@ -281,10 +234,9 @@ async fn redacted_environment_is_replayed_without_it_when_the_operator_opts_in()
 
 #[tokio::test]
 async fn publishing_failure_fails_the_invocation() {
-    let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::failing(), clock());
-    let err = run(&ecs, &sns, &clock, &[], "06-attribute.json")
-        .await
-        .unwrap_err();
+    let mut w = World::new(vec![]);
+    w.sns = FakeSns::failing();
+    let err = w.handle(&[], fresh("06-attribute.json")).await.unwrap_err();
     assert!(matches!(err, HandlerError::Publish(_)), "{err}");
     assert!(
         err.to_string().contains("sns:Publish"),
@@ -293,95 +245,50 @@ async fn publishing_failure_fails_the_invocation() {
 }
 
 #[tokio::test]
-async fn duplicate_delivery_starts_the_tasks_once() {
-    let ecs = FakeEcs::default();
-    let (sns, clock) = (FakeSns::default(), clock());
-    let h = handler(&ecs, &sns, &clock, &[]);
-    let event = event("02-resource-memory-partial.json");
-    let first = h.handle(event.clone(), &local()).await.unwrap();
-    let second = h.handle(event.clone(), &local()).await.unwrap();
+async fn retries_carry_the_call_tag_and_the_users_tags() {
+    let w = World::new(vec![]);
+    w.run(fresh("01-agent-ec2.json")).await;
+    let sent = &w.ecs.requests()[0];
+    let recorded = request_of(&fresh("01-agent-ec2.json"));
     assert_eq!(
-        (first.outcome, second.outcome),
-        (Outcome::Recovered, Outcome::Recovered)
+        tag(sent, CALL_TAG),
+        recorded.client_token.as_deref(),
+        "the call tag names the recorded token"
     );
-    assert_eq!(ecs.requests().len(), 2, "both deliveries called RunTask...");
-    assert_eq!(
-        ecs.tasks_created(),
-        3,
-        "...but the shared token made ECS start the 3 missing tasks once"
+    assert_eq!(tag(sent, "team"), Some("data"));
+    assert!(
+        sent.client_token
+            .as_deref()
+            .is_some_and(|t| t.starts_with(TOKEN_PREFIX))
     );
 }
 
 #[tokio::test]
 async fn deadline_too_close_gives_up_early_and_notifies() {
-    let agent = || LaunchResult::Placed {
-        started: vec![],
-        failures: vec![failure("AGENT")],
-    };
-    let ecs = FakeEcs::scripted(vec![agent(), agent(), agent()]);
-    let (sns, clock) = (FakeSns::default(), clock());
-    // 60 s left: attempt 1 (10–20 s wait) fits with the 25 s reserve, attempt 2 (20–40 s) may,
-    // attempt 3 (40–80 s) cannot.
+    let w = World::new(vec![fail("AGENT", 0), fail("AGENT", 0), fail("AGENT", 0)]);
+    // 60 s left: call 1 (10–20 s wait) fits with the 25 s reserve, call 3 (40–80 s) cannot.
     let invocation = Invocation {
-        deadline: Some(clock.now_plus(Duration::from_secs(60))),
+        deadline: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW + 60)),
         own_account: None,
     };
-    let report = run_as(&ecs, &sns, &clock, &[], "01-agent-ec2.json", &invocation)
+    let report = w
+        .handler(&[])
+        .handle(fresh("01-agent-ec2.json"), &invocation)
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::GaveUp);
-    assert!(report.attempts < 3, "stopped before the deadline");
+    assert!(
+        (1..3).contains(&report.attempts),
+        "at least one call made, and stopped before the deadline: {}",
+        report.attempts
+    );
     assert!(report.reason.contains("deadline"), "{}", report.reason);
-    assert_eq!(sns.sent().len(), 1);
-    let total: Duration = clock.sleeps().iter().sum();
+    assert_eq!(w.sns.sent().len(), 1);
+    let total: Duration = w.clock.sleeps().iter().sum();
     assert!(
         total + ecs_rerun::plan::Policy::default().deadline_reserve <= Duration::from_secs(60),
         "never slept into the reserve"
     );
-}
-
-#[tokio::test]
-async fn only_the_functions_own_account_unless_allowed() {
-    let foreign = Invocation {
-        deadline: None,
-        own_account: Some("999988887777".into()),
-    };
-    let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let report = run_as(&ecs, &sns, &clock, &[], "01-agent-ec2.json", &foreign)
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Ignored);
-    assert!(report.reason.contains("111122223333"), "{}", report.reason);
-    assert!(ecs.requests().is_empty() && sns.sent().is_empty());
-
-    let allowed = handler(
-        &ecs,
-        &sns,
-        &clock,
-        &[("ECS_RERUN_ALLOWED_ACCOUNTS", "111122223333")],
-    );
-    let report = allowed
-        .handle(event("01-agent-ec2.json"), &foreign)
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Recovered);
-}
-
-#[tokio::test]
-async fn dry_run_launches_nothing_and_says_what_it_would_do() {
-    let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let report = run(
-        &ecs,
-        &sns,
-        &clock,
-        &[("ECS_RERUN_DRY_RUN", "true")],
-        "03-fargate-capacity.json",
-    )
-    .await
-    .unwrap();
-    assert_eq!(report.outcome, Outcome::WouldRetry);
-    assert!(ecs.requests().is_empty());
-    assert_eq!(sns.sent()[0].attributes["outcome"], "would_retry");
 }
 
 #[tokio::test]
@@ -391,10 +298,13 @@ async fn ignored_events_do_nothing() {
         "09-successful-runtask.json",
         "10-not-runtask.json",
     ] {
-        let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-        let report = run(&ecs, &sns, &clock, &[], file).await.unwrap();
+        let w = World::new(vec![]);
+        let report = w.run(fresh(file)).await;
         assert_eq!(report.outcome, Outcome::Ignored, "{file}");
-        assert!(ecs.requests().is_empty() && sns.sent().is_empty(), "{file}");
+        assert!(
+            w.ecs.requests().is_empty() && w.sns.sent().is_empty(),
+            "{file}"
+        );
     }
 }
 
@@ -403,41 +313,520 @@ async fn malformed_event_fails_with_the_field_named() {
     let text =
         std::fs::read_to_string(common::repo_path("tests/fixtures/malformed-event.json")).unwrap();
     let event: Value = serde_json::from_str(&text).unwrap();
-    let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let err = handler(&ecs, &sns, &clock, &[])
-        .handle(event.clone(), &local())
-        .await
-        .unwrap_err();
+    let w = World::new(vec![]);
+    let err = w.handle(&[], event).await.unwrap_err();
     assert!(
         err.to_string().contains("detail.requestParameters.count"),
         "{err}"
     );
 }
 
+// ---- never twice: API-error records ---------------------------------------------------------
+
 #[tokio::test]
-async fn retries_carry_the_original_event_id_and_the_users_tags() {
-    let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-    let event = event("01-agent-ec2.json");
-    handler(&ecs, &sns, &clock, &[])
-        .handle(event.clone(), &local())
+async fn throttled_record_whose_callers_retry_succeeded_starts_nothing() {
+    let record = throttled_with_token();
+    let w = World::new(vec![]);
+    // The caller's SDK retried the throttled call with the same token, and it went through.
+    assert!(matches!(
+        w.ecs.caller_calls(&request_of(&record)),
+        LaunchResult::Placed { .. }
+    ));
+    w.clock.advance(Duration::from_secs(30));
+    let report = w.run(record.clone()).await;
+
+    assert_eq!(w.ecs.tasks_started(), 1, "the job runs once");
+    assert_eq!(report.outcome, Outcome::AlreadyStarted);
+    assert_eq!(report.tasks_started, 0, "no claim of a rescue");
+    assert_eq!(
+        w.ecs.requests(),
+        [request_of(&record)],
+        "the first re-issue is the very same call: token, referenceId, count, no tag"
+    );
+}
+
+#[tokio::test]
+async fn api_error_record_whose_call_never_went_through_is_started_by_the_exact_replay() {
+    let record = throttled_with_token();
+    let w = World::new(vec![error("ThrottlingException")]);
+    let report = w.run(record.clone()).await;
+    assert_eq!(report.outcome, Outcome::Recovered);
+    assert_eq!(w.ecs.tasks_started(), 1);
+    let requests = w.ecs.requests();
+    assert_eq!(requests.len(), 2, "throttled, then sent again");
+    assert!(
+        requests.iter().all(|r| *r == request_of(&record)),
+        "a throttled try is resent unchanged: same token, same request"
+    );
+}
+
+#[tokio::test]
+async fn exact_replay_answered_with_failures_goes_on_with_own_tokens_and_tags() {
+    let record = fresh("05-server-exception.json");
+    let w = World::new(vec![fail("Capacity is unavailable at this time", 0)]);
+    let report = w.run(record.clone()).await;
+    assert_eq!(report.outcome, Outcome::Recovered);
+    let requests = w.ecs.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0], request_of(&record));
+    assert_eq!(tag(&requests[0], ATTEMPT_TAG), None);
+    assert_eq!(tag(&requests[1], ATTEMPT_TAG), Some("1"));
+    assert!(
+        requests[1]
+            .client_token
+            .as_deref()
+            .is_some_and(|t| t.starts_with(TOKEN_PREFIX))
+    );
+    assert_eq!(w.ecs.tasks_started(), 1);
+}
+
+#[tokio::test]
+async fn throttled_record_without_token_whose_callers_retry_succeeded_starts_nothing() {
+    let record = fresh("04-throttling.json");
+    let w = World::new(vec![]);
+    // An SDK from before 2023-11 retried without a token, and the task started.
+    w.clock.advance(Duration::from_secs(1));
+    w.ecs.caller_calls(&request_of(&record));
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::AlreadyStarted);
+    assert_eq!(w.ecs.tasks_started(), 1, "the job runs once");
+    assert!(w.ecs.requests().is_empty(), "no RunTask at all");
+    assert_eq!(w.ecs.lookups(), 1);
+}
+
+#[tokio::test]
+async fn throttled_record_without_token_is_rerun_when_nothing_started() {
+    let record = fresh("04-throttling.json");
+    let w = World::new(vec![]);
+    // A task of the same family but another job (other command) does not count.
+    let mut other = request_of(&record);
+    other.overrides = None;
+    w.clock.advance(Duration::from_secs(1));
+    w.ecs.caller_calls(&other);
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::Recovered);
+    assert_eq!(
+        w.ecs.tasks_started(),
+        2,
+        "the other job's task and the rerun one"
+    );
+    assert_eq!(w.ecs.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_lookup_notifies_instead_of_guessing() {
+    let mut w = World::new(vec![]);
+    w.ecs = w.ecs.clone().failing_lookups();
+    let report = w.run(fresh("04-throttling.json")).await;
+    assert_eq!(report.outcome, Outcome::NotRetryable);
+    assert!(w.ecs.requests().is_empty());
+    assert_eq!(w.sns.sent().len(), 1);
+    assert!(
+        report.reason.contains("could not check"),
+        "{}",
+        report.reason
+    );
+}
+
+#[tokio::test]
+async fn server_error_after_start_is_resent_with_the_same_token_and_starts_once() {
+    let w = World::new(vec![Answer::ServerErrorAfterStart]);
+    let report = w.run(fresh("01-agent-ec2.json")).await;
+    assert_eq!(report.outcome, Outcome::Recovered, "{}", report.reason);
+    assert_eq!(w.ecs.tasks_started(), 1);
+    let requests = w.ecs.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0], requests[1],
+        "same token needs identical parameters"
+    );
+}
+
+#[tokio::test]
+async fn lost_answer_is_resent_with_the_same_token_and_starts_nothing_twice() {
+    let w = World::new(vec![Answer::Lost]);
+    let report = w.run(fresh("02-resource-memory-partial.json")).await;
+    assert_eq!(report.outcome, Outcome::Recovered);
+    assert_eq!(w.ecs.requests().len(), 2);
+    assert_eq!(
+        w.ecs.tasks_started(),
+        3,
+        "the 3 missing tasks, once, although the first answer was lost"
+    );
+}
+
+#[tokio::test]
+async fn when_no_answer_said_whether_the_task_started_the_notification_says_it_may_have() {
+    // (case, what ECS answers ecs-rerun's calls, the record)
+    let cases = [
+        (
+            "every call got a 5xx",
+            vec![
+                error("ServerException"),
+                error("ServerException"),
+                error("ServerException"),
+            ],
+            "01-agent-ec2.json",
+        ),
+        (
+            "an answer lost after the start, then throttles on the same token",
+            vec![
+                Answer::Lost,
+                error("ThrottlingException"),
+                error("ThrottlingException"),
+            ],
+            "01-agent-ec2.json",
+        ),
+        (
+            "the recorded call got a 5xx; every exact replay is throttled",
+            vec![
+                error("ThrottlingException"),
+                error("ThrottlingException"),
+                error("ThrottlingException"),
+            ],
+            "05-server-exception.json",
+        ),
+    ];
+    for (case, answers, file) in cases {
+        let w = World::new(answers);
+        let report = w.run(fresh(file)).await;
+        assert_eq!(report.outcome, Outcome::GaveUp, "{case}");
+        let note = &w.sns.sent()[0];
+        assert!(
+            note.subject.contains("may have started"),
+            "{case}: {}",
+            note.subject
+        );
+        assert!(
+            !note.body.contains("still missing"),
+            "{case}: {}",
+            note.body
+        );
+        let token = w.ecs.requests()[2].client_token.clone().unwrap_or_default();
+        assert!(
+            note.body.contains(&token),
+            "{case}: names the token to check"
+        );
+    }
+}
+
+// ---- never twice: several records, several deliveries ---------------------------------------
+
+/// One SDK call with a token, count 2: throttled once (record A), then answered 200 with one
+/// task placed and one failure (record B). Both records reach ecs-rerun.
+fn one_call_two_records() -> (World, Value, Value) {
+    let mut failures_record = fresh("02-resource-memory-partial.json");
+    let d = &mut failures_record["detail"];
+    d["requestParameters"]["count"] = json!(2);
+    d["requestParameters"]["clientToken"] = json!("caller-token-1");
+    let w = World::new(vec![fail("RESOURCE:MEMORY", 1)]);
+    let placed = w.ecs.caller_calls(&request_of(&failures_record));
+    let LaunchResult::Placed { tasks, .. } = placed else {
+        panic!("the caller's call was answered {placed:?}");
+    };
+    failures_record["detail"]["responseElements"] = json!({
+        "tasks": tasks.iter().map(|t| json!({"taskArn": t.arn})).collect::<Vec<_>>(),
+        "failures": [{"reason": "RESOURCE:MEMORY"}],
+    });
+    let mut throttled = failures_record.clone();
+    let d = &mut throttled["detail"];
+    d["eventID"] = json!("00000000-aaaa-4000-8000-000000000001");
+    d["errorCode"] = json!("ThrottlingException");
+    d["errorMessage"] = json!("Rate exceeded");
+    d["responseElements"] = Value::Null;
+    w.clock.advance(Duration::from_secs(5));
+    (w, throttled, failures_record)
+}
+
+#[tokio::test]
+async fn throttled_record_then_final_record_of_one_call_start_the_missing_task_once() {
+    let (w, throttled, failures) = one_call_two_records();
+    let first = w.run(throttled).await;
+    let second = w.run(failures).await;
+    assert_eq!(
+        w.ecs.tasks_started(),
+        2,
+        "the caller's task and the one missing task, once"
+    );
+    assert_eq!(first.outcome, Outcome::Recovered);
+    assert_eq!(second.outcome, Outcome::AlreadyStarted);
+}
+
+#[tokio::test]
+async fn final_record_then_throttled_record_of_one_call_start_the_missing_task_once() {
+    let (w, throttled, failures) = one_call_two_records();
+    let first = w.run(failures).await;
+    let second = w.run(throttled).await;
+    assert_eq!(w.ecs.tasks_started(), 2);
+    assert_eq!(first.outcome, Outcome::Recovered);
+    assert_eq!(second.outcome, Outcome::AlreadyStarted);
+}
+
+#[tokio::test]
+async fn duplicate_delivery_starts_the_tasks_once() {
+    let w = World::new(vec![]);
+    let record = fresh("02-resource-memory-partial.json");
+    let first = w.run(record.clone()).await;
+    let second = w.run(record).await;
+    assert_eq!(first.outcome, Outcome::Recovered);
+    assert_eq!(
+        second.outcome,
+        Outcome::AlreadyStarted,
+        "the second delivery finds the first one's tasks"
+    );
+    assert_eq!(w.ecs.tasks_started(), 3, "the 3 missing tasks, once");
+}
+
+#[tokio::test]
+async fn duplicate_delivery_where_only_the_first_met_a_throttle_starts_once() {
+    let w = World::new(vec![error("ThrottlingException")]);
+    let record = fresh("01-agent-ec2.json");
+    let first = w.run(record.clone()).await;
+    let second = w.run(record).await;
+    assert_eq!(first.outcome, Outcome::Recovered);
+    assert_eq!(second.outcome, Outcome::AlreadyStarted);
+    assert_eq!(
+        w.ecs.tasks_started(),
+        1,
+        "a throttled try does not move the token on, so both deliveries send the same one"
+    );
+}
+
+#[tokio::test]
+async fn conflict_naming_tasks_counts_them_as_started() {
+    // The caller's call carried a reserved aws: tag, which ecs-rerun cannot send: its exact
+    // replay differs, and ECS answers ConflictException naming the task the caller started.
+    let mut record = throttled_with_token();
+    record["detail"]["requestParameters"]["tags"] =
+        json!([{"key": "aws:batch:job-queue", "value": "q"}]);
+    let w = World::new(vec![]);
+    w.ecs.caller_calls(&request_of(&record));
+    w.clock.advance(Duration::from_secs(30));
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::AlreadyStarted);
+    assert_eq!(w.ecs.tasks_started(), 1);
+}
+
+#[tokio::test]
+async fn conflict_naming_no_task_is_notified_not_guessed() {
+    let mut record = throttled_with_token();
+    record["detail"]["requestParameters"]["tags"] =
+        json!([{"key": "aws:batch:job-queue", "value": "q"}]);
+    let w = World::new(vec![fail("Capacity is unavailable at this time", 0)]);
+    // The caller's retry got an answer with failures only: the token holds no task.
+    w.ecs.caller_calls(&request_of(&record));
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::NotRetryable);
+    assert_eq!(w.ecs.tasks_started(), 0);
+    assert_eq!(w.ecs.requests().len(), 1, "one try, then a notification");
+    assert_eq!(w.sns.sent().len(), 1);
+}
+
+// ---- whose records, and how old --------------------------------------------------------------
+
+#[tokio::test]
+async fn a_call_by_the_functions_own_session_is_ignored_without_tag_or_prefix() {
+    let mut record = fresh("01-agent-ec2.json");
+    record["detail"]["userIdentity"]["arn"] =
+        json!("arn:aws:sts::111122223333:assumed-role/ecs-rerun-role/ecs-rerun-prod");
+    let w = World::new(vec![]);
+    let report = w
+        .handle(
+            &[("AWS_LAMBDA_FUNCTION_NAME", "ecs-rerun-prod")],
+            record.clone(),
+        )
         .await
         .unwrap();
-    let sent = &ecs.requests()[0];
-    assert_eq!(
-        tag(sent, EVENT_ID_TAG),
-        event.pointer("/detail/eventID").and_then(Value::as_str)
+    assert_eq!(report.outcome, Outcome::Ignored);
+    assert!(w.ecs.requests().is_empty() && w.sns.sent().is_empty());
+
+    // Another function's session is not ecs-rerun's.
+    let report = w
+        .handle(&[("AWS_LAMBDA_FUNCTION_NAME", "ecs-rerun-dev")], record)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Recovered);
+}
+
+#[tokio::test]
+async fn a_three_day_old_record_is_notified_not_rerun() {
+    let w = World::new(vec![]);
+    let report = w
+        .run(recorded(
+            "01-agent-ec2.json",
+            Duration::from_secs(3 * 86_400),
+        ))
+        .await;
+    assert_eq!(report.outcome, Outcome::Stale);
+    assert!(w.ecs.requests().is_empty(), "no RunTask");
+    let sent = w.sns.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].body.contains("3d 0h old"),
+        "says how old: {}",
+        sent[0].body
     );
-    assert_eq!(tag(sent, "team"), Some("data"));
+    assert_eq!(sent[0].attributes["outcome"], "stale");
+
+    // Within the configured age it is rerun.
+    let w = World::new(vec![]);
+    let report = w
+        .handle(
+            &[("ECS_RERUN_MAX_RECORD_AGE_S", "7200")],
+            recorded("01-agent-ec2.json", Duration::from_secs(5400)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Recovered);
 }
 
-trait NowPlus {
-    fn now_plus(&self, d: Duration) -> SystemTime;
+#[tokio::test]
+async fn another_accounts_record_is_never_launched_here() {
+    let foreign = Invocation {
+        deadline: None,
+        own_account: Some("999988887777".into()),
+    };
+    let w = World::new(vec![]);
+    let report = w
+        .handler(&[])
+        .handle(fresh("01-agent-ec2.json"), &foreign)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Ignored, "not an allowed account");
+    assert!(w.ecs.requests().is_empty() && w.sns.sent().is_empty());
+
+    let report = w
+        .handler(&[("ECS_RERUN_ALLOWED_ACCOUNTS", "111122223333")])
+        .handle(fresh("01-agent-ec2.json"), &foreign)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::NotRetryable);
+    assert!(
+        w.ecs.requests().is_empty(),
+        "never run with this account's role"
+    );
+    assert!(
+        report.reason.contains("no role for account 111122223333"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(w.sns.sent().len(), 1);
 }
 
-impl NowPlus for FakeClock {
-    fn now_plus(&self, d: Duration) -> SystemTime {
-        ecs_rerun::clock::Clock::now(self) + d
-    }
+// ---- what the notification says ---------------------------------------------------------------
+
+/// Sample 01 on a cluster of `n` instances, each refusing the task with `reason(i)`.
+fn many_instances(
+    n: usize,
+    reason: impl Fn(usize) -> String,
+) -> (Value, Vec<ecs_rerun::event::PlacementFailure>) {
+    let failures: Vec<_> = (0..n)
+        .map(|i| ecs_rerun::event::PlacementFailure {
+            arn: Some(format!(
+                "arn:aws:ecs:us-east-1:111122223333:container-instance/batch/{i:032x}"
+            )),
+            reason: Some(reason(i)),
+            detail: None,
+        })
+        .collect();
+    let mut record = fresh("01-agent-ec2.json");
+    record["detail"]["responseElements"]["failures"] = serde_json::to_value(&failures).unwrap();
+    (record, failures)
+}
+
+#[tokio::test]
+async fn nine_hundred_instances_three_times_make_one_notification_that_fits() {
+    let (record, failures) = many_instances(900, |_| "RESOURCE:MEMORY".to_owned());
+    let answer = || Answer::Place {
+        place: 0,
+        failures: failures.clone(),
+    };
+    let w = World::new(vec![answer(), answer(), answer()]);
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::GaveUp);
+    let sent = w.sns.sent();
+    assert_eq!(
+        sent.len(),
+        1,
+        "published: the fake topic refuses a message over 256 KiB"
+    );
+    assert!(
+        sent[0].body.len() < 32 * 1024,
+        "grouped: {} bytes",
+        sent[0].body.len()
+    );
+    assert!(
+        sent[0].body.contains("\"count\": 900"),
+        "counts the entries"
+    );
+}
+
+#[tokio::test]
+async fn nine_hundred_different_reasons_are_cut_to_fit_and_say_so() {
+    let reason = |i: usize| {
+        format!(
+            "Capacity is unavailable at this time ({i}): {}",
+            "x".repeat(200)
+        )
+    };
+    let (record, failures) = many_instances(900, reason);
+    let answer = || Answer::Place {
+        place: 0,
+        failures: failures.clone(),
+    };
+    let w = World::new(vec![answer(), answer(), answer()]);
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::GaveUp);
+    let sent = w.sns.sent();
+    assert_eq!(sent.len(), 1, "one notification, under the topic's limit");
+    assert!(sent[0].body.contains("\"cut\""), "says what was cut");
+
+    // A topic with a lower MaximumMessageSize gets a message it accepts too.
+    let mut w = World::new(vec![answer(), answer(), answer()]);
+    w.sns = FakeSns::with_limit(4096);
+    let (record, _) = many_instances(900, reason);
+    w.run(record).await;
+    assert_eq!(w.sns.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn the_subject_names_the_deciding_failure_not_the_first() {
+    let w = World::new(vec![
+        fail("RESOURCE:MEMORY", 0),
+        fail("RESOURCE:MEMORY", 0),
+        fail("RESOURCE:MEMORY", 0),
+    ]);
+    w.run(fresh("01-agent-ec2.json")).await;
+    let subject = &w.sns.sent()[0].subject;
+    assert!(subject.contains("RESOURCE:MEMORY"), "{subject}");
+    assert!(!subject.contains("AGENT"), "{subject}");
+}
+
+// ---- dry run ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn dry_run_launches_nothing_sleeps_nothing_and_shows_the_schedule() {
+    let w = World::new(vec![]);
+    let report = w
+        .handle(
+            &[("ECS_RERUN_DRY_RUN", "true")],
+            fresh("03-fargate-capacity.json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::WouldRetry);
+    assert!(w.ecs.requests().is_empty());
+    assert!(
+        w.clock.sleeps().is_empty(),
+        "the schedule is printed, not slept"
+    );
+    let note = &w.sns.sent()[0];
+    assert_eq!(note.attributes["outcome"], "would_retry");
+    let body: Value = serde_json::from_str(&note.body).unwrap();
+    assert_eq!(
+        body["backoff_schedule_ms"].as_array().map(Vec::len),
+        Some(3)
+    );
 }
 
 #[tokio::test]
@@ -455,15 +844,130 @@ async fn every_sample_event_has_its_expected_dry_run_outcome() {
         "every event file has an expectation and vice versa"
     );
     for file in files {
-        let (ecs, sns, clock) = (FakeEcs::default(), FakeSns::default(), clock());
-        let report = run(&ecs, &sns, &clock, &[("ECS_RERUN_DRY_RUN", "true")], &file)
+        let w = World::new(vec![]);
+        let report = w
+            .handle(&[("ECS_RERUN_DRY_RUN", "true")], fresh(&file))
             .await
             .unwrap();
         let outcome = serde_json::to_value(report.outcome).unwrap();
         assert_eq!(outcome, expected[&file]["dry_run"], "{file}");
         assert!(
-            ecs.requests().is_empty(),
+            w.ecs.requests().is_empty(),
             "{file}: a dry run launches nothing"
         );
     }
+}
+
+// ---- never twice: sequences found in review ---------------------------------------------------
+
+/// Turns a record into the throttled try of its call.
+fn as_throttled(mut record: Value) -> Value {
+    let d = &mut record["detail"];
+    d["errorCode"] = json!("ThrottlingException");
+    d["errorMessage"] = json!("Rate exceeded");
+    d["responseElements"] = Value::Null;
+    record
+}
+
+#[tokio::test]
+async fn untokened_records_of_one_call_across_a_minute_boundary_start_the_job_once() {
+    // An SDK without tokens: throttled at 12:00:59 (record T), then answered 200 with a
+    // placement failure at 12:01:00 (record F). Their time windows differ, so their tokens do;
+    // the look-up that every untokened record gets finds the other episode's task by its tag.
+    let w = World::new(vec![]);
+    let t = as_throttled(recorded("04-throttling.json", Duration::from_secs(61)));
+    let mut f = recorded("04-throttling.json", Duration::from_secs(60));
+    f["detail"]["eventID"] = json!("00000000-bbbb-4000-8000-000000000002");
+    f["detail"]["errorCode"] = Value::Null;
+    f["detail"]["errorMessage"] = Value::Null;
+    f["detail"]["responseElements"] =
+        json!({"tasks": [], "failures": [{"reason": "RESOURCE:MEMORY"}]});
+    assert_ne!(
+        (NOW - 61) / 60,
+        (NOW - 60) / 60,
+        "the two records straddle a window boundary"
+    );
+    let first = w.run(t).await;
+    let second = w.run(f).await;
+    assert_eq!(w.ecs.tasks_started(), 1, "one call, one job");
+    assert_eq!(
+        (first.outcome, second.outcome),
+        (Outcome::Recovered, Outcome::AlreadyStarted)
+    );
+}
+
+#[tokio::test]
+async fn a_task_named_by_a_lookup_and_a_conflict_is_counted_once() {
+    // Count 2, no token. Delivery 1 places 1 of 2 and gives up, but its notification fails, so
+    // Lambda delivers again. Delivery 2 finds that task and resends its first token with count
+    // 1: ECS answers ConflictException naming the same task. It must not count it twice.
+    let w = World::new(vec![
+        fail("RESOURCE:MEMORY", 1),
+        fail("RESOURCE:MEMORY", 0),
+        fail("RESOURCE:MEMORY", 0),
+    ]);
+    let mut record = as_throttled(fresh("04-throttling.json"));
+    record["detail"]["requestParameters"]["count"] = json!(2);
+    let failing = World {
+        ecs: w.ecs.clone(),
+        sns: FakeSns::failing(),
+        clock: w.clock.clone(),
+    };
+    assert!(failing.handle(&[], record.clone()).await.is_err());
+
+    let report = w.run(record).await;
+    assert_eq!(w.ecs.tasks_started(), 1, "one of the two tasks runs");
+    assert_ne!(report.outcome, Outcome::AlreadyStarted, "{}", report.reason);
+    assert_eq!(w.sns.sent().len(), 1, "the missing task is reported");
+}
+
+#[tokio::test]
+async fn a_later_identical_run_is_not_taken_for_the_callers_retry() {
+    // The caller's SDK gave up (every try throttled); CloudTrail delivers the record 10 minutes
+    // later, when the next identical run of the job has started. That run is not this one's.
+    let w = World::new(vec![]);
+    let record = recorded("04-throttling.json", Duration::from_secs(600));
+    w.ecs.caller_calls(&request_of(&record));
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::Recovered);
+    assert_eq!(
+        w.ecs.tasks_started(),
+        2,
+        "the next run's task and this run's rerun"
+    );
+}
+
+#[tokio::test]
+async fn a_record_that_would_be_too_old_at_its_first_rerun_is_stale() {
+    // 3595 s old: within the hour now, but not when the first call would go out after its wait.
+    let w = World::new(vec![]);
+    let record = as_throttled(recorded(
+        "05-server-exception.json",
+        Duration::from_secs(3595),
+    ));
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::Stale);
+    assert!(w.ecs.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_untokened_server_error_that_started_the_task_before_its_record_is_found() {
+    // The 5xx call itself created the task (at NOW) a second before the request completed,
+    // which is the record's eventTime.
+    let w = World::new(vec![]);
+    let mut record = recorded("04-throttling.json", Duration::ZERO);
+    w.ecs.caller_calls(&request_of(&record));
+    record["detail"]["errorCode"] = json!("ServerException");
+    record["detail"]["errorMessage"] = json!("Service Unavailable");
+    record["detail"]["eventTime"] = json!(utc(NOW + 1));
+    w.clock.advance(Duration::from_secs(120));
+    let report = w.run(record).await;
+    assert_eq!(
+        w.ecs.tasks_started(),
+        1,
+        "{:?}: {}",
+        report.outcome,
+        report.reason
+    );
+    assert_eq!(report.outcome, Outcome::AlreadyStarted);
 }

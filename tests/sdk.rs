@@ -1,15 +1,25 @@
 //! The AWS adapters against the real SDK clients, with responses mocked by `aws-smithy-mocks`:
 //! what ECS and SNS answers turn into, as the retry loop sees them.
 
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+use aws_sdk_ecs::operation::list_tasks::{ListTasksError, ListTasksOutput};
 use aws_sdk_ecs::operation::run_task::{RunTaskError, RunTaskOutput};
-use aws_sdk_ecs::types::{Failure, Task};
+use aws_sdk_ecs::primitives::DateTime;
+use aws_sdk_ecs::types::{ContainerOverride, DesiredStatus, Failure, Tag, Task, TaskField};
+use aws_sdk_sns::operation::get_topic_attributes::{
+    GetTopicAttributesError, GetTopicAttributesOutput,
+};
 use aws_sdk_sns::operation::publish::{PublishError as SnsPublishError, PublishOutput};
-use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use ecs_rerun::launch::{EcsLauncher, TaskLauncher};
-use ecs_rerun::message::Notification;
+use ecs_rerun::lookup::{ExistingTask, TaskQuery};
+use ecs_rerun::marks::CALL_TAG;
+use ecs_rerun::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification};
 use ecs_rerun::notify::{Notifier, SnsNotifier};
-use ecs_rerun::plan::LaunchResult;
-use ecs_rerun::request::{EphemeralStorage, RunTaskRequest, TaskOverride};
+use ecs_rerun::plan::{LaunchResult, LaunchedTask, Lookup};
+use ecs_rerun::request::{self as req, EphemeralStorage, RunTaskRequest, TaskOverride};
 
 const ERROR_JSON: &str = "application/x-amz-json-1.1";
 
@@ -42,6 +52,7 @@ async fn placement_answer_lists_started_tasks_and_failures() {
                 .tasks(
                     Task::builder()
                         .task_arn("arn:aws:ecs:us-east-1:1:task/batch/a")
+                        .created_at(DateTime::from_secs(1_746_068_410))
                         .build(),
                 )
                 .failures(
@@ -54,10 +65,17 @@ async fn placement_answer_lists_started_tasks_and_failures() {
         });
     let client = mock_client!(aws_sdk_ecs, [&rule]);
     let result = EcsLauncher::new(client).run_task(&request()).await;
-    let LaunchResult::Placed { started, failures } = result else {
+    let LaunchResult::Placed { tasks, failures } = result else {
         panic!("{result:?}")
     };
-    assert_eq!(started, ["arn:aws:ecs:us-east-1:1:task/batch/a"]);
+    // `createdAt` tells a task the call started from one the token had started before.
+    assert_eq!(
+        tasks,
+        [LaunchedTask {
+            arn: "arn:aws:ecs:us-east-1:1:task/batch/a".into(),
+            created_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_746_068_410)),
+        }]
+    );
     assert_eq!(failures[0].reason.as_deref(), Some("RESOURCE:MEMORY"));
     assert_eq!(rule.num_calls(), 1);
 }
@@ -87,8 +105,44 @@ async fn modelled_client_error_is_rejected_and_unambiguous() {
             code: "ClientException".into(),
             message: "Tasks provisioning capacity limit exceeded.".into(),
             ambiguous: false,
+            existing: Vec::new(),
         }
     );
+}
+
+#[tokio::test]
+async fn conflict_names_the_tasks_the_token_already_started() {
+    // As ECS sends it: HTTP 400, the task ARNs in `resourceIds`.
+    let rule = mock!(aws_sdk_ecs::Client::run_task).then_http_response(|| {
+        let body = r#"{"__type":"ConflictException","message":"The specified client token has already been used with different parameters.","resourceIds":["arn:aws:ecs:us-east-1:1:task/batch/a","arn:aws:ecs:us-east-1:1:task/batch/b"]}"#;
+        let mut response = aws_smithy_runtime_api::http::Response::new(
+            400.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::from(body),
+        );
+        response.headers_mut().insert("content-type", ERROR_JSON);
+        response
+    });
+    let client = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&rule]);
+    let result = EcsLauncher::new(client).run_task(&request()).await;
+    let LaunchResult::Rejected {
+        code,
+        ambiguous,
+        existing,
+        ..
+    } = result
+    else {
+        panic!("{result:?}")
+    };
+    assert_eq!(code, "ConflictException");
+    assert!(!ambiguous);
+    assert_eq!(
+        existing,
+        [
+            "arn:aws:ecs:us-east-1:1:task/batch/a",
+            "arn:aws:ecs:us-east-1:1:task/batch/b"
+        ]
+    );
+    assert_eq!(rule.num_calls(), 1, "a conflict is not retried");
 }
 
 #[tokio::test]
@@ -153,6 +207,7 @@ async fn a_request_missing_a_required_member_is_rejected_without_a_call() {
         code,
         message,
         ambiguous,
+        ..
     } = result
     else {
         panic!("{result:?}")
@@ -160,6 +215,217 @@ async fn a_request_missing_a_required_member_is_rejected_without_a_call() {
     assert_eq!(code, "InvalidParameterException");
     assert!(message.contains("sizeInGiB") && !ambiguous, "{message}");
     assert_eq!(rule.num_calls(), 0);
+}
+
+// --- look-ups: ListTasks + DescribeTasks -------------------------------------------------------
+
+const FAMILY_ARN: &str = "arn:aws:ecs:us-east-1:1:task-definition/nightly:3";
+
+/// `ListTasks` as ECS answers it: tasks of family `nightly` on cluster `batch`, two pages of
+/// running ones and one of stopped ones; `startedBy` together with another filter is refused
+/// ("cannot specify startedBy with other arguments", aws/aws-sdk-go-v2#1893; the API reference
+/// says it must be the only filter).
+fn list_tasks() -> Rule {
+    mock!(aws_sdk_ecs::Client::list_tasks).then_compute_response(|r| {
+        if r.started_by().is_some() && (r.family().is_some() || r.launch_type().is_some()) {
+            return MockResponse::Error(ListTasksError::InvalidParameterException(
+                aws_sdk_ecs::types::error::InvalidParameterException::builder()
+                    .message("cannot specify startedBy with other arguments")
+                    .meta(
+                        aws_sdk_ecs::error::ErrorMetadata::builder()
+                            .code("InvalidParameterException")
+                            .message("cannot specify startedBy with other arguments")
+                            .build(),
+                    )
+                    .build(),
+            ));
+        }
+        let arns: &[&str] = match (
+            r.cluster(),
+            r.family(),
+            r.desired_status().unwrap_or(&DesiredStatus::Running),
+            r.next_token(),
+        ) {
+            (Some("batch"), Some("nightly"), DesiredStatus::Running, None) => &["t1", "t2"],
+            (Some("batch"), Some("nightly"), DesiredStatus::Running, Some("page-2")) => &["t3"],
+            (Some("batch"), Some("nightly"), DesiredStatus::Stopped, None) => &["t4"],
+            _ => &[],
+        };
+        let next = (r.desired_status() == Some(&DesiredStatus::Running)
+            && r.next_token().is_none())
+        .then(|| "page-2".to_owned());
+        MockResponse::Output(
+            ListTasksOutput::builder()
+                .set_task_arns(Some(
+                    arns.iter()
+                        .map(|t| format!("arn:aws:ecs:us-east-1:1:task/batch/{t}"))
+                        .collect(),
+                ))
+                .set_next_token(next)
+                .build(),
+        )
+    })
+}
+
+/// `DescribeTasks`: every task asked for, as ECS shows it (group filled in, a bare entry for
+/// the container without overrides). Task `t1` was started by ecs-rerun for the call
+/// `sdk-token-1`; like ECS, the mock shows tags only when asked to (`include: TAGS`).
+fn describe_tasks() -> Rule {
+    mock!(aws_sdk_ecs::Client::describe_tasks)
+        .match_requests(|r| r.cluster() == Some("batch"))
+        .then_compute_output(|r| {
+            let with_tags = r.include().contains(&TaskField::Tags);
+            DescribeTasksOutput::builder()
+                .set_tasks(Some(
+                    r.tasks()
+                        .iter()
+                        .map(|arn| {
+                            let tags = (with_tags && arn.ends_with("/t1")).then(|| {
+                                vec![
+                                    Tag::builder().key("team").value("data").build(),
+                                    Tag::builder().key(CALL_TAG).value("sdk-token-1").build(),
+                                ]
+                            });
+                            Task::builder()
+                                .set_tags(tags)
+                                .task_arn(arn)
+                                .task_definition_arn(FAMILY_ARN)
+                                .created_at(DateTime::from_secs(1_746_068_410))
+                                .started_by("events-rule/nightly")
+                                .group("family:nightly")
+                                .overrides(
+                                    aws_sdk_ecs::types::TaskOverride::builder()
+                                        .container_overrides(
+                                            ContainerOverride::builder()
+                                                .name("app")
+                                                .command("report")
+                                                .build(),
+                                        )
+                                        .container_overrides(
+                                            ContainerOverride::builder().name("log-router").build(),
+                                        )
+                                        .build(),
+                                )
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .build()
+        })
+}
+
+#[tokio::test]
+async fn find_tasks_lists_running_and_stopped_tasks_of_the_family_and_describes_them() {
+    let (list, describe) = (list_tasks(), describe_tasks());
+    let client = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&list, &describe]);
+    let query = TaskQuery {
+        cluster: Some("batch".into()),
+        family: "nightly".into(),
+    };
+    let found = EcsLauncher::new(client).find_tasks(&query).await;
+    let Lookup::Found(tasks) = found else {
+        panic!("{found:?}")
+    };
+    let arns: Vec<&str> = tasks.iter().map(|t| t.arn.as_str()).collect();
+    assert_eq!(
+        arns,
+        ["t1", "t2", "t3", "t4"].map(|t| format!("arn:aws:ecs:us-east-1:1:task/batch/{t}")),
+        "both pages of running tasks, and the stopped ones"
+    );
+    assert_eq!(list.num_calls(), 3);
+    assert_eq!(describe.num_calls(), 1);
+    assert_eq!(
+        tasks[0],
+        ExistingTask {
+            arn: "arn:aws:ecs:us-east-1:1:task/batch/t1".into(),
+            task_definition_arn: Some(FAMILY_ARN.into()),
+            created_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_746_068_410)),
+            started_by: Some("events-rule/nightly".into()),
+            group: Some("family:nightly".into()),
+            overrides: Some(TaskOverride {
+                container_overrides: Some(vec![
+                    req::ContainerOverride {
+                        name: Some("app".into()),
+                        command: Some(vec!["report".into()]),
+                        ..req::ContainerOverride::default()
+                    },
+                    req::ContainerOverride {
+                        name: Some("log-router".into()),
+                        ..req::ContainerOverride::default()
+                    },
+                ]),
+                ..TaskOverride::default()
+            }),
+            call_tag: Some("sdk-token-1".into()),
+        }
+    );
+    assert_eq!(tasks[1].call_tag, None, "a task ecs-rerun did not start");
+}
+
+#[tokio::test]
+async fn a_failed_look_up_says_which_call_failed() {
+    let list = mock!(aws_sdk_ecs::Client::list_tasks).then_http_response(|| {
+        http_error(
+            400,
+            "AccessDeniedException",
+            "not authorized to perform: ecs:ListTasks",
+        )
+    });
+    let client = mock_client!(aws_sdk_ecs, RuleMode::MatchAny, [&list]);
+    let query = TaskQuery {
+        cluster: Some("batch".into()),
+        family: "nightly".into(),
+    };
+    let found = EcsLauncher::new(client).find_tasks(&query).await;
+    let Lookup::Failed(error) = found else {
+        panic!("{found:?}")
+    };
+    assert!(
+        error.contains("ListTasks") && error.contains("AccessDenied"),
+        "{error}"
+    );
+}
+
+// --- SNS ----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_topics_own_message_size_limit_is_read_at_start() {
+    let rule = mock!(aws_sdk_sns::Client::get_topic_attributes)
+        .match_requests(|r| r.topic_arn() == Some("arn:aws:sns:us-east-1:1:t"))
+        .then_output(|| {
+            GetTopicAttributesOutput::builder()
+                .attributes("MaximumMessageSize", "65536")
+                .build()
+        });
+    let client = mock_client!(aws_sdk_sns, [&rule]);
+    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into())
+        .with_topic_limit()
+        .await;
+    assert_eq!(notifier.max_message_size(), 65_536);
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn without_the_topics_limit_the_default_is_kept() {
+    let denied = mock!(aws_sdk_sns::Client::get_topic_attributes).then_error(|| {
+        GetTopicAttributesError::AuthorizationErrorException(
+            aws_sdk_sns::types::error::AuthorizationErrorException::builder()
+                .message("not allowed")
+                .meta(
+                    aws_sdk_sns::error::ErrorMetadata::builder()
+                        .code("AuthorizationError")
+                        .message("not allowed")
+                        .build(),
+                )
+                .build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_sns, [&denied]);
+    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into())
+        .with_topic_limit()
+        .await;
+    assert_eq!(notifier.max_message_size(), DEFAULT_MAX_MESSAGE_SIZE);
+    assert_eq!(denied.num_calls(), 1);
 }
 
 fn note() -> Notification {

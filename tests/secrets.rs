@@ -8,10 +8,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{FakeClock, FakeEcs, FakeSns, config};
+use common::{FakeClock, FakeEcs, FakeSns, config, error};
 use ecs_rerun::handler::{Handler, Invocation};
+use ecs_rerun::launch::TaskLauncher;
+use ecs_rerun::lookup::TaskQuery;
 use ecs_rerun::metrics::emf_line;
-use ecs_rerun::plan::{LaunchResult, Outcome};
+use ecs_rerun::plan::{LaunchResult, Lookup, Outcome};
+use ecs_rerun::request::RunTaskRequest;
 
 const SECRETS: &[&str] = &[
     "correct-horse-battery-staple",
@@ -33,6 +36,36 @@ impl Write for Captured {
     }
 }
 
+/// The message of every error answer that echoes a secret, as a careless service might.
+const ECHO: &str = "Invalid setting DB_PASSWORD=correct-horse-battery-staple for container app";
+
+/// The fake ECS, with every error message replaced by [`ECHO`]; what it starts is unchanged.
+#[derive(Clone)]
+struct Echoing(FakeEcs);
+
+impl TaskLauncher for Echoing {
+    async fn run_task(&self, request: &RunTaskRequest) -> LaunchResult {
+        match self.0.run_task(request).await {
+            LaunchResult::Rejected {
+                code,
+                ambiguous,
+                existing,
+                ..
+            } => LaunchResult::Rejected {
+                code,
+                message: ECHO.to_owned(),
+                ambiguous,
+                existing,
+            },
+            answer => answer,
+        }
+    }
+
+    async fn find_tasks(&self, query: &TaskQuery) -> Lookup {
+        self.0.find_tasks(query).await
+    }
+}
+
 #[tokio::test]
 async fn no_secret_in_logs_notifications_metrics_or_report() {
     let logs = Captured::default();
@@ -49,22 +82,32 @@ async fn no_secret_in_logs_notifications_metrics_or_report() {
     ))
     .unwrap();
     let event: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let echo = "Invalid setting DB_PASSWORD=correct-horse-battery-staple for container app";
-    let rejected = || LaunchResult::Rejected {
-        code: "ServerException".into(),
-        message: echo.into(),
-        ambiguous: false,
-    };
-    let ecs = FakeEcs::scripted(vec![rejected(), rejected(), rejected()]);
+    // A ServerException is a 5xx: ECS may have acted on the call, so the answer is ambiguous
+    // (before issue 10 this test built an unambiguous one, which the SDK never returns). Each of
+    // the three calls gets one, echoing a secret in its message.
+    let failed_at =
+        chrono::DateTime::parse_from_rfc3339(event["detail"]["eventTime"].as_str().unwrap())
+            .unwrap();
+    // A clock a minute after the record: an older one would not be rerun at all.
+    let clock = FakeClock::at(SystemTime::from(failed_at) + Duration::from_secs(60));
+    let ecs = FakeEcs::scripted(
+        &clock,
+        vec![
+            error("ServerException"),
+            error("ServerException"),
+            error("ServerException"),
+        ],
+    );
     let sns = FakeSns::default();
-    let clock = FakeClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-    let handler = Handler::new(config(&[]), ecs.clone(), sns.clone(), clock);
+    let handler = Handler::new(config(&[]), Echoing(ecs.clone()), sns.clone(), clock);
 
     let report = handler
         .handle(event.clone(), &Invocation::default())
         .await
         .unwrap();
     assert_eq!(report.outcome, Outcome::GaveUp);
+    assert_eq!(report.attempts, 3, "{}", report.reason);
+    assert_eq!(ecs.tasks_started(), 0);
 
     // The values did reach ECS: the job is replayed faithfully, only the outputs are scrubbed.
     let sent = serde_json::to_string(&ecs.requests()[0]).unwrap();
@@ -76,6 +119,11 @@ async fn no_secret_in_logs_notifications_metrics_or_report() {
         "the logs were captured: {logs}"
     );
     let note = &sns.sent()[0];
+    assert!(
+        note.body.contains("may have started"),
+        "an ambiguous last answer is reported as such: {}",
+        note.body
+    );
     let outputs = [
         ("logs", logs),
         (
@@ -85,6 +133,12 @@ async fn no_secret_in_logs_notifications_metrics_or_report() {
         ("metrics", emf_line(&report, 0).unwrap()),
         ("report", serde_json::to_string(&report).unwrap()),
     ];
+    for (name, text) in &outputs[..2] {
+        assert!(
+            text.contains("for container app"),
+            "the echoing message reached the {name} (masked), so the check below means something"
+        );
+    }
     for (name, text) in outputs {
         for secret in SECRETS {
             assert!(!text.contains(secret), "{name} leaks {secret}:\n{text}");

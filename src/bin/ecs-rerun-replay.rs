@@ -1,12 +1,15 @@
 //! Replays event files through the same handler as the Lambda, for local runs and debugging.
 //!
-//! `ecs-rerun-replay [--dry-run] [--expect FILE] EVENT.json...`
+//! `ecs-rerun-replay [--dry-run] [--fresh] [--expect FILE] EVENT.json...`
 //!
 //! Prints one JSON line per event on stdout (the handler's report plus `file`), logs on stderr.
 //! With `--dry-run` it makes no AWS call: it logs the RunTask request and prints the Publish
 //! request it would send. Otherwise it uses real SDK clients from the standard configuration
 //! chain, so `AWS_ENDPOINT_URL` points it at a local endpoint. With `--expect FILE` (a JSON map
 //! from file name to `{"dry_run": outcome, "local": outcome}`) it checks every outcome.
+//! Records older than `ECS_RERUN_MAX_RECORD_AGE_S` are not rerun, here as in Lambda; `--fresh`
+//! moves each record's `eventTime` (and the envelope's `time`) to now first, which is how the
+//! sample events, recorded in 2025, are replayed as if they had just happened.
 //! Exits 1 if any event could not be processed or had an unexpected outcome, 2 on bad usage.
 
 use std::collections::BTreeMap;
@@ -20,10 +23,11 @@ use ecs_rerun::launch::EcsLauncher;
 use ecs_rerun::notify::{Notifier, PrintNotifier, SnsNotifier};
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: ecs-rerun-replay [--dry-run] [--expect FILE] EVENT.json...";
+const USAGE: &str = "usage: ecs-rerun-replay [--dry-run] [--fresh] [--expect FILE] EVENT.json...";
 
 struct Args {
     dry_run: bool,
+    fresh: bool,
     expect: Option<PathBuf>,
     files: Vec<PathBuf>,
 }
@@ -60,6 +64,12 @@ async fn main() -> ExitCode {
         }
     };
     config.dry_run |= args.dry_run;
+    if args.fresh {
+        eprintln!(
+            "--fresh: each record's eventTime is set to now, so records older than \
+             ECS_RERUN_MAX_RECORD_AGE_S are replayed as if just recorded"
+        );
+    }
     let key = if args.dry_run { "dry_run" } else { "local" };
     let ok = if args.dry_run {
         // Built without the credential and region chain: a dry run must not touch the network.
@@ -69,13 +79,13 @@ async fn main() -> ExitCode {
             .build();
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::from_conf(ecs));
         let handler = Handler::new(config, launcher, PrintNotifier, TokioClock);
-        replay(&handler, &args.files, &expected, key).await
+        replay(&handler, &args, &expected, key).await
     } else {
         let aws = ecs_rerun::setup::aws_config().await;
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::new(&aws));
         let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
         let handler = Handler::new(config, launcher, notifier, TokioClock);
-        replay(&handler, &args.files, &expected, key).await
+        replay(&handler, &args, &expected, key).await
     };
     if ok {
         ExitCode::SUCCESS
@@ -86,17 +96,18 @@ async fn main() -> ExitCode {
 
 async fn replay<N: Notifier>(
     handler: &Handler<EcsLauncher, N, TokioClock>,
-    files: &[PathBuf],
+    args: &Args,
     expected: &BTreeMap<String, Value>,
     key: &str,
 ) -> bool {
     let mut all_ok = true;
-    for file in files {
+    for file in &args.files {
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let line = match read_event(file) {
+        let event = read_event(file).map(|e| if args.fresh { retime(e) } else { e });
+        let line = match event {
             Err(msg) => json!({"file": name, "outcome": "error", "error": msg}),
             Ok(event) => match handler.handle(event, &Invocation::default()).await {
                 Ok(report) => {
@@ -123,6 +134,29 @@ async fn replay<N: Notifier>(
     all_ok
 }
 
+/// Moves `detail.eventTime` to now and the envelope's `time` along with it.
+fn retime(mut event: Value) -> Value {
+    let now = chrono::Utc::now();
+    let parse = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let recorded = parse(event.pointer("/detail/eventTime"));
+    let envelope = parse(event.get("time"));
+    let format =
+        |t: chrono::DateTime<chrono::Utc>| Value::from(t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    if let Some(slot) = event.pointer_mut("/detail/eventTime")
+        && recorded.is_some()
+    {
+        *slot = format(now);
+    }
+    if let (Some(slot), Some(at)) = (event.get_mut("time"), envelope) {
+        let offset = recorded.map_or(chrono::TimeDelta::zero(), |r| at.signed_duration_since(r));
+        *slot = format(now + offset);
+    }
+    event
+}
+
 fn read_event(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -142,6 +176,7 @@ fn read_expectations(path: &Path) -> Result<BTreeMap<String, Value>, String> {
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         dry_run: false,
+        fresh: false,
         expect: None,
         files: Vec::new(),
     };
@@ -149,6 +184,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--dry-run" => parsed.dry_run = true,
+            "--fresh" => parsed.fresh = true,
             "--expect" => parsed.expect = Some(args.next().ok_or("--expect needs a file")?.into()),
             "-h" | "--help" => {
                 return Err(

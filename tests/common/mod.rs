@@ -10,9 +10,10 @@ use ecs_rerun::clock::Clock;
 use ecs_rerun::config::Config;
 use ecs_rerun::event::PlacementFailure;
 use ecs_rerun::launch::TaskLauncher;
+use ecs_rerun::lookup::{ExistingTask, TaskQuery};
 use ecs_rerun::message::Notification;
 use ecs_rerun::notify::{Notifier, PublishError};
-use ecs_rerun::plan::LaunchResult;
+use ecs_rerun::plan::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::request::RunTaskRequest;
 use serde_json::Value;
 
@@ -40,6 +41,16 @@ pub fn config(extra: &[(&str, &str)]) -> Config {
     Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config")
 }
 
+/// The value of the tag `key` on a request.
+pub fn tag<'a>(request: &'a RunTaskRequest, key: &str) -> Option<&'a str> {
+    request
+        .tags
+        .iter()
+        .flatten()
+        .find(|t| t.key.as_deref() == Some(key))
+        .and_then(|t| t.value.as_deref())
+}
+
 /// A placement failure with just a reason.
 pub fn failure(reason: &str) -> PlacementFailure {
     PlacementFailure {
@@ -48,82 +59,287 @@ pub fn failure(reason: &str) -> PlacementFailure {
     }
 }
 
-/// `n` started tasks.
-pub fn started(n: usize) -> Vec<String> {
+/// `n` tasks of an answer, created at an unknown time.
+pub fn launched(n: usize) -> Vec<LaunchedTask> {
     (0..n)
-        .map(|i| format!("arn:aws:ecs:us-east-1:111122223333:task/batch/t{i}"))
+        .map(|i| LaunchedTask {
+            arn: format!("arn:aws:ecs:us-east-1:111122223333:task/batch/t{i}"),
+            created_at: None,
+        })
         .collect()
 }
 
-/// A fake ECS that answers new tokens from a script and, like ECS, answers a token it has seen
-/// with the result it gave the first time (ECS_Idempotency), so duplicates start nothing.
-#[derive(Clone, Default)]
+/// How the fake ECS answers the next call with a token it has not seen.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// HTTP 200: `place` tasks start, the rest are listed as failed with these failures.
+    Place {
+        /// Tasks that start (at most the count asked for).
+        place: usize,
+        /// The `failures` of the answer.
+        failures: Vec<PlacementFailure>,
+    },
+    /// An API error after which nothing started and the token is not used up (4xx, throttling).
+    Error {
+        /// Error code.
+        code: String,
+    },
+    /// A 5xx answer although the tasks started: the token keeps the tasks.
+    ServerErrorAfterStart,
+    /// The tasks start but the answer is lost (timeout, dropped connection).
+    Lost,
+}
+
+/// All requested tasks start.
+pub fn ok() -> Answer {
+    Answer::Place {
+        place: usize::MAX,
+        failures: Vec::new(),
+    }
+}
+
+/// `place` tasks start; the answer lists `reason` once for the rest.
+pub fn fail(reason: &str, place: usize) -> Answer {
+    Answer::Place {
+        place,
+        failures: vec![failure(reason)],
+    }
+}
+
+/// An API error that starts nothing.
+pub fn error(code: &str) -> Answer {
+    Answer::Error {
+        code: code.to_owned(),
+    }
+}
+
+/// A task the fake ECS holds.
+#[derive(Debug, Clone)]
+pub struct FakeTask {
+    /// Its ARN.
+    pub arn: String,
+    /// The request that started it.
+    pub request: RunTaskRequest,
+    /// When.
+    pub created_at: SystemTime,
+}
+
+/// A fake ECS that keeps ECS's token table (ECS_Idempotency, aws-facts §4): per (cluster,
+/// token), the same parameters get the stored answer and start nothing; other parameters get
+/// `ConflictException` naming the token's tasks. A call without a token is always new. Only a
+/// call that started tasks or answered 200 leaves its answer behind the token. A scripted
+/// [`Answer::Error`] comes before the table, as ECS throttles a call before it looks at its
+/// token; other scripted answers are for calls the table does not answer. Tests count the tasks
+/// it started, whoever started them.
+#[derive(Clone)]
 pub struct FakeEcs {
     inner: Arc<Mutex<FakeEcsState>>,
+    clock: FakeClock,
 }
+
+/// What ECS keeps behind a token: the request (without its token) and its answer.
+type Stored = (RunTaskRequest, Vec<LaunchedTask>, Vec<PlacementFailure>);
 
 #[derive(Default)]
 struct FakeEcsState {
-    script: VecDeque<LaunchResult>,
-    seen: HashMap<String, LaunchResult>,
+    script: VecDeque<Answer>,
+    tokens: HashMap<(String, String), Stored>,
     requests: Vec<RunTaskRequest>,
-    tasks_created: usize,
-    lose_next_response: bool,
+    tasks: Vec<FakeTask>,
+    lookups: usize,
+    lookup_fails: bool,
 }
 
 impl FakeEcs {
-    /// Answers the next new tokens with these results, in order; then "all started".
-    pub fn scripted(results: Vec<LaunchResult>) -> Self {
-        let fake = Self::default();
-        fake.inner.lock().unwrap().script = results.into();
+    /// An ECS on this clock that answers new tokens with these answers, in order; then starts
+    /// every task asked for.
+    pub fn scripted(clock: &FakeClock, answers: Vec<Answer>) -> Self {
+        let fake = Self {
+            inner: Arc::default(),
+            clock: clock.clone(),
+        };
+        fake.inner.lock().unwrap().script = answers.into();
         fake
     }
 
-    /// Carries out the next new call but loses its answer, as a timeout would.
-    pub fn losing_first_response() -> Self {
-        let fake = Self::default();
-        fake.inner.lock().unwrap().lose_next_response = true;
-        fake
+    /// An ECS whose `ListTasks` fails.
+    pub fn failing_lookups(self) -> Self {
+        self.inner.lock().unwrap().lookup_fails = true;
+        self
     }
 
-    /// Every request received, in order.
+    /// The caller's own call (its SDK retry, say), answered by the same table: returns the
+    /// answer it got.
+    pub fn caller_calls(&self, request: &RunTaskRequest) -> LaunchResult {
+        self.call(request, false)
+    }
+
+    /// Every request ecs-rerun sent, in order (the caller's calls are not in it).
     pub fn requests(&self) -> Vec<RunTaskRequest> {
         self.inner.lock().unwrap().requests.clone()
     }
 
-    /// Tasks created in total (duplicates of a token create none).
-    pub fn tasks_created(&self) -> usize {
-        self.inner.lock().unwrap().tasks_created
+    /// Every task started, by anyone.
+    pub fn tasks(&self) -> Vec<FakeTask> {
+        self.inner.lock().unwrap().tasks.clone()
+    }
+
+    /// How many tasks were started, by anyone: what "never twice" is about.
+    pub fn tasks_started(&self) -> usize {
+        self.inner.lock().unwrap().tasks.len()
+    }
+
+    /// How many look-ups (`ListTasks` + `DescribeTasks`) were made.
+    pub fn lookups(&self) -> usize {
+        self.inner.lock().unwrap().lookups
+    }
+
+    fn call(&self, request: &RunTaskRequest, by_rerun: bool) -> LaunchResult {
+        let now = self.clock.now();
+        let mut state = self.inner.lock().unwrap();
+        if by_rerun {
+            state.requests.push(request.clone());
+        }
+        let mut params = request.clone();
+        params.client_token = None;
+        let key = request
+            .client_token
+            .clone()
+            .map(|t| (request.cluster_name().to_owned(), t));
+        if let Some(Answer::Error { code }) = state.script.front().cloned() {
+            state.script.pop_front();
+            return rejected(&code);
+        }
+        if let Some((stored, tasks, failures)) = key.as_ref().and_then(|k| state.tokens.get(k)) {
+            return if *stored == params {
+                LaunchResult::Placed {
+                    tasks: tasks.clone(),
+                    failures: failures.clone(),
+                }
+            } else {
+                LaunchResult::Rejected {
+                    code: "ConflictException".to_owned(),
+                    message: "The clientToken was already used with other parameters".to_owned(),
+                    ambiguous: false,
+                    existing: tasks.iter().map(|t| t.arn.clone()).collect(),
+                }
+            };
+        }
+        let answer = state.script.pop_front().unwrap_or_else(ok);
+        let count = usize::try_from(request.requested_count()).unwrap_or(0);
+        let (place, failures) = match &answer {
+            Answer::Place { place, failures } => ((*place).min(count), failures.clone()),
+            Answer::Error { code } => return rejected(code),
+            Answer::ServerErrorAfterStart | Answer::Lost => (count, Vec::new()),
+        };
+        let mut launched = Vec::new();
+        for _ in 0..place {
+            let arn = format!(
+                "arn:aws:ecs:us-east-1:111122223333:task/{}/t{}",
+                request.cluster_name(),
+                state.tasks.len()
+            );
+            state.tasks.push(FakeTask {
+                arn: arn.clone(),
+                request: request.clone(),
+                created_at: now,
+            });
+            launched.push(LaunchedTask {
+                arn,
+                created_at: Some(now),
+            });
+        }
+        if let Some(key) = key {
+            state
+                .tokens
+                .insert(key, (params, launched.clone(), failures.clone()));
+        }
+        match answer {
+            Answer::ServerErrorAfterStart => LaunchResult::Rejected {
+                code: "ServerException".to_owned(),
+                message: "Service Unavailable".to_owned(),
+                ambiguous: true,
+                existing: Vec::new(),
+            },
+            Answer::Lost => LaunchResult::Rejected {
+                code: "NetworkError".to_owned(),
+                message: "timeout reading the response".to_owned(),
+                ambiguous: true,
+                existing: Vec::new(),
+            },
+            _ => LaunchResult::Placed {
+                tasks: launched,
+                failures,
+            },
+        }
+    }
+}
+
+/// A scripted API error: nothing started; a `ServerException` leaves it unclear.
+fn rejected(code: &str) -> LaunchResult {
+    LaunchResult::Rejected {
+        code: code.to_owned(),
+        message: format!("scripted {code}"),
+        ambiguous: code == "ServerException",
+        existing: Vec::new(),
     }
 }
 
 impl TaskLauncher for FakeEcs {
     async fn run_task(&self, request: &RunTaskRequest) -> LaunchResult {
+        self.call(request, true)
+    }
+
+    async fn find_tasks(&self, query: &TaskQuery) -> Lookup {
         let mut state = self.inner.lock().unwrap();
-        state.requests.push(request.clone());
-        let token = request.client_token.clone().unwrap_or_default();
-        if let Some(previous) = state.seen.get(&token) {
-            return previous.clone();
+        state.lookups += 1;
+        if state.lookup_fails {
+            return Lookup::Failed("ListTasks: AccessDeniedException".to_owned());
         }
-        let count = usize::try_from(request.requested_count()).unwrap_or(0);
-        let result = state.script.pop_front().unwrap_or(LaunchResult::Placed {
-            started: started(count),
-            failures: Vec::new(),
-        });
-        // Only a call that was carried out leaves a result behind its token.
-        if let LaunchResult::Placed { started, .. } = &result {
-            state.tasks_created += started.len();
-            state.seen.insert(token, result.clone());
-            if state.lose_next_response {
-                state.lose_next_response = false;
-                return LaunchResult::Rejected {
-                    code: "NetworkError".to_owned(),
-                    message: "timeout reading the response".to_owned(),
-                    ambiguous: true,
-                };
-            }
-        }
-        result
+        let cluster = |c: &Option<String>| {
+            ecs_rerun::request::cluster_name(c.as_deref().unwrap_or("default")).to_owned()
+        };
+        Lookup::Found(
+            state
+                .tasks
+                .iter()
+                .filter(|t| {
+                    cluster(&t.request.cluster) == cluster(&query.cluster)
+                        && t.request.task_family() == Some(query.family.as_str())
+                })
+                .map(|t| {
+                    let family = t.request.task_family().unwrap_or_default();
+                    let definition = t.request.task_definition.clone().unwrap_or_default();
+                    let revision = if definition.starts_with("arn:") {
+                        definition
+                    } else if definition.contains(':') {
+                        format!("arn:aws:ecs:us-east-1:111122223333:task-definition/{definition}")
+                    } else {
+                        format!("arn:aws:ecs:us-east-1:111122223333:task-definition/{definition}:1")
+                    };
+                    ExistingTask {
+                        arn: t.arn.clone(),
+                        task_definition_arn: Some(revision),
+                        created_at: Some(t.created_at),
+                        started_by: t.request.started_by.clone(),
+                        group: Some(
+                            t.request
+                                .group
+                                .clone()
+                                .unwrap_or_else(|| format!("family:{family}")),
+                        ),
+                        overrides: t.request.overrides.clone(),
+                        call_tag: t
+                            .request
+                            .tags
+                            .iter()
+                            .flatten()
+                            .find(|tag| tag.key.as_deref() == Some(ecs_rerun::marks::CALL_TAG))
+                            .and_then(|tag| tag.value.clone()),
+                    }
+                })
+                .collect(),
+        )
     }
 }
 
@@ -132,6 +348,7 @@ impl TaskLauncher for FakeEcs {
 pub struct FakeSns {
     sent: Arc<Mutex<Vec<Notification>>>,
     fail: bool,
+    limit: Option<usize>,
 }
 
 impl FakeSns {
@@ -143,6 +360,14 @@ impl FakeSns {
         }
     }
 
+    /// A topic whose `MaximumMessageSize` is `limit`; like SNS it refuses a larger message.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit: Some(limit),
+            ..Self::default()
+        }
+    }
+
     /// Every notification published.
     pub fn sent(&self) -> Vec<Notification> {
         self.sent.lock().unwrap().clone()
@@ -150,7 +375,24 @@ impl FakeSns {
 }
 
 impl Notifier for FakeSns {
+    fn max_message_size(&self) -> usize {
+        self.limit
+            .unwrap_or(ecs_rerun::message::DEFAULT_MAX_MESSAGE_SIZE)
+    }
+
     async fn publish(&self, note: &Notification) -> Result<(), PublishError> {
+        let size = note.body.len()
+            + note
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + "String".len() + v.len())
+                .sum::<usize>();
+        if size > self.max_message_size() {
+            return Err(PublishError {
+                topic: "arn:aws:sns:us-east-1:111122223333:ecs-rerun".to_owned(),
+                cause: format!("InvalidParameter: message of {size} bytes is too long"),
+            });
+        }
         if self.fail {
             return Err(PublishError {
                 topic: "arn:aws:sns:us-east-1:111122223333:ecs-rerun".to_owned(),
@@ -167,6 +409,7 @@ impl Notifier for FakeSns {
 pub struct FakeClock {
     start: SystemTime,
     slept: Arc<Mutex<Vec<Duration>>>,
+    start_offset: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl FakeClock {
@@ -175,6 +418,7 @@ impl FakeClock {
         Self {
             start,
             slept: Arc::default(),
+            start_offset: Arc::default(),
         }
     }
 
@@ -182,11 +426,18 @@ impl FakeClock {
     pub fn sleeps(&self) -> Vec<Duration> {
         self.slept.lock().unwrap().clone()
     }
+
+    /// Lets time pass outside the handler (the caller's own retry happening meanwhile, say).
+    pub fn advance(&self, by: Duration) {
+        self.start_offset.lock().unwrap().push(by);
+    }
 }
 
 impl Clock for FakeClock {
     fn now(&self) -> SystemTime {
-        self.start + self.slept.lock().unwrap().iter().sum::<Duration>()
+        self.start
+            + self.slept.lock().unwrap().iter().sum::<Duration>()
+            + self.start_offset.lock().unwrap().iter().sum::<Duration>()
     }
 
     async fn sleep(&self, duration: Duration) {

@@ -452,7 +452,7 @@ IMPLICIT_GRANTS = {
 # SendMessage to the delay queue (the next attempt). Until src/ calls them, the strict check below tolerates them;
 # a warning says when src/ calls one. Remove this set (and its use in test_every_granted_action_is_used) once src/
 # calls all four.
-EXPECTED_SOON_IN_SRC = {"ecs:ListTasks", "ecs:DescribeTasks", "sns:GetTopicAttributes", "sqs:SendMessage"}
+EXPECTED_SOON_IN_SRC = {"sqs:SendMessage"}
 
 
 def sdk_operations(service: str) -> dict[str, str]:
@@ -809,7 +809,9 @@ def test_emitted_is_read_from_the_code():
     assert e["namespace"] == "EcsRerun"
     assert e["metrics"] == {"FailuresSeen", "RetriesIssued", "Recoveries", "Notifications", "TimeToRecovery"}
     assert e["dimension_sets"] == [["Outcome"], ["Outcome", "ReasonClass"]]
-    assert e["dimensions"]["Outcome"] == {"recovered", "gave_up", "not_retryable", "would_retry"}
+    assert e["dimensions"]["Outcome"] == {
+        "recovered", "already_started", "gave_up", "not_retryable", "stale", "would_retry",
+    }
     assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable"}
     assert e["span_fields"] == {"event_id", "cluster", "task_family"}
 

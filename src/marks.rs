@@ -1,0 +1,177 @@
+//! Marks: how ecs-rerun signs what it launches, and how it recognises its own calls.
+//!
+//! Three marks, each with its own job:
+//! - the `clientToken` of every own attempt, derived from the *call* (not the record), so that
+//!   every CloudTrail record of one SDK call and every delivery of each record lead to the same
+//!   tokens, and ECS starts the job once ([`call_key`], [`own_token`]);
+//! - the tags `ecs-rerun:attempt` and `ecs-rerun:call` on the tasks it starts ([`retry_tags`]);
+//! - the Lambda session that makes its calls, which CloudTrail names after the function
+//!   ([`is_own_session`]): the only mark on the exact replay of an API-error record, which
+//!   carries neither tag nor token prefix.
+//!
+//! [`crate::decode`] uses the tag and the prefix to recognise records to ignore; [`crate::plan`]
+//! applies them. Neither owns them, so both depend on this module and not on each other.
+
+use sha2::{Digest, Sha256};
+
+use crate::request::{RunTaskRequest, Tag};
+
+/// Tag key carrying the attempt number (1..N) on every task ecs-rerun launches with its own token.
+pub const ATTEMPT_TAG: &str = "ecs-rerun:attempt";
+/// Tag key naming the original call (its recorded `clientToken`, or a digest of the call).
+pub const CALL_TAG: &str = "ecs-rerun:call";
+/// Prefix of every `clientToken` ecs-rerun makes up.
+pub const TOKEN_PREFIX: &str = "ecs-rerun-";
+/// ECS accepts at most 50 user tags per task.
+pub const MAX_TAGS: usize = 50;
+/// Records of one SDK call without a `clientToken` agree on their key when their `eventTime`s
+/// fall in the same window of this many seconds (see [`call_key`]).
+pub const SIBLING_WINDOW_SECS: i64 = 60;
+
+/// The key of the original call, from which every own token and the call tag derive.
+///
+/// With a recorded `clientToken` the key is (cluster, token): ECS's own idempotency key, shared
+/// by every try the caller's SDK made, so a throttled record and the final answer of the same
+/// call agree. Without one (SDKs before 2023-11), the records of one call still share the
+/// request, the caller and (within seconds) the time, so the key is a digest of those, with the
+/// time cut to a [`SIBLING_WINDOW_SECS`] window. The README ("Never twice") says what risk that
+/// leaves.
+pub fn call_key(
+    request: &RunTaskRequest,
+    caller: Option<&str>,
+    event_epoch: Option<i64>,
+) -> String {
+    let cluster = request.cluster_name();
+    match request.client_token.as_deref() {
+        Some(token) => format!("{cluster}|token|{token}"),
+        None => {
+            let mut unsigned = request.clone();
+            unsigned.client_token = None;
+            let body = serde_json::to_string(&unsigned).unwrap_or_default();
+            let window = event_epoch.map_or(0, |t| t.div_euclid(SIBLING_WINDOW_SECS));
+            format!(
+                "{cluster}|call|{}|{window}|{}",
+                caller.unwrap_or(""),
+                hex(&Sha256::digest(body), 16)
+            )
+        }
+    }
+}
+
+/// The token of own attempt `attempt` (1-based) of the call `key`: the same call and attempt
+/// give the same token, whichever record or delivery led to it.
+pub fn own_token(key: &str, attempt: u32) -> String {
+    format!(
+        "{TOKEN_PREFIX}{}",
+        hex(&Sha256::digest(format!("{key}#{attempt}")), 20)
+    )
+}
+
+/// The value of the [`CALL_TAG`]: the recorded token when it fits ECS's tag alphabet; else a
+/// digest of the cluster, the request and the caller, *without* the time window of
+/// [`call_key`], so that records of one call on either side of a window boundary still
+/// recognise each other's tasks (see [`crate::lookup::same_job`]).
+pub fn call_tag_value(request: &RunTaskRequest, caller: Option<&str>) -> String {
+    match request.client_token.as_deref() {
+        Some(token)
+            if token.len() <= 256
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c)) =>
+        {
+            token.to_owned()
+        }
+        _ => {
+            let mut unsigned = request.clone();
+            unsigned.client_token = None;
+            let body = serde_json::to_string(&unsigned).unwrap_or_default();
+            let call = format!("{}|{}|{body}", request.cluster_name(), caller.unwrap_or(""));
+            format!("sha256:{}", hex(&Sha256::digest(call), 16))
+        }
+    }
+}
+
+/// The original user tags (without the reserved `aws:` ones, which RunTask refuses, and without
+/// stale `ecs-rerun:` ones), plus the attempt and call tags as far as the 50-tag limit allows.
+/// When they do not fit, the user's tags win and the token prefix still marks the task.
+pub fn retry_tags(original: Option<&[Tag]>, call: &str, attempt: u32) -> Option<Vec<Tag>> {
+    let mut tags = user_tags(original);
+    for (key, value) in [
+        (ATTEMPT_TAG, attempt.to_string()),
+        (CALL_TAG, call.to_owned()),
+    ] {
+        if tags.len() < MAX_TAGS {
+            tags.push(Tag {
+                key: Some(key.to_owned()),
+                value: Some(value),
+            });
+        }
+    }
+    (!tags.is_empty()).then_some(tags)
+}
+
+/// The tags a user may set: the recorded ones without `aws:` (reserved) and `ecs-rerun:` keys.
+pub fn user_tags(original: Option<&[Tag]>) -> Vec<Tag> {
+    original
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| {
+            let key = t.key.as_deref().unwrap_or("").to_ascii_lowercase();
+            !key.starts_with("aws:") && !key.starts_with("ecs-rerun:")
+        })
+        .cloned()
+        .collect()
+}
+
+/// What shows that a request was issued by ecs-rerun: its attempt tag, or, should tags have been
+/// left off, its token prefix.
+pub fn own_retry_marker(request: &RunTaskRequest) -> Option<String> {
+    let tagged = request
+        .tags
+        .iter()
+        .flatten()
+        .find(|t| t.key.as_deref() == Some(ATTEMPT_TAG));
+    if let Some(tag) = tagged {
+        return Some(format!(
+            "tag {ATTEMPT_TAG}={}",
+            tag.value.as_deref().unwrap_or("")
+        ));
+    }
+    request
+        .client_token
+        .as_deref()
+        .filter(|t| t.starts_with(TOKEN_PREFIX))
+        .map(|_| format!("clientToken prefix {TOKEN_PREFIX}"))
+}
+
+/// Whether `caller_arn` is the function's own Lambda session:
+/// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/FUNCTION_NAME` (Lambda names the execution role's
+/// session after the function).
+pub fn is_own_session(caller_arn: &str, function_name: &str) -> bool {
+    let Some(rest) = caller_arn.strip_prefix("arn:") else {
+        return false;
+    };
+    let mut parts = rest.splitn(5, ':');
+    let (Some(_partition), Some("sts"), Some(_region), Some(_account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let mut segments = resource.split('/');
+    matches!(
+        (segments.next(), segments.next(), segments.next(), segments.next()),
+        (Some("assumed-role"), Some(_role), Some(session), None) if session == function_name
+    )
+}
+
+fn hex(bytes: &[u8], take: usize) -> String {
+    bytes
+        .iter()
+        .take(take)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
