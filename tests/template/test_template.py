@@ -6,10 +6,14 @@
 (c) The function role grants every AWS operation the Rust code calls (found by scanning src/), plus
     ecs:TagResource, and nothing else (except what AWS itself uses the role for, see IMPLICIT_GRANTS); never
     iam:PassRole on a wildcard. A small IAM evaluator checks the scoping (clusters, Region, roles, queues).
-(e) The delay queue (issue 12): queue, dead-letter queue, event source, its concurrency within the reservation.
 (d) Observability: the alarms (metric, dimensions, threshold, action) and the dashboard, whose body must be valid
     JSON once its ${...} placeholders are substituted and may only name metrics, dimension values and log fields the
-    Rust code emits (read from src/); docs/observability.md covers every alarm.
+    Rust code emits (read from src/); docs/observability.md covers every alarm, metric and log line of src/ (with
+    its level and fields).
+(e) The delay queue (issue 12): queue, dead-letter queue, event source, its concurrency within the reservation,
+    retention against the longest schedule the code allows (read from src/).
+The parameters that reach ECS_RERUN_* variables are checked against the ranges and defaults of src/config.rs and
+src/plan.rs; BaseDelayMs / MaxDelayMs are empty by default, so every failure class keeps its own schedule.
 
 template.yaml uses CloudFormation intrinsics (!Ref, !Sub, !If, ...). It is parsed with cfn-lint's own loader
 (tags become {"Fn::Sub": ...} dicts) and the few intrinsics the checked parts use are evaluated below for a
@@ -24,7 +28,6 @@ import json
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -241,12 +244,18 @@ def test_function_settings(template):
     # one attempt per invocation: the backoff waits are spent in the delay queue, not in the function
     assert props["Timeout"] == 60
     env = props["Environment"]["Variables"]
-    for var in [
+    assert set(env) == {
         "ECS_RERUN_TOPIC_ARN", "ECS_RERUN_MAX_ATTEMPTS", "ECS_RERUN_BASE_DELAY_MS", "ECS_RERUN_MAX_DELAY_MS",
-        "ECS_RERUN_RULES", "ECS_RERUN_REPLAY_REDACTED_ENV", "ECS_RERUN_NOTIFY_ON_RECOVERY",
-        "ECS_RERUN_ALLOWED_ACCOUNTS", "ECS_RERUN_DRY_RUN", "ECS_RERUN_DELAY_QUEUE_URL",
-    ]:
-        assert var in env, var
+        "ECS_RERUN_MAX_RECORD_AGE_S", "ECS_RERUN_RULES", "ECS_RERUN_REPLAY_REDACTED_ENV",
+        "ECS_RERUN_NOTIFY_ON_RECOVERY", "ECS_RERUN_ALLOWED_ACCOUNTS", "ECS_RERUN_DRY_RUN", "ECS_RERUN_DELAY_QUEUE_URL",
+    }
+    # every variable the template sets is one the code reads (a typo would be silently ignored)
+    config_rs = (REPO / "src" / "config.rs").read_text()
+    for var in env:
+        assert f'"{var}"' in config_rs, f"src/config.rs does not read {var}"
+    # ECS_RERUN_HOP_AFTER_MS (waits above it go to the queue) and ECS_RERUN_DEADLINE_RESERVE_MS keep their code
+    # defaults (5 s, 25 s), which the 60 s Timeout is sized for
+    assert "ECS_RERUN_HOP_AFTER_MS" not in env and "ECS_RERUN_DEADLINE_RESERVE_MS" not in env
     assert env["ECS_RERUN_DRY_RUN"] == {"Ref": "DryRun"}
     assert env["ECS_RERUN_DELAY_QUEUE_URL"] == {"Ref": "DelayQueue"}  # Ref of a queue = its URL
     assert template["Parameters"]["DryRun"]["Default"] == "false"
@@ -273,6 +282,58 @@ def test_reserved_concurrency_of_one_is_refused(template):
     for n, ok in [("0", True), ("1", False), ("2", True), ("5", True), ("100", True)]:
         cfn = Cfn(template, params_for(template, ReservedConcurrency=n))
         assert all(cfn.eval(a["Assert"]) for a in rule["Assertions"]) is ok, n
+
+
+def test_every_parameter_is_in_one_parameter_group(template):
+    """sam deploy --guided and the console ask in this order; a parameter outside every group comes last, unlabeled."""
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    listed = [p for g in groups for p in g["Parameters"]]
+    assert sorted(listed) == sorted(template["Parameters"]), "each parameter in exactly one group"
+
+
+def test_delay_parameters_default_to_the_per_class_schedules(template):
+    """Issue 12: empty = every failure class keeps its schedule; a value replaces all of them (tests, trials)."""
+    config_rs = (REPO / "src" / "config.rs").read_text()
+    # the code treats an empty variable as unset, and overrides the schedules only when one of the two is set
+    assert ".filter(|v| !v.trim().is_empty())" in config_rs
+    assert re.search(r'if get\("ECS_RERUN_BASE_DELAY_MS"\)\.is_some\(\)\s*\|\|\s*get\("ECS_RERUN_MAX_DELAY_MS"\)'
+                     r"\.is_some\(\)", config_rs), "src/config.rs: the override applies only when a variable is set"
+    (millis_hi,) = re.findall(r"fn millis\(.*?(\d[\d_]*)\.\.=(\d[\d_]*)", config_rs, re.S)
+    millis_max = int(millis_hi[1].replace("_", ""))
+    for name, var in [("BaseDelayMs", "ECS_RERUN_BASE_DELAY_MS"), ("MaxDelayMs", "ECS_RERUN_MAX_DELAY_MS")]:
+        spec = template["Parameters"][name]
+        assert spec["Type"] == "String" and spec["Default"] == ""
+        description = " ".join(spec["Description"].split())
+        assert "Empty (default)" in description and ("per-class" in description or "own schedule" in description)
+        pattern = re.compile(spec["AllowedPattern"])
+        for ok in ["", "0", "200", "20000", "120000", str(millis_max)]:
+            assert pattern.match(ok), (name, ok)
+        for bad in [str(millis_max + 1), "1000000", "-1", "1e3", " 5", "5 ", "abc", "20s"]:
+            assert not pattern.match(bad), (name, bad)
+        # set to empty by default (the code's per-class schedules), passed through when given
+        assert function_props(template)["Environment"]["Variables"][var] == ""
+        given = function_props(template, BaseDelayMs="200", MaxDelayMs="1000")["Environment"]["Variables"]
+        assert given[var] == {"BaseDelayMs": "200", "MaxDelayMs": "1000"}[name]
+    assert "RESOURCE:*" in template["Parameters"]["BaseDelayMs"]["Description"]
+
+
+def test_max_attempts_parameter_spans_what_the_code_accepts(template):
+    spec = template["Parameters"]["MaxAttempts"]
+    assert (spec["MinValue"], spec["MaxValue"]) == config_range("ECS_RERUN_MAX_ATTEMPTS")
+    assert spec["Default"] == src_number("plan.rs", r"max_attempts: (\d+),") == 3
+    assert function_props(template)["Environment"]["Variables"]["ECS_RERUN_MAX_ATTEMPTS"] == "3"
+
+
+def test_max_record_age_parameter(template):
+    spec = template["Parameters"]["MaxRecordAgeSeconds"]
+    assert spec["Type"] == "Number"
+    assert (spec["MinValue"], spec["MaxValue"]) == config_range("ECS_RERUN_MAX_RECORD_AGE_S") == (60, 82800)
+    assert spec["Default"] == src_number("plan.rs", r"max_record_age: Duration::from_secs\((\d+)\)") == 3600
+    assert template["Resources"]["EcsRerunFunction"]["Properties"]["Environment"]["Variables"][
+        "ECS_RERUN_MAX_RECORD_AGE_S"] == {"Ref": "MaxRecordAgeSeconds"}
+    assert function_props(template, MaxRecordAgeSeconds="7200")["Environment"]["Variables"][
+        "ECS_RERUN_MAX_RECORD_AGE_S"] == "7200"
+    assert "ECS_RERUN_MAX_RECORD_AGE_S" in spec["Description"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -447,14 +508,6 @@ IMPLICIT_GRANTS = {
     "WriteOwnLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},  # the Lambda runtime
 }
 
-# EXPECTED SOON - TEMPORARY. Granted for SDK calls that are being added to src/ (issues 10 and 12): ListTasks and
-# DescribeTasks (did the caller's own retry start the task?), GetTopicAttributes (the topic's MaximumMessageSize),
-# SendMessage to the delay queue (the next attempt). Until src/ calls them, the strict check below tolerates them;
-# a warning says when src/ calls one. Remove this set (and its use in test_every_granted_action_is_used) once src/
-# calls all four.
-EXPECTED_SOON_IN_SRC = {"sqs:SendMessage"}
-
-
 def sdk_operations(service: str) -> dict[str, str]:
     """snake_case fluent method -> IAM action, from the botocore service model (same model the SDKs use)."""
     import botocore.session
@@ -514,6 +567,8 @@ def test_scan_finds_the_sdk_calls():
     assert any(a.startswith("ecs:") for a in actions), f"no ECS client call found in src/: {actions}"
     assert any(a.startswith("sns:") for a in actions), f"no SNS client call found in src/: {actions}"
     assert "ecs:RunTask" in actions and "sns:Publish" in actions
+    # issue 10: the look-up and the topic's size limit; issue 12: the next hop, sent to the delay queue
+    assert {"ecs:ListTasks", "ecs:DescribeTasks", "sns:GetTopicAttributes", "sqs:SendMessage"} <= actions, actions
 
 
 ALL_PARAM_SETS = [
@@ -546,12 +601,8 @@ def test_every_granted_action_is_used(template, params):
         for action in as_list(s["Action"]):
             if action in called or action in IMPLICIT_GRANTS.get(s["Sid"], set()):
                 continue
-            if action in EXPECTED_SOON_IN_SRC:  # TEMPORARY, see EXPECTED_SOON_IN_SRC
-                continue
             unused.append(f"{s['Sid']}: {action}")
     assert not unused, f"granted but neither called in src/ nor used by AWS: {unused}"
-    if already := EXPECTED_SOON_IN_SRC & called:
-        warnings.warn(f"src/ now calls {sorted(already)}: remove them from EXPECTED_SOON_IN_SRC", stacklevel=1)
 
 
 def test_tag_resource_only_on_create(template):
@@ -784,14 +835,20 @@ def emitted() -> dict:
     names = set(re.findall(r'"Name":\s*"([A-Za-z]+)"', metrics_rs))
     (dims,) = re.findall(r'"Dimensions":\s*(\[\[.*?\]\])', metrics_rs)
 
-    def as_str_values(path: Path, enum_start: str) -> set[str]:
+    def as_str_map(path: Path, enum_start: str) -> dict[str, str]:
+        """Variant -> the string its as_str() returns."""
         code = path.read_text()
         block = code[code.index(enum_start):]
         block = block[: block.index("\n    }\n")]
-        return set(re.findall(r'=> "([a-z_]+)"', block))
+        return dict(re.findall(r'Self::(\w+)\s*=>\s*"([a-z_]+)"', block))
 
-    outcomes = as_str_values(SRC / "plan.rs", "pub fn as_str") - {"ignored"}  # ignored events emit no metric
-    classes = as_str_values(SRC / "classify.rs", "pub fn as_str")
+    all_outcomes = as_str_map(SRC / "plan.rs", "pub fn as_str")
+    # the outcomes emf_line() returns None for (ignored events; an episode waiting in the delay queue)
+    guard = re.search(r"if matches!\(\s*report\.outcome,\s*([^)]*)\)\s*\{\s*return None;", metrics_rs)
+    assert guard, "emf_line's early return for outcomes without a metric line"
+    silent = {all_outcomes[v] for v in re.findall(r"Outcome::(\w+)", guard.group(1))}
+    outcomes = set(all_outcomes.values()) - silent
+    classes = set(as_str_map(SRC / "classify.rs", "pub fn as_str").values())
     handler = (SRC / "handler.rs").read_text()
     span_fields = set(re.findall(r"(\w+) = %", re.search(r'info_span!\(\s*"episode"[^;]*;', handler).group(0)))
     return {
@@ -799,6 +856,7 @@ def emitted() -> dict:
         "metrics": names,
         "dimension_sets": json.loads(dims),
         "dimensions": {"Outcome": outcomes, "ReasonClass": classes},
+        "outcomes_without_metric": silent,
         "span_fields": span_fields,
         "handler": handler,
     }
@@ -813,6 +871,8 @@ def test_emitted_is_read_from_the_code():
         "recovered", "already_started", "gave_up", "not_retryable", "stale", "would_retry",
     }
     assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable"}
+    # an ignored event is no failure; a waiting episode is counted once, when it ends (issue 12)
+    assert e["outcomes_without_metric"] == {"ignored", "waiting"}
     assert e["span_fields"] == {"event_id", "cluster", "task_family"}
 
 
@@ -995,26 +1055,148 @@ def test_dashboard_log_query_uses_the_fields_the_code_logs(dashboard):
         assert field in e["span_fields"], f"span.{field} is not a field of the episode span"
 
 
-# TEMPORARY: the delay queue's alarms (issue 12) are described in template.yaml; docs/observability.md is not
-# edited by the template change. Remove this set once the doc explains them.
-ALARMS_NOT_YET_IN_DOCS = {"DelayDeadLetterQueueAlarm", "DelayQueueAgeAlarm"}
-
-
 def test_observability_doc_covers_every_alarm_and_metric(template):
     doc = OBSERVABILITY_DOC.read_text()
-    for name in alarms(template):
-        if name in ALARMS_NOT_YET_IN_DOCS and f"`{name}`" not in doc:
-            continue
-        assert f"`{name}`" in doc, f"docs/observability.md does not explain {name}"
+    found = alarms(template)
+    (table,) = [t for t in doc_tables(doc) if t[0][:2] == ["Alarm", "Fires when"]]
+    rows = {row[0].strip("`"): row for row in table[1:]}
+    assert set(rows) == set(found), "docs/observability.md's alarm table lists exactly the stack's alarms"
+    for name, row in rows.items():
+        assert len(row) == 4 and all(cell.strip() for cell in row), f"{name}: fires when, meaning, what to do"
     for metric in emitted()["metrics"]:
         assert f"`{metric}`" in doc, f"docs/observability.md does not describe {metric}"
+    # the count in the prose follows the stack
+    words = {6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+    assert f"{words[len(found)]} alarms" in doc and f"All {words[len(found)]} publish" in doc
+
+
+def doc_tables(doc: str) -> list[list[list[str]]]:
+    """Every Markdown table of the doc: rows of cells, header first, the |---| line dropped."""
+    tables, current = [], []
+    for line in doc.splitlines() + [""]:
+        if line.startswith("|"):
+            # split on | outside backticks (a cell may show `a | b`)
+            cells, cell, code = [], "", False
+            for ch in line.strip()[1:-1]:
+                if ch == "`":
+                    code = not code
+                if ch == "|" and not code:
+                    cells.append(cell.strip())
+                    cell = ""
+                else:
+                    cell += ch
+            cells.append(cell.strip())
+            if not all(set(c) <= set("-: ") for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def logged_lines() -> list[dict]:
+    """Every tracing::info!/warn!/error! of src/: its level, message and fields, read from the code."""
+    out = []
+    for path in sorted(SRC.rglob("*.rs")):
+        code = path.read_text()
+        for m in re.finditer(r"tracing::(info|warn|error)!\(", code):
+            # the macro's arguments, up to the matching parenthesis (strings may hold parentheses)
+            depth, i, in_str, args = 1, m.end(), False, []
+            arg_start = i
+            while depth:
+                ch = code[i]
+                if in_str:
+                    if ch == "\\":
+                        i += 1
+                    elif ch == '"':
+                        in_str = False
+                elif ch == '"':
+                    in_str = True
+                elif ch in "([{":
+                    depth += 1
+                elif ch in ")]}":
+                    depth -= 1
+                elif ch == "," and depth == 1:
+                    args.append(code[arg_start:i].strip())
+                    arg_start = i + 1
+                i += 1
+            args.append(code[arg_start:i - 1].strip())
+            args = [a for a in args if a]
+            message = args[-1]
+            assert message.startswith('"') and message.endswith('"'), f"{path.name}: message of {args}"
+            # a string continued with a trailing backslash: the newline and the next line's indent vanish
+            message = re.sub(r"\\\n\s*", "", message[1:-1])
+            fields = set()
+            for arg in args[:-1]:
+                named = re.match(r"^(\w+)\s*=", arg) or re.match(r"^[%?]?(\w+)$", arg)
+                assert named, f"{path.name}: cannot read the field {arg!r} of {message!r}"
+                fields.add(named.group(1))
+            out.append({"file": path.name, "level": m.group(1).upper(), "message": message, "fields": fields})
+    return out
+
+
+def test_log_line_reader_reads_the_code():
+    lines = {line["message"]: line for line in logged_lines()}
+    assert lines["episode finished"]["fields"] >= {"outcome", "reason_class", "attempts", "notified", "reason"}
+    assert lines["waiting in the delay queue"]["fields"] == {"call", "wait_ms", "delay_s"}
+    assert lines["delay-queue message failed; SQS will deliver it again"]["level"] == "ERROR"
+    (unset,) = [m for m in lines if m.startswith("ECS_RERUN_DELAY_QUEUE_URL is not set: ")]
+    assert "\\" not in unset and "  " not in unset, unset
+
+
+def test_observability_doc_lists_every_log_line_the_code_writes():
+    """Each message of src/ has its row (level and every field) in the doc's message table, and no row is stale."""
+    doc = OBSERVABILITY_DOC.read_text()
+    (table,) = [t for t in doc_tables(doc) if t[0][:2] == ["`fields.message`", "Level"]]
+    rows = []
+    for row in table[1:]:
+        (message,) = re.findall(r"^`([^`]+)`$", row[0])
+        # a long message may be cut: "cannot decode the event; ..." stands for every message it begins
+        rows.append((message.removesuffix("..."), message.endswith("..."), row))
+    code = logged_lines()
+    for line in code:
+        matching = [r for r in rows if (line["message"].startswith(r[0]) if r[1] else line["message"] == r[0])]
+        assert len(matching) == 1, f"{line['file']}: {line['message']!r} has {len(matching)} rows in the doc"
+        _, _, row = matching[0]
+        assert row[1] == line["level"], (line["message"], row[1])
+        documented = set(re.findall(r"`(\w+)`", row[2]))
+        assert line["fields"] <= documented, f"{line['message']!r}: fields {line['fields'] - documented} not listed"
+    for message, cut, _ in rows:
+        assert any(
+            line["message"].startswith(message) if cut else line["message"] == message for line in code
+        ), f"the doc lists {message!r}, which src/ does not log"
 
 
 # --------------------------------------------------------------------------------------------------------------
 # (e) the delay queue (issue 12): waits between attempts live in SQS, one attempt per invocation
 # --------------------------------------------------------------------------------------------------------------
-LONGEST_SCHEDULE_S = 3600  # the longest schedule of an episode, about an hour (issue 12)
-MAX_SINGLE_DELAY_S = 900  # SQS DelaySeconds limit; longer waits chain
+def src_number(path: str, pattern: str) -> int:
+    """One number of src/, found by a regex with one group (digits, Rust's _ separators allowed)."""
+    (value,) = re.findall(pattern, (SRC / path).read_text())
+    return int(float(value.replace("_", "")))
+
+
+def config_range(var: str) -> tuple[int, int]:
+    """The inclusive range src/config.rs accepts for an ECS_RERUN_* variable read with number()."""
+    (lo, hi), = re.findall(rf'"{var}",[^;]*?(\d[\d_]*)\.\.=(\d[\d_]*)', (SRC / "config.rs").read_text())
+    return int(lo.replace("_", "")), int(hi.replace("_", ""))
+
+
+# The longest single wait: SQS's DelaySeconds limit, which the hop code caps a leg at (longer waits chain).
+MAX_SINGLE_DELAY_S = src_number("hop.rs", r"pub const MAX_DELAY: Duration = Duration::from_secs\((\d+)\);")
+# The longest schedule of an episode with the built-in schedules: every wait at the largest MaxDelaySeconds of any
+# of them (capacity, 900 s), for the most attempts the code accepts (10): 2.5 hours.
+LONGEST_BUILT_IN_WAIT_S = max(
+    int(float(v)) for v in re.findall(r"max_delay_seconds: ([0-9.]+),", (SRC / "schedule.rs").read_text())
+)
+LONGEST_SCHEDULE_S = config_range("ECS_RERUN_MAX_ATTEMPTS")[1] * LONGEST_BUILT_IN_WAIT_S
+
+
+def test_schedule_bounds_are_read_from_the_code():
+    assert MAX_SINGLE_DELAY_S == 900
+    assert LONGEST_BUILT_IN_WAIT_S == 900  # Schedule::MINUTES
+    assert config_range("ECS_RERUN_MAX_ATTEMPTS") == (1, 10)
+    assert LONGEST_SCHEDULE_S == 9000
 
 
 def queue_props(template: dict, name: str, **params) -> dict:
@@ -1036,7 +1218,10 @@ def test_delay_queues_are_encrypted_and_outlive_the_longest_schedule(template):
         assert q["SqsManagedSseEnabled"] is True
         assert "FifoQueue" not in q  # a standard queue: per-message DelaySeconds, no message groups
     assert source["MessageRetentionPeriod"] == 4 * 86400 and dlq["MessageRetentionPeriod"] == 14 * 86400
+    # a message carries one leg (<= 900 s, redelivered at most maxReceiveCount times); a whole episode is longer
     assert source["MessageRetentionPeriod"] > LONGEST_SCHEDULE_S
+    redrive = source["RedrivePolicy"]["maxReceiveCount"]
+    assert source["MessageRetentionPeriod"] > MAX_SINGLE_DELAY_S + redrive * source["VisibilityTimeout"]
     # a dead-lettered message keeps its first enqueue time: the DLQ must keep it longer than the source did
     assert dlq["MessageRetentionPeriod"] > source["MessageRetentionPeriod"]
 
@@ -1087,6 +1272,7 @@ def test_delay_queue_alarms(template):
         assert age["ComparisonOperator"] == "GreaterThanThreshold"
         # longer than any single delay plus slack, shorter than the retention
         assert 2 * MAX_SINGLE_DELAY_S <= age["Threshold"] < LONGEST_SCHEDULE_S
+        assert age["Threshold"] < queue_props(template, "DelayQueue")["MessageRetentionPeriod"]
         assert dlq["AlarmActions"] == age["AlarmActions"] == [topic]
 
 
