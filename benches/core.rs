@@ -57,7 +57,11 @@ fn events() -> Vec<(String, String)> {
 fn just_after(event: &Value) -> SystemTime {
     match decode(event.clone()) {
         Ok(Decoded::Failed(failed)) => {
-            failed.recorded_at.expect("a sample event has an eventTime") + Duration::from_secs(60)
+            failed
+                .origin
+                .recorded_at
+                .expect("a sample event has an eventTime")
+                + Duration::from_secs(60)
         }
         other => panic!("not a failure event: {other:?}"),
     }

@@ -13,6 +13,7 @@ use wildmatch::WildMatchPattern;
 
 use crate::decode::Failure;
 use crate::event::PlacementFailure;
+use crate::schedule::{Jitter, Schedule};
 
 type Glob = WildMatchPattern<'*', '?'>;
 
@@ -52,7 +53,9 @@ impl ReasonClass {
     }
 }
 
-/// One rule as written in `ECS_RERUN_RULES` (JSON list of these).
+/// One rule as written in `ECS_RERUN_RULES` (JSON list of these). The schedule fields are the
+/// Step Functions Retrier's, spelled as there; a retry rule that leaves them out waits tens of
+/// seconds ([`Schedule::TENS_OF_SECONDS`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RuleSpec {
@@ -60,6 +63,16 @@ struct RuleSpec {
     on_reason: Option<String>,
     on_error_code: Option<String>,
     on_message: Option<String>,
+    #[serde(rename = "IntervalSeconds")]
+    interval_seconds: Option<f64>,
+    #[serde(rename = "BackoffRate")]
+    backoff_rate: Option<f64>,
+    #[serde(rename = "MaxDelaySeconds")]
+    max_delay_seconds: Option<f64>,
+    #[serde(rename = "JitterStrategy")]
+    jitter_strategy: Option<Jitter>,
+    #[serde(rename = "MaxAttempts")]
+    max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +81,8 @@ struct Rule {
     on_reason: Option<Glob>,
     on_error_code: Option<Glob>,
     on_message: Option<Glob>,
+    schedule: Schedule,
+    max_attempts: Option<u32>,
     text: String,
 }
 
@@ -96,57 +111,117 @@ pub struct Verdict {
     /// A few of their resource ARNs, as examples (at most [`MAX_EXAMPLES`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
+    /// How long such a failure needs before the next call (the matching rule's schedule).
+    #[serde(skip)]
+    pub schedule: Schedule,
+    /// The matching rule's `MaxAttempts`, when it sets one.
+    #[serde(skip)]
+    pub max_attempts: Option<u32>,
 }
 
 /// How many example ARNs a grouped verdict keeps: enough to find the instances, few enough that
 /// a cluster of 900 instances still makes a short notification.
 pub const MAX_EXAMPLES: usize = 3;
+/// How many distinct failure texts one answer keeps; the rest are merged into one verdict, so
+/// that an episode's state and its notification stay small whatever ECS answers.
+pub const MAX_GROUPS: usize = 10;
 
 /// The ordered rule table; cheap to clone (shared), as every episode keeps one.
 #[derive(Debug, Clone)]
 pub struct Rules(Arc<[Rule]>);
 
-/// A built-in rule: `(action, onReason, onErrorCode, onMessage)`.
+/// A built-in rule: `(action, onReason, onErrorCode, onMessage, schedule)`.
 type RuleRow = (
     Action,
     Option<&'static str>,
     Option<&'static str>,
     Option<&'static str>,
+    Schedule,
 );
 
-/// The built-in table (section 1.7 of the AWS facts).
+/// Notify rules never wait; their schedule is unused.
+const NONE: Schedule = Schedule::TENS_OF_SECONDS;
+
+/// The built-in table (section 1.7 of the AWS facts), with how long each transient failure
+/// needs (section 12): an agent reconnects in tens of seconds, capacity takes minutes (an EC2
+/// instance to launch and register, a Fargate capacity spell to pass), the API asks for seconds.
 const DEFAULTS: &[RuleRow] = &[
-    (Action::Retry, Some("AGENT"), None, None),
-    (Action::Retry, Some("RESOURCE:*"), None, None),
-    (Action::Retry, Some("*Capacity is unavailable*"), None, None),
-    (Action::Retry, None, Some("ThrottlingException"), None),
-    (Action::Retry, None, Some("ServerException"), None),
-    (Action::Retry, None, Some(NETWORK_ERROR), None),
+    (
+        Action::Retry,
+        Some("AGENT"),
+        None,
+        None,
+        Schedule::TENS_OF_SECONDS,
+    ),
+    (
+        Action::Retry,
+        Some("RESOURCE:*"),
+        None,
+        None,
+        Schedule::MINUTES,
+    ),
+    (
+        Action::Retry,
+        Some("*Capacity is unavailable*"),
+        None,
+        None,
+        Schedule::MINUTES,
+    ),
+    (
+        Action::Retry,
+        None,
+        Some("ThrottlingException"),
+        None,
+        Schedule::SECONDS,
+    ),
+    (
+        Action::Retry,
+        None,
+        Some("ServerException"),
+        None,
+        Schedule::SECONDS,
+    ),
+    (
+        Action::Retry,
+        None,
+        Some(NETWORK_ERROR),
+        None,
+        Schedule::SECONDS,
+    ),
     (
         Action::Retry,
         None,
         Some("ClientException"),
         Some("*Tasks provisioning capacity limit exceeded*"),
+        Schedule::TENS_OF_SECONDS,
     ),
-    (Action::Notify, Some("ATTRIBUTE"), None, None),
-    (Action::Notify, Some("LOCATION"), None, None),
-    (Action::Notify, Some("MISSING"), None, None),
-    (Action::Notify, Some("INACTIVE"), None, None),
-    (Action::Notify, Some("*limit on the number of*"), None, None),
+    (Action::Notify, Some("ATTRIBUTE"), None, None, NONE),
+    (Action::Notify, Some("LOCATION"), None, None, NONE),
+    (Action::Notify, Some("MISSING"), None, None, NONE),
+    (Action::Notify, Some("INACTIVE"), None, None, NONE),
+    (
+        Action::Notify,
+        Some("*limit on the number of*"),
+        None,
+        None,
+        NONE,
+    ),
     (
         Action::Notify,
         Some("*configuration is above your limit*"),
         None,
         None,
+        NONE,
     ),
-    (Action::Notify, None, Some("AccessDenied*"), None),
+    (Action::Notify, None, Some("AccessDenied*"), None, NONE),
     (
         Action::Notify,
         None,
         Some("InvalidParameterException"),
         None,
+        NONE,
     ),
-    (Action::Notify, None, Some("ClientException"), None),
+    (Action::Notify, None, Some("ClientException"), None, NONE),
 ];
 
 /// Whether an error code says the server failed, after which it may have acted (5xx).
@@ -167,7 +242,9 @@ impl Rules {
         Self(
             DEFAULTS
                 .iter()
-                .map(|&(action, reason, code, message)| Rule::new(action, reason, code, message))
+                .map(|&(action, reason, code, message, schedule)| {
+                    Rule::new(action, reason, code, message, schedule, None)
+                })
                 .collect(),
         )
     }
@@ -186,11 +263,31 @@ impl Rules {
                     "rule {i} has both onReason and onErrorCode; a failure has one or the other"
                 )));
             }
+            let base = Schedule::TENS_OF_SECONDS;
+            let schedule = Schedule {
+                interval_seconds: spec.interval_seconds.unwrap_or(base.interval_seconds),
+                backoff_rate: spec.backoff_rate.unwrap_or(base.backoff_rate),
+                max_delay_seconds: spec.max_delay_seconds.unwrap_or(
+                    base.max_delay_seconds
+                        .max(spec.interval_seconds.unwrap_or(base.interval_seconds)),
+                ),
+                jitter_strategy: spec.jitter_strategy.unwrap_or(base.jitter_strategy),
+            };
+            schedule
+                .validate()
+                .map_err(|problem| RuleError(format!("rule {i}: {problem}")))?;
+            if spec.max_attempts.is_some_and(|n| !(1..=10).contains(&n)) {
+                return Err(RuleError(format!(
+                    "rule {i}: MaxAttempts must be from 1 to 10"
+                )));
+            }
             rules.push(Rule::new(
                 spec.action,
                 spec.on_reason.as_deref(),
                 spec.on_error_code.as_deref(),
                 spec.on_message.as_deref(),
+                schedule,
+                spec.max_attempts,
             ));
         }
         rules.extend(Self::defaults().0.iter().cloned());
@@ -220,14 +317,37 @@ impl Rules {
         let mut groups: Vec<Verdict> = Vec::new();
         for failure in failures {
             let verdict = self.placement(failure);
-            match groups.iter_mut().find(|g| g.failure == verdict.failure) {
+            let known = groups.iter().position(|g| g.failure == verdict.failure);
+            let kept = groups.len();
+            match known.and_then(|i| groups.get_mut(i)) {
                 Some(group) => {
                     group.count = group.count.saturating_add(1);
                     if group.examples.len() < MAX_EXAMPLES {
                         group.examples.extend(verdict.examples);
                     }
                 }
-                None => groups.push(verdict),
+                None if kept < MAX_GROUPS => groups.push(verdict),
+                None => {
+                    if kept == MAX_GROUPS {
+                        groups.push(Verdict {
+                            failure: "(other reasons)".to_owned(),
+                            rule: "several rules".to_owned(),
+                            count: 0,
+                            examples: Vec::new(),
+                            ..verdict.clone()
+                        });
+                    }
+                    if let Some(other) = groups.last_mut() {
+                        other.count = other.count.saturating_add(1);
+                        // One transient cause among them is enough to retry (see `overall`).
+                        if other.action != Action::Retry && verdict.action == Action::Retry {
+                            other.action = verdict.action;
+                            other.class = verdict.class;
+                            other.schedule = verdict.schedule;
+                            other.max_attempts = verdict.max_attempts;
+                        }
+                    }
+                }
             }
         }
         groups
@@ -272,6 +392,8 @@ impl Rules {
                 rule: rule.text.clone(),
                 count: 1,
                 examples: Vec::new(),
+                schedule: rule.schedule,
+                max_attempts: rule.max_attempts,
             },
             None => Verdict {
                 failure,
@@ -280,6 +402,8 @@ impl Rules {
                 rule: "no rule matched".to_owned(),
                 count: 1,
                 examples: Vec::new(),
+                schedule: NONE,
+                max_attempts: None,
             },
         }
     }
@@ -300,6 +424,8 @@ impl Rule {
         reason: Option<&str>,
         code: Option<&str>,
         message: Option<&str>,
+        schedule: Schedule,
+        max_attempts: Option<u32>,
     ) -> Self {
         let mut text = Vec::new();
         if let Some(r) = reason {
@@ -320,6 +446,8 @@ impl Rule {
             on_reason: reason.map(Glob::new_case_insensitive),
             on_error_code: code.map(Glob::new_case_insensitive),
             on_message: message.map(Glob::new_case_insensitive),
+            schedule,
+            max_attempts,
             text: format!("{} -> {action_name}", text.join(" ")),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::classify::{RuleError, Rules};
 use crate::plan::Policy;
+use crate::schedule::Schedule;
 
 /// Everything the handler needs to know from the environment.
 #[derive(Debug, Clone)]
@@ -26,6 +27,11 @@ pub struct Config {
     /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): its calls are made by a
     /// session of that name, which is how it knows its own records.
     pub function_name: Option<String>,
+    /// The SQS queue that carries an episode through a wait (`ECS_RERUN_DELAY_QUEUE_URL`);
+    /// without it, the invocation waits itself, within its deadline.
+    pub delay_queue_url: Option<String>,
+    /// Waits longer than this go through the delay queue (`ECS_RERUN_HOP_AFTER_MS`, 5 s).
+    pub hop_after: Duration,
 }
 
 /// A configuration problem, naming the variable.
@@ -76,15 +82,23 @@ impl Config {
             1..=10,
             "a whole number from 1 to 10",
         )?;
-        let base_delay = millis(&get, "ECS_RERUN_BASE_DELAY_MS", defaults.base_delay)?;
-        let max_delay = millis(&get, "ECS_RERUN_MAX_DELAY_MS", defaults.max_delay)?;
-        if base_delay > max_delay {
-            return Err(ConfigError::Invalid {
-                var: "ECS_RERUN_MAX_DELAY_MS",
-                value: max_delay.as_millis().to_string(),
-                expected: "at least ECS_RERUN_BASE_DELAY_MS",
-            });
-        }
+        // Either variable replaces every rule's schedule with one (tests, quick local runs).
+        let delay_override = if get("ECS_RERUN_BASE_DELAY_MS").is_some()
+            || get("ECS_RERUN_MAX_DELAY_MS").is_some()
+        {
+            let base_delay = millis(&get, "ECS_RERUN_BASE_DELAY_MS", Duration::from_secs(20))?;
+            let max_delay = millis(&get, "ECS_RERUN_MAX_DELAY_MS", Duration::from_secs(120))?;
+            if base_delay > max_delay {
+                return Err(ConfigError::Invalid {
+                    var: "ECS_RERUN_MAX_DELAY_MS",
+                    value: max_delay.as_millis().to_string(),
+                    expected: "at least ECS_RERUN_BASE_DELAY_MS",
+                });
+            }
+            Some(Schedule::fixed(base_delay, max_delay))
+        } else {
+            None
+        };
         let rules = match get("ECS_RERUN_RULES") {
             Some(json) => Rules::with_overrides(&json)?,
             None => Rules::defaults(),
@@ -114,8 +128,7 @@ impl Config {
             topic_arn,
             policy: Policy {
                 max_attempts: u32::try_from(max_attempts).unwrap_or(defaults.max_attempts),
-                base_delay,
-                max_delay,
+                delay_override,
                 deadline_reserve: millis(
                     &get,
                     "ECS_RERUN_DEADLINE_RESERVE_MS",
@@ -135,6 +148,8 @@ impl Config {
             allowed_accounts,
             dry_run: flag(&get, "ECS_RERUN_DRY_RUN")?,
             function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
+            delay_queue_url: get("ECS_RERUN_DELAY_QUEUE_URL"),
+            hop_after: millis(&get, "ECS_RERUN_HOP_AFTER_MS", Duration::from_secs(5))?,
         })
     }
 }

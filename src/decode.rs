@@ -19,7 +19,23 @@ use crate::request::{RunTaskRequest, prune_nulls};
 /// A `RunTask` call that failed, as far as CloudTrail recorded it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedRunTask {
-    /// CloudTrail `eventID`: the key that makes retries idempotent.
+    /// Who called, when, and with what request: what outlives decoding.
+    pub origin: Origin,
+    /// `userIdentity.arn` alone: the session that made the call.
+    pub caller_arn: Option<String>,
+    /// How it failed.
+    pub failure: Failure,
+    /// ARNs of the tasks that did start, as far as recorded: a look-up must not count them again.
+    pub started_arns: Vec<String>,
+    /// Why this request cannot be replayed faithfully, if it cannot.
+    pub replay_blocker: Option<String>,
+}
+
+/// What a notification and a report need of the original record, long after it was decoded:
+/// small enough to travel with its episode through the delay queue (no failures list).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct Origin {
+    /// CloudTrail `eventID`: the key of the record (tracing, notifications).
     pub event_id: String,
     /// Account the call was made in.
     pub account: String,
@@ -31,18 +47,10 @@ pub struct FailedRunTask {
     pub recorded_at: Option<std::time::SystemTime>,
     /// ARN of the caller (`userIdentity.arn`), or the AWS service that called.
     pub caller: Option<String>,
-    /// `userIdentity.arn` alone: the session that made the call.
-    pub caller_arn: Option<String>,
     /// The request as recorded.
     pub request: RunTaskRequest,
-    /// How it failed.
-    pub failure: Failure,
     /// Tasks that did start (`responseElements.tasks`).
     pub started: u32,
-    /// Their ARNs, as far as recorded: a look-up must not count them again.
-    pub started_arns: Vec<String>,
-    /// Why this request cannot be replayed faithfully, if it cannot.
-    pub replay_blocker: Option<String>,
 }
 
 /// The two ways a `RunTask` call fails.
@@ -255,22 +263,24 @@ pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
         })
         .transpose()?;
     Ok(Decoded::Failed(Box::new(FailedRunTask {
-        event_id,
-        account: envelope
-            .account
-            .or(record.recipient_account_id)
-            .ok_or(DecodeError::Missing("account"))?,
-        region: envelope
-            .region
-            .or(record.aws_region)
-            .ok_or(DecodeError::Missing("region"))?,
-        event_time: record.event_time,
-        recorded_at,
-        caller: identity.arn.clone().or(identity.invoked_by),
+        origin: Origin {
+            event_id,
+            account: envelope
+                .account
+                .or(record.recipient_account_id)
+                .ok_or(DecodeError::Missing("account"))?,
+            region: envelope
+                .region
+                .or(record.aws_region)
+                .ok_or(DecodeError::Missing("region"))?,
+            event_time: record.event_time,
+            recorded_at,
+            caller: identity.arn.clone().or(identity.invoked_by),
+            request,
+            started,
+        },
         caller_arn: identity.arn,
-        request,
         failure,
-        started,
         started_arns,
         replay_blocker: (!blockers.is_empty()).then(|| blockers.join("; ")),
     })))

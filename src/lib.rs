@@ -18,9 +18,13 @@
 //! - [`plan`]: the pure retry episode: what to launch, when, and when to stop. It marks its
 //!   calls with [`marks`] (tokens, tags, its own session) and, for an API-error record without a
 //!   token, first asks [`lookup`] whether the caller's own retry already started the job.
-//! - [`launch`] / [`notify`] / [`clock`]: the ports to ECS, SNS and time, with their AWS adapters.
+//! - [`schedule`]: how long each failure class waits before the next call.
+//! - [`hop`]: an episode between two calls, as the delay queue carries it.
+//! - [`launch`] / [`notify`] / [`queue`] / [`clock`]: the ports to ECS, SNS, the SQS delay queue
+//!   and time, with their AWS adapters.
 //! - [`message`]: the notification a person reads; [`redact`] keeps secrets out of it.
-//! - [`handler`]: carries out the plan through the ports; [`metrics`] turns its report into
+//! - [`handler`]: carries out the plan through the ports, one call per invocation when a wait
+//!   is long (the rest of the episode travels through the delay queue); [`metrics`] turns its report into
 //!   CloudWatch metrics; [`config`] reads the `ECS_RERUN_*` variables; [`setup`] loads the AWS
 //!   configuration both binaries share.
 //!
@@ -35,6 +39,7 @@ pub mod config;
 pub mod decode;
 pub mod event;
 pub mod handler;
+pub mod hop;
 pub mod launch;
 pub mod lookup;
 pub mod marks;
@@ -42,8 +47,10 @@ pub mod message;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod queue;
 pub mod redact;
 pub mod request;
+pub mod schedule;
 pub mod setup;
 
 /// The account ID in a Lambda function ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`).

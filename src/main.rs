@@ -7,6 +7,7 @@ use ecs_rerun::config::Config;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::launch::EcsLauncher;
 use ecs_rerun::notify::SnsNotifier;
+use ecs_rerun::queue::{DelayQueue, SqsDelayQueue};
 use ecs_rerun::{account_of_arn, metrics};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -21,24 +22,42 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone())
         .with_topic_limit()
         .await;
+    let queue = config.delay_queue_url.clone();
     let handler = Handler::new(
         config,
         EcsLauncher::new(aws_sdk_ecs::Client::new(&aws)),
         notifier,
         TokioClock,
     );
-    let handler = &handler;
+    match queue {
+        Some(url) => {
+            let queue = SqsDelayQueue::new(aws_sdk_sqs::Client::new(&aws), url);
+            serve(&handler.with_queue(queue)).await
+        }
+        None => {
+            tracing::warn!(
+                "ECS_RERUN_DELAY_QUEUE_URL is not set: each episode waits inside its invocation, \
+                 bounded by the function's timeout (set it to let waits go through the delay queue)"
+            );
+            serve(&handler).await
+        }
+    }
+}
+
+async fn serve<Q: DelayQueue>(
+    handler: &Handler<EcsLauncher, SnsNotifier, TokioClock, Q>,
+) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation {
             deadline: deadline(&event.context),
             own_account: account_of_arn(&event.context.invoked_function_arn),
         };
-        let report = handler
-            .handle(event.payload, &invocation)
+        let reply = handler
+            .handle_payload(event.payload, &invocation)
             .await
             .map_err(diagnostic)?;
-        emit_metrics(&report);
-        Ok::<Report, Diagnostic>(report)
+        reply.reports.iter().for_each(emit_metrics);
+        Ok::<Value, Diagnostic>(reply.body)
     }))
     .await
 }
@@ -70,7 +89,9 @@ fn emit_metrics(report: &Report) {
 fn diagnostic(err: HandlerError) -> Diagnostic {
     let error_type = match err {
         HandlerError::Decode(_) => "DecodeError",
+        HandlerError::Hop(_) => "HopError",
         HandlerError::Publish(_) => "PublishError",
+        HandlerError::Queue(_) => "QueueError",
     };
     Diagnostic {
         error_type: error_type.to_owned(),

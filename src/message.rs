@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::classify::ReasonClass;
-use crate::decode::FailedRunTask;
+use crate::decode::Origin;
 use crate::plan::{Conclusion, Outcome};
 use crate::redact;
 
@@ -37,8 +37,8 @@ const MAX_TEXT: usize = 1024;
 
 /// Builds the notification for a concluded episode; body and attributes stay within
 /// `max_size` bytes (the topic's `MaximumMessageSize`), and the body says what was cut to fit.
-pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion, max_size: usize) -> Notification {
-    let request = &failed.request;
+pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Notification {
+    let request = &origin.request;
     let cluster = request.cluster_name();
     let task_definition = request.task_definition.as_deref().unwrap_or("(unknown)");
     let family = request.task_family().unwrap_or(task_definition);
@@ -54,7 +54,7 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion, max_size: usize)
         (Outcome::NotRetryable, None) => "cannot retry",
         (Outcome::Stale, _) => "too old to rerun",
         (Outcome::WouldRetry, _) => "dry run, would retry",
-        (Outcome::Ignored, _) => "ignored",
+        (Outcome::Ignored | Outcome::Waiting, _) => "ignored",
     };
     let subject = format!("[ecs-rerun] {headline} {family} on {cluster}: {deciding}");
 
@@ -68,7 +68,7 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion, max_size: usize)
     let summary = format!(
         "ECS task family {family} on cluster {cluster}: {} of {requested} task(s) did not start \
          ({}). {}",
-        requested - i32::try_from(failed.started).unwrap_or(0),
+        requested - i32::try_from(origin.started).unwrap_or(0),
         conclusion
             .original
             .first()
@@ -94,11 +94,11 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion, max_size: usize)
             Outcome::NotRetryable => "ecs-rerun will not retry it.".to_owned(),
             Outcome::Stale => "ecs-rerun did not rerun it: the record is too old.".to_owned(),
             Outcome::WouldRetry => "Dry run: ecs-rerun would retry it.".to_owned(),
-            Outcome::Ignored => String::new(),
+            Outcome::Ignored | Outcome::Waiting => String::new(),
         }
     );
 
-    let region = &failed.region;
+    let region = &origin.region;
     let mut body = json!({
         "summary": summary,
         "outcome": conclusion.outcome.as_str(),
@@ -109,7 +109,7 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion, max_size: usize)
         "cluster": request.cluster_or_default(),
         "task_definition": task_definition,
         "requested": requested,
-        "started_originally": failed.started,
+        "started_originally": origin.started,
         "started_by_retries": conclusion.started_by_retries,
         "already_running": conclusion.already_running,
         "still_missing": conclusion.still_missing,
@@ -117,10 +117,10 @@ pub fn compose(failed: &FailedRunTask, conclusion: &Conclusion, max_size: usize)
         "task_arns": conclusion.task_arns,
         "original_failure": conclusion.original,
         "attempts": conclusion.attempts,
-        "event_id": failed.event_id,
-        "event_time": failed.event_time,
-        "caller": failed.caller,
-        "account": failed.account,
+        "event_id": origin.event_id,
+        "event_time": origin.event_time,
+        "caller": origin.caller,
+        "account": origin.account,
         "region": region,
         "console_url": format!(
             "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/tasks?region={region}"

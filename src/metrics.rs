@@ -13,9 +13,10 @@ use crate::plan::Outcome;
 /// The CloudWatch namespace.
 pub const NAMESPACE: &str = "EcsRerun";
 
-/// The EMF line for one report, or `None` for ignored events (they are not failures).
+/// The EMF line for one report, or `None` for ignored events (they are not failures) and for
+/// an episode that waits in the delay queue (its end is counted when it comes).
 pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
-    if report.outcome == Outcome::Ignored {
+    if matches!(report.outcome, Outcome::Ignored | Outcome::Waiting) {
         return None;
     }
     let mut metrics = vec![

@@ -23,7 +23,6 @@
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::classify::{self, Action, ReasonClass, Rules, Verdict};
 use crate::decode::{FailedRunTask, Failure, Ignored};
@@ -31,6 +30,7 @@ use crate::event::PlacementFailure;
 use crate::lookup::{self, ExistingTask, TaskQuery};
 use crate::marks;
 use crate::request::RunTaskRequest;
+use crate::schedule::Schedule;
 
 /// How many task ARNs a conclusion names (the rest are counted).
 const MAX_TASK_ARNS: usize = 10;
@@ -38,12 +38,12 @@ const MAX_TASK_ARNS: usize = 10;
 /// How the retries are paced and what may be replayed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// `RunTask` calls per failed call, the exact replay of the recorded call included.
+    /// `RunTask` calls per failed call, the exact replay of the recorded call included, unless
+    /// the failure's rule sets its own `MaxAttempts`.
     pub max_attempts: u32,
-    /// Backoff before the first call; doubles each time.
-    pub base_delay: Duration,
-    /// Cap on one backoff.
-    pub max_delay: Duration,
+    /// One schedule for every failure (`ECS_RERUN_BASE_DELAY_MS` / `ECS_RERUN_MAX_DELAY_MS`),
+    /// instead of each rule's own.
+    pub delay_override: Option<Schedule>,
     /// Time kept free before the Lambda deadline for the last call and the notification.
     pub deadline_reserve: Duration,
     /// Replay a request whose environment overrides CloudTrail redacted, without them.
@@ -56,8 +56,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             max_attempts: 3,
-            base_delay: Duration::from_secs(20),
-            max_delay: Duration::from_secs(120),
+            delay_override: None,
             deadline_reserve: Duration::from_secs(25),
             replay_redacted_env: false,
             max_record_age: Duration::from_secs(3600),
@@ -97,6 +96,8 @@ pub enum Outcome {
     WouldRetry,
     /// Not a failed `RunTask` of ours to handle.
     Ignored,
+    /// Not concluded yet: the next step waits in the delay queue (a report, not a conclusion).
+    Waiting,
 }
 
 impl Outcome {
@@ -110,6 +111,7 @@ impl Outcome {
             Self::Stale => "stale",
             Self::WouldRetry => "would_retry",
             Self::Ignored => "ignored",
+            Self::Waiting => "waiting",
         }
     }
 }
@@ -255,15 +257,18 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
             arn: arn.to_owned(),
         });
     }
-    let foreign = ctx.own_account.is_some_and(|own| own != failed.account);
-    if foreign && !ctx.allowed_accounts.contains(&failed.account) {
+    let foreign = ctx
+        .own_account
+        .is_some_and(|own| own != failed.origin.account);
+    if foreign && !ctx.allowed_accounts.contains(&failed.origin.account) {
         return Decision::Ignore(Ignored::ForeignAccount {
-            account: failed.account.clone(),
+            account: failed.origin.account.clone(),
         });
     }
 
     let original = rules.failure(&failed.failure);
-    let missing = failed.request.requested_count() - i32::try_from(failed.started).unwrap_or(0);
+    let missing =
+        failed.origin.request.requested_count() - i32::try_from(failed.origin.started).unwrap_or(0);
     let conclude = |outcome, class, why: String| {
         let deciding = original
             .first()
@@ -307,7 +312,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
             format!(
                 "transient failure ({}), but not rerun: no role for account {}; ecs-rerun only \
                  launches in its own account, so start the task there yourself",
-                lead.failure, failed.account
+                lead.failure, failed.origin.account
             ),
         );
     }
@@ -320,7 +325,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
             ),
         );
     }
-    let mut template = failed.request.clone();
+    let mut template = failed.origin.request.clone();
     if template.environment_redacted() {
         if !policy.replay_redacted_env {
             return not_retryable(
@@ -336,7 +341,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         }
         template.drop_redacted_environment();
     }
-    let Some(recorded_at) = failed.recorded_at else {
+    let Some(recorded_at) = failed.origin.recorded_at else {
         return conclude(
             Outcome::Stale,
             lead.class,
@@ -352,10 +357,12 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         .duration_since(SystemTime::UNIX_EPOCH)
         .ok()
         .and_then(|d| i64::try_from(d.as_secs()).ok());
-    let key = marks::call_key(&failed.request, failed.caller_arn.as_deref(), epoch);
+    let key = marks::call_key(&failed.origin.request, failed.caller_arn.as_deref(), epoch);
+    let schedule = lead.schedule;
     // The age that counts is the record's when the first call goes out: a recorded token is
     // only good while ECS remembers it.
-    let age = ctx.now.duration_since(recorded_at).unwrap_or_default() + backoff(policy, &key, 1);
+    let first_wait = policy.delay_override.unwrap_or(schedule).wait(1, &key);
+    let age = ctx.now.duration_since(recorded_at).unwrap_or_default() + first_wait;
     if age > policy.max_record_age {
         return conclude(
             Outcome::Stale,
@@ -372,8 +379,11 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         );
     }
 
-    let requested = failed.request.requested_count();
-    let (phase, missing) = match (&failed.failure, failed.request.client_token.is_some()) {
+    let requested = failed.origin.request.requested_count();
+    let (phase, missing) = match (
+        &failed.failure,
+        failed.origin.request.client_token.is_some(),
+    ) {
         (Failure::Api { .. }, true) => (Phase::Original, requested),
         (Failure::Api { .. }, false) => (Phase::Lookup, requested),
         (Failure::Placement(_), true) => (Phase::Own, missing),
@@ -382,9 +392,11 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     let original_ambiguous = phase == Phase::Original
         && matches!(&failed.failure, Failure::Api { code, .. } if classify::is_server_error(code));
     Decision::Retry(Box::new(Episode {
-        call_tag: marks::call_tag_value(&failed.request, failed.caller_arn.as_deref()),
+        call_tag: marks::call_tag_value(&failed.origin.request, failed.caller_arn.as_deref()),
+        max_attempts: lead.max_attempts.unwrap_or(policy.max_attempts),
+        schedule,
         key,
-        recorded: exact_replay(&failed.request),
+        recorded: exact_replay(&failed.origin.request),
         template,
         phase,
         missing,
@@ -435,6 +447,10 @@ pub struct Episode {
     /// Identity of the original call: every token derives from it.
     key: String,
     call_tag: String,
+    /// How long the last failure needs before the next call.
+    schedule: Schedule,
+    /// `RunTask` calls this episode may make.
+    max_attempts: u32,
     /// The request of the own attempts, before count, token and tags.
     template: RunTaskRequest,
     /// The recorded call, for the exact replay and the look-up (with CloudTrail's redaction
@@ -473,10 +489,10 @@ impl Episode {
             return Step::Done(self.conclusion(outcome, class, why));
         }
         let call = u32::try_from(self.attempts.len()).unwrap_or(u32::MAX) + 1;
-        if call > policy.max_attempts {
+        if call > self.max_attempts {
             let why = format!(
                 "{} call(s) made, {}; last failure: {}",
-                policy.max_attempts,
+                self.max_attempts,
                 self.missing_phrase(),
                 self.last_failure()
             );
@@ -484,7 +500,7 @@ impl Episode {
         }
         let wait = match self.prewaited {
             Some(_) => Duration::ZERO,
-            None => backoff(policy, &self.key, call),
+            None => self.wait_before(policy, call),
         };
         if let Some(left) = time_left
             && wait + policy.deadline_reserve > left
@@ -501,7 +517,7 @@ impl Episode {
         }
         if self.phase == Phase::Lookup {
             if let Some(query) = TaskQuery::for_request(&self.template) {
-                self.prewaited = Some(wait);
+                self.prewaited.get_or_insert(wait);
                 return Step::Lookup { wait, query };
             }
             self.phase = Phase::Own;
@@ -655,11 +671,30 @@ impl Episode {
         self.attempts.push(log);
     }
 
+    /// `RunTask` calls made so far.
+    pub fn calls(&self) -> u32 {
+        len_u32(self.attempts.len())
+    }
+
     /// The waits before each call if every call failed alike: what a dry run shows.
     pub fn schedule(&self, policy: &Policy) -> Vec<Duration> {
-        (1..=policy.max_attempts)
-            .map(|call| backoff(policy, &self.key, call))
+        (1..=self.max_attempts)
+            .map(|call| self.wait_before(policy, call))
             .collect()
+    }
+
+    /// The wait that [`Episode::next`] asked for will be spent elsewhere (in a delay queue):
+    /// the next [`Episode::next`] asks for the same step without it.
+    pub fn defer(&mut self, wait: Duration) {
+        self.pending = None;
+        self.prewaited.get_or_insert(wait);
+    }
+
+    fn wait_before(&self, policy: &Policy, call: u32) -> Duration {
+        policy
+            .delay_override
+            .unwrap_or(self.schedule)
+            .wait(call, &self.key)
     }
 
     fn all_running(&self, log: &AttemptLog) -> (Outcome, ReasonClass, String) {
@@ -730,6 +765,11 @@ impl Episode {
     }
 
     fn stop_if_permanent(&mut self, log: &AttemptLog) {
+        if let Some(lead) = classify::overall(&log.failures)
+            && lead.action == Action::Retry
+        {
+            self.schedule = lead.schedule;
+        }
         if let Some(lead) = classify::overall(&log.failures)
             && lead.action != Action::Retry
         {
@@ -815,19 +855,6 @@ impl Episode {
             schedule_ms: Vec::new(),
         }
     }
-}
-
-/// Capped exponential backoff with "equal jitter": at least half the step, so an agent has time
-/// to reconnect, and a spread of the other half, so a mass failure does not retry in lockstep.
-/// The jitter is derived from the call's key: no random source, yet different per call.
-pub fn backoff(policy: &Policy, key: &str, call: u32) -> Duration {
-    let exp = 2u32.saturating_pow(call.saturating_sub(1));
-    let step = policy.base_delay.saturating_mul(exp).min(policy.max_delay);
-    let digest = Sha256::digest(format!("jitter:{key}:{call}"));
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    let fraction = u64::from_be_bytes(bytes) as f64 / u64::MAX as f64;
-    step / 2 + step.mul_f64(fraction / 2.0)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -22,6 +22,7 @@ use ecs_rerun::plan::{
 use ecs_rerun::request::{
     ContainerOverride, Environment, KeyValuePair, RunTaskRequest, Tag, TaskOverride, task_family,
 };
+use ecs_rerun::schedule::{Jitter, Schedule};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -40,7 +41,11 @@ fn failed(file: &str) -> FailedRunTask {
 /// One minute after the record: the sample events are from 2025, and a record older than
 /// `Policy::max_record_age` is not rerun.
 fn just_after(failed: &FailedRunTask) -> SystemTime {
-    failed.recorded_at.expect("the record has an eventTime") + Duration::from_secs(60)
+    failed
+        .origin
+        .recorded_at
+        .expect("the record has an eventTime")
+        + Duration::from_secs(60)
 }
 
 /// The context of a local run (no account, no function name) at `now`.
@@ -227,6 +232,26 @@ fn bad_rules_are_clear_errors() {
             "unknown variant",
         ),
         (r#"[{"onReasn": "A", "action": "retry"}]"#, "unknown field"),
+        (
+            r#"[{"onReason": "A", "action": "retry", "BackoffRate": 0.5}]"#,
+            "rule 0: BackoffRate must be 1 or more",
+        ),
+        (
+            r#"[{"onReason": "A", "action": "retry", "IntervalSeconds": -1}]"#,
+            "rule 0: IntervalSeconds",
+        ),
+        (
+            r#"[{"onReason": "A", "action": "retry", "IntervalSeconds": 60, "MaxDelaySeconds": 10}]"#,
+            "rule 0: MaxDelaySeconds must be at least IntervalSeconds",
+        ),
+        (
+            r#"[{"onReason": "A", "action": "retry", "JitterStrategy": "SOME"}]"#,
+            "unknown variant",
+        ),
+        (
+            r#"[{"onReason": "A", "action": "retry", "MaxAttempts": 0}]"#,
+            "rule 0: MaxAttempts must be from 1 to 10",
+        ),
     ] {
         let err = Rules::with_overrides(json).unwrap_err().to_string();
         assert!(
@@ -234,6 +259,110 @@ fn bad_rules_are_clear_errors() {
             "{json}: {err}"
         );
     }
+}
+
+#[test]
+fn each_failure_class_waits_as_long_as_it_needs() {
+    let rules = Rules::defaults();
+    let first_step = |v: &ecs_rerun::classify::Verdict| {
+        Schedule {
+            jitter_strategy: Jitter::None,
+            ..v.schedule
+        }
+        .wait(1, "k")
+    };
+    let throttled = rules.api_error("ThrottlingException", "Rate exceeded");
+    let agent = rules.placement(&failure("AGENT"));
+    let memory = rules.placement(&failure("RESOURCE:MEMORY"));
+    let fargate = rules.placement(&failure(
+        "Capacity is unavailable at this time. Please try again later",
+    ));
+    assert!(first_step(&throttled) <= Duration::from_secs(5), "seconds");
+    assert!(
+        (10..=60).contains(&first_step(&agent).as_secs()),
+        "tens of seconds"
+    );
+    for capacity in [&memory, &fargate] {
+        // Three waits of at least half their step (equal jitter) add up to 15 minutes or more.
+        let least: Duration = (1..=3)
+            .map(|n| {
+                Schedule {
+                    jitter_strategy: Jitter::None,
+                    ..capacity.schedule
+                }
+                .wait(n, "k")
+                    / 2
+            })
+            .sum();
+        assert!(
+            least >= Duration::from_secs(900),
+            "{}: {least:?}",
+            capacity.failure
+        );
+    }
+}
+
+#[test]
+fn an_operators_rule_sets_its_own_schedule_and_attempts() {
+    let rules = Rules::with_overrides(
+        r#"[{"onReason": "RESOURCE:GPU", "action": "retry", "IntervalSeconds": 600,
+             "BackoffRate": 1, "MaxDelaySeconds": 600, "JitterStrategy": "NONE", "MaxAttempts": 6}]"#,
+    )
+    .unwrap();
+    let gpu = rules.placement(&failure("RESOURCE:GPU"));
+    assert_eq!(gpu.schedule.wait(1, "k"), Duration::from_secs(600));
+    assert_eq!(gpu.schedule.wait(5, "k"), Duration::from_secs(600));
+    assert_eq!(gpu.max_attempts, Some(6));
+    assert_eq!(
+        rules.placement(&failure("RESOURCE:CPU")).schedule,
+        Schedule::MINUTES,
+        "the built-in schedule for the rest"
+    );
+}
+
+#[test]
+fn base_and_max_delay_override_every_schedule() {
+    let c = config(&[
+        ("ECS_RERUN_BASE_DELAY_MS", "200"),
+        ("ECS_RERUN_MAX_DELAY_MS", "1000"),
+    ]);
+    assert_eq!(
+        c.policy.delay_override,
+        Some(Schedule::fixed(
+            Duration::from_millis(200),
+            Duration::from_millis(1000)
+        ))
+    );
+    assert_eq!(
+        config(&[]).policy.delay_override,
+        None,
+        "unset: per-class schedules"
+    );
+    assert_eq!(
+        config(&[("ECS_RERUN_BASE_DELAY_MS", "")])
+            .policy
+            .delay_override,
+        None,
+        "empty (the template's default) counts as unset"
+    );
+}
+
+#[test]
+fn more_than_ten_distinct_reasons_are_merged_and_a_transient_one_still_counts() {
+    let rules = Rules::defaults();
+    let mut failures: Vec<_> = (0..30)
+        .map(|i| failure(&format!("unknown reason {i}")))
+        .collect();
+    failures.push(failure("AGENT"));
+    let groups = rules.placements(&failures);
+    assert_eq!(groups.len(), ecs_rerun::classify::MAX_GROUPS + 1);
+    let other = groups.last().unwrap();
+    assert_eq!(other.count, 21, "20 unknown reasons and AGENT");
+    assert_eq!(
+        ecs_rerun::classify::overall(&groups).map(|v| v.action),
+        Some(Action::Retry),
+        "AGENT among the merged ones is still enough to retry"
+    );
 }
 
 #[test]
@@ -301,11 +430,23 @@ fn placement_failures_are_grouped_by_reason_with_a_count_and_a_few_examples() {
 
 proptest! {
     #[test]
-    fn backoff_stays_within_half_and_full_step(attempt in 1u32..12, id in "[a-f0-9-]{1,36}", base in 0u64..60_000, extra in 0u64..600_000) {
-        let policy = Policy { base_delay: Duration::from_millis(base), max_delay: Duration::from_millis(base + extra), ..Policy::default() };
-        let step = policy.base_delay.saturating_mul(2u32.saturating_pow(attempt - 1)).min(policy.max_delay);
-        let wait = plan::backoff(&policy, &id, attempt);
-        prop_assert!(wait >= step / 2 && wait <= step, "{wait:?} vs step {step:?}");
+    fn equal_jitter_stays_within_half_and_full_step(attempt in 1u32..12, id in "[a-f0-9-]{1,36}", base in 0u64..60_000, extra in 0u64..600_000) {
+        let (base, max) = (Duration::from_millis(base), Duration::from_millis(base + extra));
+        let step = base.saturating_mul(2u32.saturating_pow(attempt - 1)).min(max);
+        let wait = Schedule::fixed(base, max).wait(attempt, &id);
+        // The schedule computes in floating-point seconds: allow a microsecond either way.
+        let slack = Duration::from_micros(1);
+        prop_assert!(wait + slack >= step / 2 && wait <= step + slack, "{wait:?} vs step {step:?}");
+    }
+
+    #[test]
+    fn full_and_no_jitter_stay_within_their_step(attempt in 1u32..12, id in "[a-f0-9-]{1,36}", interval in 0.0f64..600.0, rate in 1.0f64..4.0) {
+        let full = Schedule { interval_seconds: interval, backoff_rate: rate, max_delay_seconds: 900.0, jitter_strategy: Jitter::Full };
+        let none = Schedule { jitter_strategy: Jitter::None, ..full };
+        let step = (interval * rate.powi(attempt as i32 - 1)).min(900.0);
+        prop_assert!((none.wait(attempt, &id).as_secs_f64() - step).abs() < 1e-6);
+        prop_assert!(full.wait(attempt, &id).as_secs_f64() <= step + 1e-6);
+        prop_assert_eq!(full.wait(attempt, &id), full.wait(attempt, &id), "deterministic per call");
     }
 
     #[test]
@@ -353,13 +494,13 @@ fn first_retry_asks_for_the_missing_tasks_without_the_reference_id() {
     let token = request.client_token.as_deref().unwrap();
     assert!(token.starts_with(TOKEN_PREFIX), "{token}");
     assert_ne!(
-        request.client_token, failed.request.client_token,
+        request.client_token, failed.origin.request.client_token,
         "a 200 with failures is stored under the recorded token: never resend it"
     );
     assert_eq!(tag(&request, ATTEMPT_TAG), Some("1"));
     assert_eq!(
         tag(&request, CALL_TAG),
-        failed.request.client_token.as_deref(),
+        failed.origin.request.client_token.as_deref(),
         "the call tag names the original call by its token"
     );
 }
@@ -380,7 +521,7 @@ fn an_api_error_record_with_a_token_is_first_replayed_as_the_very_same_call() {
     let mut episode = episode(&failed);
     let (call, replay) = launch(&mut episode);
     assert_eq!(call, 1);
-    let mut expected = failed.request.clone();
+    let mut expected = failed.origin.request.clone();
     // Only the reserved `aws:` tag is left out: a caller other than AWS may not set it.
     expected.tags = Some(vec![Tag {
         key: Some("team".into()),
@@ -503,13 +644,13 @@ fn a_conflict_naming_tasks_counts_them_as_started_and_one_naming_none_stops() {
 #[test]
 fn an_api_error_record_without_a_token_looks_for_the_callers_retry_first() {
     let failed = failed("04-throttling.json");
-    assert_eq!(failed.request.client_token, None);
+    assert_eq!(failed.origin.request.client_token, None);
     let policy = Policy::default();
     let query = |episode: &mut Episode| match episode.next(&policy, None) {
         Step::Lookup { query, .. } => query,
         other => panic!("expected a look-up, got {other:?}"),
     };
-    let since = failed.recorded_at.unwrap();
+    let since = failed.origin.recorded_at.unwrap();
     let theirs = ExistingTask {
         arn: "arn:aws:ecs:us-east-1:111122223333:task/batch/theirs".into(),
         task_definition_arn: Some(
@@ -518,7 +659,7 @@ fn an_api_error_record_without_a_token_looks_for_the_callers_retry_first() {
         created_at: Some(since + Duration::from_secs(1)),
         started_by: Some("AWS Step Functions".into()),
         group: Some("family:nightly-report".into()),
-        overrides: failed.request.overrides.clone(),
+        overrides: failed.origin.request.overrides.clone(),
         call_tag: None,
     };
 
@@ -626,7 +767,7 @@ fn siblings() -> (FailedRunTask, FailedRunTask) {
 #[test]
 fn every_record_of_one_call_leads_to_the_same_requests() {
     let (throttled, answered) = siblings();
-    assert_ne!(throttled.event_id, answered.event_id);
+    assert_ne!(throttled.origin.event_id, answered.origin.event_id);
 
     // The throttled record replays the call; ECS answers with what the token holds, the
     // failures of the final try. Then its own attempt follows.
@@ -651,7 +792,7 @@ fn every_record_of_one_call_leads_to_the_same_requests() {
 #[test]
 fn a_record_older_than_the_maximum_age_is_not_rerun() {
     let failed = failed("01-agent-ec2.json");
-    let recorded = failed.recorded_at.unwrap();
+    let recorded = failed.origin.recorded_at.unwrap();
     let policy = Policy::default();
     let decide_at = |age: Duration, policy: &Policy| {
         plan::decide(&failed, &Rules::defaults(), policy, at(recorded + age))
@@ -810,7 +951,7 @@ fn with_a_redacted_environment_the_look_up_still_finds_the_callers_retry() {
         task_definition_arn: Some(
             "arn:aws:ecs:us-east-1:111122223333:task-definition/invoice-sync:4".into(),
         ),
-        created_at: Some(failed.recorded_at.unwrap() + Duration::from_secs(1)),
+        created_at: Some(failed.origin.recorded_at.unwrap() + Duration::from_secs(1)),
         started_by: Some("events-rule/invoice-sync".into()),
         group: Some("family:invoice-sync".into()),
         overrides: with_containers(vec![ContainerOverride {
@@ -1376,7 +1517,7 @@ fn sns_size(note: &Notification) -> usize {
 #[test]
 fn notification_is_short_in_the_subject_and_complete_in_the_body() {
     let (failed, c) = conclusion_for("06-attribute.json");
-    let note = compose(&failed, &c, DEFAULT_MAX_MESSAGE_SIZE);
+    let note = compose(&failed.origin, &c, DEFAULT_MAX_MESSAGE_SIZE);
     assert!(
         note.subject.len() < 100 && note.subject.is_ascii() && !note.subject.contains('\n'),
         "{}",
@@ -1405,7 +1546,7 @@ fn notification_is_short_in_the_subject_and_complete_in_the_body() {
     ] {
         assert!(body.get(key).is_some(), "body lacks {key}");
     }
-    assert_eq!(body["event_id"], failed.event_id);
+    assert_eq!(body["event_id"], failed.origin.event_id);
     assert!(
         body["console_url"]
             .as_str()
@@ -1422,8 +1563,8 @@ fn notification_is_short_in_the_subject_and_complete_in_the_body() {
 #[test]
 fn long_reasons_are_cut_to_fit_the_subject() {
     let (mut failed, c) = conclusion_for("06-attribute.json");
-    failed.request.task_definition = Some(format!("{}:1", "x".repeat(150)));
-    let note = compose(&failed, &c, DEFAULT_MAX_MESSAGE_SIZE);
+    failed.origin.request.task_definition = Some(format!("{}:1", "x".repeat(150)));
+    let note = compose(&failed.origin, &c, DEFAULT_MAX_MESSAGE_SIZE);
     assert!(note.subject.len() < 100, "{}", note.subject.len());
 }
 
@@ -1443,7 +1584,7 @@ fn environment_values_never_reach_the_notification() {
         "{} / {}",
         c.why, e["detail"]["responseElements"]["failures"][0]["detail"]
     );
-    let note = compose(&failed, &c, DEFAULT_MAX_MESSAGE_SIZE);
+    let note = compose(&failed.origin, &c, DEFAULT_MAX_MESSAGE_SIZE);
     let all = format!("{} {} {:?}", note.subject, note.body, note.attributes);
     assert!(!all.contains("correct-horse-battery"), "{all}");
     assert!(!all.contains("AKIAIOSFODNN7EXAMPLE"), "{all}");
@@ -1452,13 +1593,13 @@ fn environment_values_never_reach_the_notification() {
 #[test]
 fn a_stale_record_is_notified_with_its_age() {
     let failed = failed("01-agent-ec2.json");
-    let now = failed.recorded_at.unwrap() + Duration::from_secs(3 * 86_400);
+    let now = failed.origin.recorded_at.unwrap() + Duration::from_secs(3 * 86_400);
     let Decision::Conclude(c) =
         plan::decide(&failed, &Rules::defaults(), &Policy::default(), at(now))
     else {
         panic!("stale")
     };
-    let note = compose(&failed, &c, DEFAULT_MAX_MESSAGE_SIZE);
+    let note = compose(&failed.origin, &c, DEFAULT_MAX_MESSAGE_SIZE);
     assert!(note.subject.contains("too old"), "{}", note.subject);
     assert_eq!(note.attributes["outcome"], "stale");
     let body: serde_json::Value = serde_json::from_str(&note.body).unwrap();
@@ -1510,7 +1651,7 @@ fn refused_everywhere(
 #[test]
 fn nine_hundred_instances_times_three_calls_make_one_short_notification() {
     let (failed, c) = refused_everywhere(900, |_| "RESOURCE:MEMORY".to_owned());
-    let note = compose(&failed, &c, DEFAULT_MAX_MESSAGE_SIZE);
+    let note = compose(&failed.origin, &c, DEFAULT_MAX_MESSAGE_SIZE);
     assert!(
         sns_size(&note) <= DEFAULT_MAX_MESSAGE_SIZE,
         "{}",
@@ -1534,9 +1675,9 @@ fn nine_hundred_instances_times_three_calls_make_one_short_notification() {
 fn a_notification_over_the_topics_limit_is_cut_and_says_what_was_cut() {
     // 900 instances, each refusing for its own reason: no grouping helps.
     let (failed, c) = refused_everywhere(900, |i| format!("RESOURCE:CUSTOM-{i}"));
-    let full = compose(&failed, &c, usize::MAX);
+    let full = compose(&failed.origin, &c, usize::MAX);
     for limit in [DEFAULT_MAX_MESSAGE_SIZE, 16_384, 2_048] {
-        let note = compose(&failed, &c, limit);
+        let note = compose(&failed.origin, &c, limit);
         assert!(sns_size(&note) <= limit, "{limit}: {}", sns_size(&note));
         let body: serde_json::Value = serde_json::from_str(&note.body).expect("still JSON");
         if sns_size(&full) > limit {

@@ -43,14 +43,14 @@ fn every_failure_fixture_decodes_with_its_failure_and_counts() {
     ];
     for (file, requested, started, first) in table {
         let f = failed(file);
-        assert_eq!(f.request.requested_count(), requested, "{file}");
-        assert_eq!(f.started, started, "{file}");
+        assert_eq!(f.origin.request.requested_count(), requested, "{file}");
+        assert_eq!(f.origin.started, started, "{file}");
         let lead = match &f.failure {
             Failure::Placement(list) => list[0].reason.clone().unwrap(),
             Failure::Api { code, .. } => code.clone(),
         };
         assert_eq!(lead, first, "{file}");
-        assert_eq!(f.account, "111122223333", "{file}");
+        assert_eq!(f.origin.account, "111122223333", "{file}");
         assert!(f.replay_blocker.is_none(), "{file}: {:?}", f.replay_blocker);
     }
 }
@@ -69,7 +69,7 @@ fn request_parameters_round_trip_without_loss() {
     ] {
         let raw = event(file);
         let original = prune_nulls(raw.pointer("/detail/requestParameters").cloned().unwrap());
-        let typed: RunTaskRequest = failed(file).request;
+        let typed: RunTaskRequest = failed(file).origin.request;
         assert_eq!(
             prune_nulls(serde_json::to_value(&typed).unwrap()),
             original,
@@ -94,14 +94,14 @@ fn api_errors_carry_code_and_message() {
 fn event_time_and_the_callers_session_are_decoded() {
     // The age of the record decides whether it is rerun; the session whether it is our own.
     let f = failed("04-throttling.json");
-    assert_eq!(f.event_time.as_deref(), Some("2025-05-01T03:00:08Z"));
+    assert_eq!(f.origin.event_time.as_deref(), Some("2025-05-01T03:00:08Z"));
     assert_eq!(
-        f.recorded_at,
+        f.origin.recorded_at,
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_746_068_408))
     );
     let session = "arn:aws:sts::111122223333:assumed-role/StepFunctions-nightly-pipeline-role/rTzKqLmNoPqRsTuVwXyZ0123456789ab";
     assert_eq!(f.caller_arn.as_deref(), Some(session));
-    assert_eq!(f.caller.as_deref(), Some(session));
+    assert_eq!(f.origin.caller.as_deref(), Some(session));
 
     let mut e = event("04-throttling.json");
     e["detail"]["eventTime"] = json!("2025-05-01T05:00:08+02:00");
@@ -111,11 +111,11 @@ fn event_time_and_the_callers_session_are_decoded() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        f.recorded_at,
+        f.origin.recorded_at,
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_746_068_408)),
         "an offset is the same instant"
     );
-    assert_eq!(f.caller.as_deref(), Some("batch.amazonaws.com"));
+    assert_eq!(f.origin.caller.as_deref(), Some("batch.amazonaws.com"));
     assert_eq!(f.caller_arn, None, "a service is no session");
 }
 
@@ -137,7 +137,7 @@ fn an_unreadable_event_time_is_an_error_naming_the_field() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        f.recorded_at, None,
+        f.origin.recorded_at, None,
         "absent is decoded; the plan treats it as stale"
     );
 }
@@ -145,8 +145,14 @@ fn an_unreadable_event_time_is_an_error_naming_the_field() {
 #[test]
 fn redacted_environment_is_recognised() {
     let f = failed("07-redacted-environment.json");
-    assert!(f.request.environment_redacted());
-    let container = &f.request.overrides.unwrap().container_overrides.unwrap()[0];
+    assert!(f.origin.request.environment_redacted());
+    let container = &f
+        .origin
+        .request
+        .overrides
+        .unwrap()
+        .container_overrides
+        .unwrap()[0];
     assert!(
         matches!(&container.environment, Some(Environment::Redacted(s)) if s == "HIDDEN_DUE_TO_SECURITY_REASONS")
     );
@@ -213,7 +219,7 @@ fn nulls_are_tolerated_everywhere() {
         Decoded::Failed(f) => f,
         other => panic!("{other:?}"),
     };
-    assert!(f.request.platform_version.is_none());
+    assert!(f.origin.request.platform_version.is_none());
     assert!(f.replay_blocker.is_none(), "null is the same as absent");
 }
 

@@ -344,7 +344,7 @@ fn planned(event: Value) -> RunTaskRequest {
         "a field of the record is unknown to ecs-rerun's types"
     );
     let ctx = Context {
-        now: failed.recorded_at.expect("eventTime") + Duration::from_secs(60),
+        now: failed.origin.recorded_at.expect("eventTime") + Duration::from_secs(60),
         own_account: None,
         allowed_accounts: &[],
         function_name: None,
@@ -358,9 +358,12 @@ fn planned(event: Value) -> RunTaskRequest {
     if let Step::Lookup { query, .. } = &step {
         // A record without a token: first the look-up for the caller's own retry, scoped to
         // the call's cluster and family; it finds nothing here.
-        assert_eq!(query.cluster, failed.request.cluster);
-        assert_eq!(Some(query.family.as_str()), failed.request.task_family());
-        assert_eq!(failed.request.client_token, None);
+        assert_eq!(query.cluster, failed.origin.request.cluster);
+        assert_eq!(
+            Some(query.family.as_str()),
+            failed.origin.request.task_family()
+        );
+        assert_eq!(failed.origin.request.client_token, None);
         episode.record_lookup(Lookup::Found(Vec::new()));
         step = episode.next(&policy, None);
     }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Answer, FakeClock, FakeEcs, FakeSns, config, error, event, fail, tag};
+use common::{Answer, FakeClock, FakeEcs, FakeQueue, FakeSns, config, error, event, fail, tag};
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
 use ecs_rerun::plan::{LaunchResult, Outcome};
@@ -132,11 +132,12 @@ async fn agent_three_times_then_gives_up_with_one_notification() {
         "{}",
         sent[0].subject
     );
-    // The backoff grows: each wait at least half of base * 2^(n-1) (defaults 20 s, cap 120 s).
+    // An agent needs tens of seconds, and the waits grow: each at least half of
+    // 30 s * 2^(n-1), capped at 120 s (AGENT's schedule, equal jitter).
     let sleeps = w.clock.sleeps();
     assert_eq!(sleeps.len(), 3);
     for (n, wait) in sleeps.iter().enumerate() {
-        let step = Duration::from_secs(20 * 2u64.pow(n as u32)).min(Duration::from_secs(120));
+        let step = Duration::from_secs(30 * 2u64.pow(n as u32)).min(Duration::from_secs(120));
         assert!(
             *wait >= step / 2 && *wait <= step,
             "call {}: {wait:?} outside [{:?}, {step:?}]",
@@ -762,14 +763,16 @@ async fn nine_hundred_instances_three_times_make_one_notification_that_fits() {
 }
 
 #[tokio::test]
-async fn nine_hundred_different_reasons_are_cut_to_fit_and_say_so() {
+async fn many_long_reasons_are_cut_to_fit_and_say_so() {
+    // 40 instances, each refusing with its own 20 KB text: at most 10 distinct texts are kept
+    // per answer, and 4 answers of 10 x 20 KB are still over 256 KiB.
     let reason = |i: usize| {
         format!(
             "Capacity is unavailable at this time ({i}): {}",
-            "x".repeat(200)
+            "x".repeat(20_000)
         )
     };
-    let (record, failures) = many_instances(900, reason);
+    let (record, failures) = many_instances(40, reason);
     let answer = || Answer::Place {
         place: 0,
         failures: failures.clone(),
@@ -784,7 +787,7 @@ async fn nine_hundred_different_reasons_are_cut_to_fit_and_say_so() {
     // A topic with a lower MaximumMessageSize gets a message it accepts too.
     let mut w = World::new(vec![answer(), answer(), answer()]);
     w.sns = FakeSns::with_limit(4096);
-    let (record, _) = many_instances(900, reason);
+    let (record, _) = many_instances(40, reason);
     w.run(record).await;
     assert_eq!(w.sns.sent().len(), 1);
 }
@@ -939,12 +942,10 @@ async fn a_later_identical_run_is_not_taken_for_the_callers_retry() {
 
 #[tokio::test]
 async fn a_record_that_would_be_too_old_at_its_first_rerun_is_stale() {
-    // 3595 s old: within the hour now, but not when the first call would go out after its wait.
+    // 3590 s old: within the hour now, but not when the first call would go out after the
+    // 15-30 s an agent needs.
     let w = World::new(vec![]);
-    let record = as_throttled(recorded(
-        "05-server-exception.json",
-        Duration::from_secs(3595),
-    ));
+    let record = recorded("01-agent-ec2.json", Duration::from_secs(3590));
     let report = w.run(record).await;
     assert_eq!(report.outcome, Outcome::Stale);
     assert!(w.ecs.requests().is_empty());
@@ -970,4 +971,307 @@ async fn an_untokened_server_error_that_started_the_task_before_its_record_is_fo
         report.reason
     );
     assert_eq!(report.outcome, Outcome::AlreadyStarted);
+}
+
+// ---- waiting in the delay queue -----------------------------------------------------------------
+
+/// A world whose function has a delay queue.
+struct Queued {
+    world: World,
+    queue: FakeQueue,
+}
+
+impl Queued {
+    fn new(answers: Vec<Answer>) -> Self {
+        Self {
+            world: World::new(answers),
+            queue: FakeQueue::default(),
+        }
+    }
+
+    fn handler(&self, extra: &[(&str, &str)]) -> Handler<FakeEcs, FakeSns, FakeClock, FakeQueue> {
+        self.world.handler(extra).with_queue(self.queue.clone())
+    }
+
+    /// Handles the first invocation of an episode.
+    async fn begin(&self, handler: &Handler<FakeEcs, FakeSns, FakeClock, FakeQueue>, event: Value) {
+        handler
+            .handle(event, &Invocation::default())
+            .await
+            .expect("handled");
+    }
+
+    /// Handles the event, then delivers every hop after its delay, as SQS would; returns the
+    /// report of each invocation.
+    async fn run(&self, extra: &[(&str, &str)], event: Value) -> Vec<Report> {
+        let handler = self.handler(extra);
+        let invocation = Invocation::default();
+        let mut reports = vec![handler.handle(event, &invocation).await.expect("handled")];
+        for _ in 0..20 {
+            let Some((body, delay)) = self.queue.pop() else {
+                return reports;
+            };
+            self.world.clock.advance(delay);
+            reports.push(
+                handler
+                    .handle_hop(&body, &invocation)
+                    .await
+                    .expect("hop handled"),
+            );
+        }
+        panic!("more than 20 hops: {reports:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_a_queue_a_long_wait_holds_no_invocation() {
+    // RESOURCE:MEMORY waits minutes: every wait goes to the queue, nothing sleeps.
+    let q = Queued::new(vec![fail("RESOURCE:MEMORY", 0), fail("RESOURCE:MEMORY", 0)]);
+    let reports = q.run(&[], fresh("02-resource-memory-partial.json")).await;
+    let outcomes: Vec<_> = reports.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Waiting,
+            Outcome::Waiting,
+            Outcome::Waiting,
+            Outcome::Recovered
+        ],
+        "one call per invocation, each after a wait in the queue"
+    );
+    assert!(q.world.clock.sleeps().is_empty(), "no invocation slept");
+    assert_eq!(q.world.ecs.tasks_started(), 3);
+    assert!(q.world.sns.sent().is_empty());
+}
+
+#[tokio::test]
+async fn capacity_waits_add_up_to_at_least_fifteen_minutes() {
+    let q = Queued::new(vec![
+        fail("RESOURCE:MEMORY", 0),
+        fail("RESOURCE:MEMORY", 0),
+        fail("RESOURCE:MEMORY", 0),
+    ]);
+    let (handler, invocation) = (q.handler(&[]), Invocation::default());
+    q.begin(&handler, fresh("02-resource-memory-partial.json"))
+        .await;
+    let mut waited = Duration::ZERO;
+    while let Some((body, delay)) = q.queue.pop() {
+        waited += delay;
+        q.world.clock.advance(delay);
+        handler.handle_hop(&body, &invocation).await.unwrap();
+    }
+    assert!(
+        waited >= Duration::from_secs(15 * 60),
+        "three capacity waits: {waited:?}"
+    );
+    assert_eq!(q.world.sns.sent()[0].attributes["outcome"], "gave_up");
+}
+
+#[tokio::test]
+async fn short_waits_stay_in_the_invocation() {
+    // Throttling needs seconds: the retry is made in the same invocation.
+    let q = Queued::new(vec![error("ThrottlingException")]);
+    let reports = q.run(&[], throttled_with_token()).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].outcome, Outcome::Recovered);
+    assert_eq!(q.world.ecs.tasks_started(), 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_hop_repeats_the_same_call_and_starts_nothing_twice() {
+    let q = Queued::new(vec![fail("AGENT", 0)]);
+    let (handler, invocation) = (q.handler(&[]), Invocation::default());
+    q.begin(&handler, fresh("01-agent-ec2.json")).await;
+    let (first_hop, delay) = q.queue.pop().expect("the first call waits in the queue");
+    q.world.clock.advance(delay);
+    // SQS delivers the same message twice (or the invocation failed after its call).
+    handler.handle_hop(&first_hop, &invocation).await.unwrap();
+    handler.handle_hop(&first_hop, &invocation).await.unwrap();
+    while let Some((body, delay)) = q.queue.pop() {
+        q.world.clock.advance(delay);
+        handler.handle_hop(&body, &invocation).await.unwrap();
+    }
+    assert_eq!(
+        q.world.ecs.tasks_started(),
+        1,
+        "one task, however often a hop comes"
+    );
+    let tokens: Vec<_> = q
+        .world
+        .ecs
+        .requests()
+        .iter()
+        .map(|r| r.client_token.clone())
+        .collect();
+    assert_eq!(
+        tokens[0], tokens[1],
+        "the repeated call resent the same token"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_longer_than_fifteen_minutes_is_chained() {
+    let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 1500,
+                    "MaxDelaySeconds": 1500, "JitterStrategy": "NONE"}]"#;
+    let q = Queued::new(vec![]);
+    let reports = q
+        .run(&[("ECS_RERUN_RULES", rules)], fresh("01-agent-ec2.json"))
+        .await;
+    let outcomes: Vec<_> = reports.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Waiting, Outcome::Waiting, Outcome::Recovered],
+        "900 s, then the remaining 600 s, then the call"
+    );
+    assert_eq!(
+        q.world.ecs.requests().len(),
+        1,
+        "the chained leg made no call"
+    );
+    assert_eq!(
+        q.world.clock.now_since_start(),
+        Duration::from_secs(1500),
+        "the call went out after the whole wait, not before"
+    );
+}
+
+#[tokio::test]
+async fn a_hop_is_not_judged_stale_by_the_time_it_arrives() {
+    // The stale-record guard applies when an episode begins; a hop delivered after the record's
+    // age limit (a long schedule, a redrive) still makes its call with its own tokens.
+    let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 900,
+                    "MaxDelaySeconds": 900, "JitterStrategy": "NONE"}]"#;
+    let q = Queued::new(vec![fail("AGENT", 0)]);
+    let reports = q
+        .run(
+            &[
+                ("ECS_RERUN_RULES", rules),
+                ("ECS_RERUN_MAX_RECORD_AGE_S", "1000"),
+            ],
+            recorded("01-agent-ec2.json", Duration::from_secs(60)),
+        )
+        .await;
+    assert_eq!(reports.last().map(|r| r.outcome), Some(Outcome::Recovered));
+    assert_eq!(q.world.ecs.tasks_started(), 1);
+}
+
+#[tokio::test]
+async fn in_a_mass_outage_no_job_waits_for_another() {
+    // 50 jobs fail at once. Each invocation returns after deciding; every job's first call is
+    // due on its own schedule, counted from its own failure.
+    let q = Queued::new(vec![]);
+    let handler = q.handler(&[]);
+    let invocation = Invocation::default();
+    for i in 0..50 {
+        let mut record = fresh("02-resource-memory-partial.json");
+        record["detail"]["eventID"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+        record["detail"]["requestParameters"]["clientToken"] = json!(format!("job-{i}"));
+        let report = handler.handle(record, &invocation).await.unwrap();
+        assert_eq!(report.outcome, Outcome::Waiting);
+    }
+    assert!(
+        q.world.clock.sleeps().is_empty(),
+        "no invocation held a slot while waiting"
+    );
+    let mut delays = Vec::new();
+    while let Some((_, delay)) = q.queue.pop() {
+        delays.push(delay);
+    }
+    assert_eq!(delays.len(), 50);
+    assert!(
+        delays.iter().all(|d| (150..=300).contains(&d.as_secs())),
+        "each first wait is the capacity schedule's first step, 150-300 s: {delays:?}"
+    );
+    let distinct: std::collections::HashSet<_> = delays.iter().collect();
+    assert!(
+        distinct.len() > 25,
+        "jittered, not in lockstep: {distinct:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_sqs_batch_reports_the_messages_that_failed() {
+    let q = Queued::new(vec![fail("AGENT", 0)]);
+    let (handler, invocation) = (q.handler(&[]), Invocation::default());
+    q.begin(&handler, fresh("01-agent-ec2.json")).await;
+    let (body, delay) = q.queue.pop().unwrap();
+    q.world.clock.advance(delay);
+    let payload = json!({"Records": [
+        {"messageId": "good", "body": body, "eventSource": "aws:sqs"},
+        {"messageId": "bad", "body": "{\"not\": \"a hop\"}", "eventSource": "aws:sqs"},
+    ]});
+    let reply = handler.handle_payload(payload, &invocation).await.unwrap();
+    assert_eq!(
+        reply.body,
+        json!({"batchItemFailures": [{"itemIdentifier": "bad"}]}),
+        "the bad message stays in the queue (and is dead-lettered after 5 receives)"
+    );
+    assert_eq!(reply.reports.len(), 1);
+    assert_eq!(
+        q.world.ecs.requests().len(),
+        1,
+        "the good message made its call"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_notification_on_a_hop_is_retried_by_redelivery_and_sent_once() {
+    let mut q = Queued::new(vec![fail("ATTRIBUTE", 0)]);
+    let invocation = Invocation::default();
+    q.world.sns = FakeSns::failing();
+    let failing = q.handler(&[]);
+    failing
+        .handle(fresh("01-agent-ec2.json"), &invocation)
+        .await
+        .unwrap();
+    let (body, delay) = q.queue.pop().unwrap();
+    q.world.clock.advance(delay);
+    assert!(failing.handle_hop(&body, &invocation).await.is_err());
+    // SQS delivers it again; the topic works now.
+    q.world.sns = FakeSns::default();
+    let report = q.handler(&[]).handle_hop(&body, &invocation).await.unwrap();
+    assert_eq!(report.outcome, Outcome::NotRetryable);
+    assert_eq!(q.world.sns.sent().len(), 1);
+    assert_eq!(q.world.ecs.tasks_started(), 0);
+}
+
+#[tokio::test]
+async fn a_hop_carries_verdicts_in_aggregate_and_stays_small() {
+    let reason = |i: usize| {
+        format!(
+            "Capacity is unavailable at this time ({i}) {}",
+            "x".repeat(200)
+        )
+    };
+    let (record, failures) = many_instances(900, reason);
+    let q = Queued::new(vec![Answer::Place { place: 0, failures }]);
+    let handler = q.handler(&[]);
+    let invocation = Invocation::default();
+    handler.handle(record, &invocation).await.unwrap();
+    let (body, delay) = q.queue.pop().unwrap();
+    q.world.clock.advance(delay);
+    handler.handle_hop(&body, &invocation).await.unwrap();
+    let (body, _) = q.queue.pop().expect("a second hop after the failed call");
+    assert!(
+        body.len() < 32 * 1024,
+        "900 failures twice, yet {} bytes (SQS takes 256 KiB)",
+        body.len()
+    );
+    let hop: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(hop["version"], 1);
+}
+
+#[tokio::test]
+async fn a_hop_of_another_version_is_refused_not_guessed() {
+    let q = Queued::new(vec![]);
+    q.handler(&[])
+        .handle(fresh("01-agent-ec2.json"), &Invocation::default())
+        .await
+        .unwrap();
+    let (body, _) = q.queue.pop().unwrap();
+    let mut hop: Value = serde_json::from_str(&body).unwrap();
+    hop["version"] = json!(2);
+    let err = ecs_rerun::hop::Hop::from_json(&hop.to_string()).unwrap_err();
+    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(ecs_rerun::hop::Hop::from_json(&body).is_ok());
 }

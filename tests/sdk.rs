@@ -486,3 +486,50 @@ async fn publish_failure_is_an_error_naming_the_topic() {
     );
     assert!(err.cause.contains("not allowed"), "{}", err.cause);
 }
+
+#[tokio::test]
+async fn a_hop_is_sent_to_the_delay_queue_with_its_delay() {
+    use aws_sdk_sqs::operation::send_message::SendMessageOutput;
+    use ecs_rerun::queue::{DelayQueue, SqsDelayQueue};
+    let url = "https://sqs.us-east-1.amazonaws.com/111122223333/ecs-rerun-delay";
+    let rule = mock!(aws_sdk_sqs::Client::send_message)
+        .match_requests(move |r| {
+            r.queue_url() == Some(url)
+                && r.delay_seconds() == Some(900)
+                && r.message_body() == Some("{\"hop\":1}")
+        })
+        .then_output(|| SendMessageOutput::builder().message_id("m-1").build());
+    let client = mock_client!(aws_sdk_sqs, [&rule]);
+    let queue = SqsDelayQueue::new(client, url.to_owned());
+    // A wait longer than SQS's 15 minutes is sent with the longest delay; the hop chains the rest.
+    queue
+        .send("{\"hop\":1}", std::time::Duration::from_secs(1200))
+        .await
+        .expect("sent");
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_queue_that_refuses_fails_the_step_with_what_to_check() {
+    use aws_sdk_sqs::operation::send_message::SendMessageError;
+    use ecs_rerun::queue::{DelayQueue, SqsDelayQueue};
+    let rule = mock!(aws_sdk_sqs::Client::send_message).then_error(|| {
+        SendMessageError::generic(
+            aws_sdk_sqs::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not allowed")
+                .build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_sqs, [&rule]);
+    let queue = SqsDelayQueue::new(client, "https://sqs/q".to_owned());
+    let err = queue
+        .send("{}", std::time::Duration::from_secs(10))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sqs:SendMessage") && err.contains("AccessDenied"),
+        "{err}"
+    );
+}

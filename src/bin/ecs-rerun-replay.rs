@@ -7,6 +7,8 @@
 //! request it would send. Otherwise it uses real SDK clients from the standard configuration
 //! chain, so `AWS_ENDPOINT_URL` points it at a local endpoint. With `--expect FILE` (a JSON map
 //! from file name to `{"dry_run": outcome, "local": outcome}`) it checks every outcome.
+//! Each episode runs whole, every hop of it: the command plays the delay queue's part itself,
+//! waiting each hop's delay (as configured; a dry run stops before the first wait).
 //! Records older than `ECS_RERUN_MAX_RECORD_AGE_S` are not rerun, here as in Lambda; `--fresh`
 //! moves each record's `eventTime` (and the envelope's `time`) to now first, which is how the
 //! sample events, recorded in 2025, are replayed as if they had just happened.
@@ -16,11 +18,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ecs_rerun::clock::Clock;
 use ecs_rerun::clock::TokioClock;
 use ecs_rerun::config::Config;
-use ecs_rerun::handler::{Handler, Invocation};
+use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::launch::EcsLauncher;
 use ecs_rerun::notify::{Notifier, PrintNotifier, SnsNotifier};
+use ecs_rerun::queue::LocalQueue;
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: ecs-rerun-replay [--dry-run] [--fresh] [--expect FILE] EVENT.json...";
@@ -78,13 +82,15 @@ async fn main() -> ExitCode {
             .region(aws_config::Region::new("us-east-1"))
             .build();
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::from_conf(ecs));
-        let handler = Handler::new(config, launcher, PrintNotifier, TokioClock);
+        let handler = Handler::new(config, launcher, PrintNotifier, TokioClock)
+            .with_queue(LocalQueue::default());
         replay(&handler, &args, &expected, key).await
     } else {
         let aws = ecs_rerun::setup::aws_config().await;
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::new(&aws));
         let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
-        let handler = Handler::new(config, launcher, notifier, TokioClock);
+        let handler =
+            Handler::new(config, launcher, notifier, TokioClock).with_queue(LocalQueue::default());
         replay(&handler, &args, &expected, key).await
     };
     if ok {
@@ -95,7 +101,7 @@ async fn main() -> ExitCode {
 }
 
 async fn replay<N: Notifier>(
-    handler: &Handler<EcsLauncher, N, TokioClock>,
+    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue>,
     args: &Args,
     expected: &BTreeMap<String, Value>,
     key: &str,
@@ -109,7 +115,7 @@ async fn replay<N: Notifier>(
         let event = read_event(file).map(|e| if args.fresh { retime(e) } else { e });
         let line = match event {
             Err(msg) => json!({"file": name, "outcome": "error", "error": msg}),
-            Ok(event) => match handler.handle(event, &Invocation::default()).await {
+            Ok(event) => match run_episode(handler, event).await {
                 Ok(report) => {
                     let mut line = serde_json::to_value(&report).unwrap_or_default();
                     line["file"] = Value::from(name.clone());
@@ -132,6 +138,25 @@ async fn replay<N: Notifier>(
         println!("{line}");
     }
     all_ok
+}
+
+/// Handles an event, then plays the delay queue until the episode has ended.
+async fn run_episode<N: Notifier>(
+    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue>,
+    event: Value,
+) -> Result<Report, HandlerError> {
+    let invocation = Invocation::default();
+    let mut report = handler.handle(event, &invocation).await?;
+    while let Some((body, delay)) = handler.queue().pop() {
+        eprintln!(
+            "replay: {}; playing the delay queue: {}s",
+            report.reason,
+            delay.as_secs()
+        );
+        TokioClock.sleep(delay).await;
+        report = handler.handle_hop(&body, &invocation).await?;
+    }
+    Ok(report)
 }
 
 /// Moves `detail.eventTime` to now and the envelope's `time` along with it.

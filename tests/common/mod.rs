@@ -14,6 +14,7 @@ use ecs_rerun::lookup::{ExistingTask, TaskQuery};
 use ecs_rerun::message::Notification;
 use ecs_rerun::notify::{Notifier, PublishError};
 use ecs_rerun::plan::{LaunchResult, LaunchedTask, Lookup};
+use ecs_rerun::queue::{DelayQueue, QueueError};
 use ecs_rerun::request::RunTaskRequest;
 use serde_json::Value;
 
@@ -343,6 +344,34 @@ impl TaskLauncher for FakeEcs {
     }
 }
 
+/// A delay queue that keeps what it was sent, to be delivered by the test.
+#[derive(Clone, Default)]
+pub struct FakeQueue {
+    sent: Arc<Mutex<VecDeque<(String, Duration)>>>,
+}
+
+impl FakeQueue {
+    /// Takes the oldest message and its delay.
+    pub fn pop(&self) -> Option<(String, Duration)> {
+        self.sent.lock().unwrap().pop_front()
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.sent.lock().unwrap().len()
+    }
+}
+
+impl DelayQueue for FakeQueue {
+    async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
+        self.sent
+            .lock()
+            .unwrap()
+            .push_back((body.to_owned(), delay));
+        Ok(())
+    }
+}
+
 /// Records notifications; fails on demand.
 #[derive(Clone, Default)]
 pub struct FakeSns {
@@ -425,6 +454,11 @@ impl FakeClock {
     /// Every sleep, in order.
     pub fn sleeps(&self) -> Vec<Duration> {
         self.slept.lock().unwrap().clone()
+    }
+
+    /// Time passed since the start.
+    pub fn now_since_start(&self) -> Duration {
+        self.now().duration_since(self.start).unwrap_or_default()
     }
 
     /// Lets time pass outside the handler (the caller's own retry happening meanwhile, say).
