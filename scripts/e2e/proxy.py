@@ -28,7 +28,9 @@ What it adds to moto:
     also drops moto's `"startedBy": ""` for tasks started without one, as ECS leaves the member out.
   * Subnet-id translation: the sample events name subnets that cannot exist in moto (moto picks its own
     ids), so the ids in `awsvpcConfiguration.subnets` are mapped to subnets seeded in moto.
-  * A log of every ECS and SNS call it saw (decoded request, what it did, decoded response).
+  * A log of every ECS and SNS call it saw (decoded request, what it did, decoded response), and of the
+    function's SQS calls (SendMessage to the delay queue: the queue, `DelaySeconds`, the decoded body
+    and the episode's `event_id` it carries); SQS calls pass through unscripted.
 
 moto's ListTasks honours `cluster`, `family`, `startedBy` and `desiredStatus` (checked by
 tests/e2e/test_e2e.py::test_endpoint_models_what_the_function_reads); without `desiredStatus` it lists
@@ -59,7 +61,8 @@ Actions (a call with no scripted action passes through):
   any action may carry "delay_ms": N (wait before acting: a slow endpoint / a client timeout)
   any action may carry "whole_call": true: it then answers every try of the one SDK call that took it
         (the SDK's own retries, same `amz-sdk-invocation-id` header), not only the first; after
-        `error_after_start` those retries get the error again instead of the stored answer
+        `error_after_start` those retries get the error again instead of the stored answer (RunTask
+        and SNS Publish)
   {"do": "error", ..., "whole_call": true} thus fails one SDK call of the function as a whole, however
         many times its SDK retries it, and the function's next call (a new invocation id) is not scripted
 
@@ -82,6 +85,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+SQS_TARGET_PREFIX = "AmazonSQS."
 SHORT_ECS_REASONS = re.compile(r"^(AGENT|ATTRIBUTE|LOCATION|MISSING|INACTIVE|RESOURCE:[A-Z]+)$")
 CONTROL = "/__control/"
 
@@ -243,7 +247,9 @@ class Handler(BaseHTTPRequestHandler):
                         self._complete_tasks(answer.get("tasks") or [])
                         data = json.dumps(answer).encode()
                     entry["response"] = answer
-        if service in ("ecs", "sns"):
+        if service == "sqs":
+            entry.update(_sqs_entry(op, params))
+        if service in ("ecs", "sns", "sqs"):
             with self.server.state.lock:
                 self.server.state.record(entry)
         self._send(status, data, headers)
@@ -267,6 +273,12 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 params = {}
             return "ecs", target[len(ECS_TARGET_PREFIX):], params
+        if target.startswith(SQS_TARGET_PREFIX):          # SQS's JSON protocol (the Rust SDK's)
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError:
+                params = {}
+            return "sqs", target[len(SQS_TARGET_PREFIX):], params
         ctype = self.headers.get("Content-Type", "")
         if "x-www-form-urlencoded" in ctype:
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -470,7 +482,7 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"t": time.time(), "service": "sns", "op": "Publish", "topic": params.get("TopicArn"),
                  "subject": params.get("Subject"), "attributes": attrs, "request": params}
         with st.lock:
-            action = st.next_action("sns:Publish")
+            action = st.next_action("sns:Publish", self.headers.get("amz-sdk-invocation-id"))
         entry["action"] = action.get("do", "pass")
         if action.get("delay_ms"):
             time.sleep(action["delay_ms"] / 1000.0)
@@ -493,6 +505,19 @@ class Handler(BaseHTTPRequestHandler):
         entry.update(status=status, response=data.decode("utf-8", "replace")[:500])
         self._log(entry)
         self._send(status, data, headers)
+
+
+def _sqs_entry(op: str, params: dict) -> dict:
+    """What the log keeps of an SQS call: the queue, and for SendMessage the delay and the body (decoded
+    when it is JSON) with the `event_id` of the episode a delay-queue message carries."""
+    out: dict = {"queue": params.get("QueueUrl")}
+    if op == "SendMessage":
+        body = params.get("MessageBody")
+        decoded = _maybe_json(body.encode()) if isinstance(body, str) else body
+        origin = decoded.get("origin") if isinstance(decoded, dict) else None
+        out.update(delay_seconds=int(params.get("DelaySeconds") or 0), body=decoded,
+                   event_id=origin.get("event_id") if isinstance(origin, dict) else None)
+    return out
 
 
 def _maybe_json(data: bytes):

@@ -1,14 +1,21 @@
 """Replay sample events end to end and show what ecs-rerun did.
 
-    python scripts/e2e/replay.py [--fresh] [--expect events/expected.json] [--running] EVENT_FILE...
+    python scripts/e2e/replay.py [--fresh] [--expect events/expected.json] [--running | --no-delay-queue] EVENT_FILE...
 
-Starts the local stack (moto, the fault proxy, `cargo lambda watch` serving the real bootstrap),
-sends each event with `cargo lambda invoke --data-file`, and prints: progress while it runs, one table
-row per event, the notifications as delivered (read back from the SQS queue subscribed to the topic),
+Starts the local stack (moto, the fault proxy, `cargo lambda watch` serving the real bootstrap, and the
+delay queue in moto's SQS with a pump playing Lambda's SQS event source mapping), sends each event with
+`cargo lambda invoke --data-file`, waits until its episode has concluded (every hop through the delay
+queue delivered back to the function, the queue empty), and prints: progress while it runs (each call
+the function made, each hop sent to the queue and delivered back), one table row per event with its
+final outcome, the notifications as delivered (read back from the SQS queue subscribed to the topic),
 the tasks the endpoint now holds with their retry tags, and a one-line summary. Exits 1 if an
-event's outcome differs from the "local" entry for it in the expectations file.
+event's final outcome differs from the "local" entry for it in the expectations file.
 
-With --running it uses the stack of a running `make stack` instead of starting one (`make invoke`).
+With --no-delay-queue the function runs without ECS_RERUN_DELAY_QUEUE_URL: one invocation sleeps through
+the whole episode, as a deployment without the queue does.
+
+With --running it uses the stack of a running `make stack` instead of starting one (`make invoke`); that
+stack has no delay queue, so each episode is one invocation there.
 
 With --fresh each record is retimed before it is sent: `time` and `detail.eventTime` are set to now
 (UTC), keeping their offset. The sample records date from 2025, and ecs-rerun does not rerun a record
@@ -46,6 +53,11 @@ def describe_call(e: dict, t0: float, last: list, recorded_token: str | None = N
     at = e["t"] - t0
     gap = f", {e['t'] - last[0]:.2f}s after the previous call" if last[0] else ""
     last[0] = e["t"]
+    if e.get("service") == "sqs" and e.get("op") == "SendMessage":
+        status = e.get("status")
+        res = "" if status == 200 else " → " + c(f"HTTP {status}", "31")
+        return (f"   +{at:5.2f}s  " + c(f"⇢ hop: the episode waits in the delay queue, DelaySeconds={e.get('delay_seconds')}", "36")
+                + f" (SQS SendMessage{gap}){res}")
     if e.get("op") == "RunTask":
         attempt = (e.get("tags") or {}).get("ecs-rerun:attempt")
         tok = (e.get("clientToken") or "-")
@@ -85,7 +97,22 @@ def describe_call(e: dict, t0: float, last: list, recorded_token: str | None = N
     return f"   +{at:5.2f}s  {e.get('service')}:{e.get('op')} → HTTP {e.get('status')}"
 
 
+def describe_delivery(phase: str, deliveries: list, t0: float) -> None:
+    """Progress lines for a batch of delay-queue messages the pump hands to the function."""
+    for d in deliveries:
+        if phase == "start":
+            again = f", delivered again (receive {d.receive_count})" if d.receive_count > 1 else ""
+            batch = f", in a batch of {d.batch_size}" if d.batch_size > 1 else ""
+            out(f"   +{d.at - t0:5.2f}s  " + c(f"⇠ the delay queue delivers the hop{again}{batch}", "36")
+                + f" (message {d.message_id[:8]}…)")
+        elif not d.ok:
+            err = (d.error or "?").splitlines()[0]
+            out(f"{'':12}" + c(f"✗ this message failed: it stays in the queue and comes back ({err[:140]})", "31"))
+
+
 def run_one(stack, path: Path, verbose: bool = True, fresh: bool = False):
+    """Send one event; with a delay queue, wait until its episode concluded. Returns the first
+    invocation's result and the episode (None without a delay queue)."""
     sc = scenario(path.name)
     stack.control.clear_script()
     if sc["script"]:
@@ -97,13 +124,27 @@ def run_one(stack, path: Path, verbose: bool = True, fresh: bool = False):
     event = load_event(path)
     detail = (event.get("detail") if isinstance(event, dict) else None) or {}
     token = (detail.get("requestParameters") or {}).get("clientToken") if isinstance(detail, dict) else None
-    res = stack.invoke(path, on_call=(lambda e: out(describe_call(e, t0, last, token))) if verbose else None,
-                       fresh=fresh)
-    stack.control.clear_script()
-    return res
+    on_call = (lambda e: out(describe_call(e, t0, last, token))) if verbose else None
+    pump = getattr(stack, "pump", None)
+    if pump is not None:
+        pump.on_call = on_call
+        pump.on_delivery = (lambda phase, ds: describe_delivery(phase, ds, t0)) if verbose else None
+    try:
+        res = stack.invoke(path, on_call=on_call, fresh=fresh)
+        episode = None
+        if pump is not None:
+            stack.settle(120)
+            episode = stack.episode(res.event_id) if res.event_id else None
+    finally:
+        if pump is not None:
+            pump.on_call = pump.on_delivery = None
+        stack.control.clear_script()
+    return res, episode
 
 
-def summarize_response(res) -> dict:
+def summarize_response(res, episode=None) -> dict:
+    if episode is not None and episode.final is not None:
+        return dict(episode.final, hops=episode.hops)
     r = res.response
     if isinstance(r, list):           # a handler that answers a list per invocation
         r = r[0] if len(r) == 1 else {"outcome": ",".join(x.get("outcome", "?") for x in r)}
@@ -118,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("events", nargs="+", type=Path)
     ap.add_argument("--expect", type=Path, help="expectations: {file: {local: outcome}}")
     ap.add_argument("--running", action="store_true", help="use the stack of a running `make stack`")
+    ap.add_argument("--no-delay-queue", dest="delay_queue", action="store_false",
+                    help="no delay queue: one invocation sleeps through each episode's waits")
     ap.add_argument("--json", action="store_true", help="also print each function response as a JSON line")
     ap.add_argument("--fresh", action="store_true",
                     help="retime each record to now (time, detail.eventTime) so that it is not stale")
@@ -130,28 +173,44 @@ def main(argv=None) -> int:
         stack = RunningStack.find()
         ctx = None
     else:
-        out(c("Starting the local stack (moto + fault proxy + cargo lambda watch) …", "2"))
-        ctx = Stack(event_files=args.events)
+        out(c("Starting the local stack (moto + fault proxy + cargo lambda watch"
+              + (" + delay queue and its pump" if args.delay_queue else "") + ") …", "2"))
+        ctx = Stack(event_files=args.events, delay_queue=args.delay_queue)
         stack = ctx.__enter__()
         out(c("Function settings for this local run: ECS_RERUN_BASE_DELAY_MS=200 ECS_RERUN_MAX_DELAY_MS=1000 "
               "(production: 20000 / 120000), ECS_RERUN_MAX_ATTEMPTS=3, AWS_LAMBDA_FUNCTION_NAME=ecs-rerun", "2"))
+        if args.delay_queue:
+            out(c(f"Delay queue: ECS_RERUN_DELAY_QUEUE_URL={stack.function_queue_url()} "
+                  f"ECS_RERUN_HOP_AFTER_MS={stack.function_env['ECS_RERUN_HOP_AFTER_MS']} (production: 5000): every "
+                  "wait goes through moto's SQS (DelaySeconds rounded up to 1 s); a pump plays the event source "
+                  "mapping (batches of 5, partial batch failures, maxReceiveCount 5). --no-delay-queue: waits "
+                  "inside the invocation", "2"))
     if args.fresh:
         out(c(RETIME_NOTE[0].upper() + RETIME_NOTE[1:] + ".", "2"))
     try:
         stack.notifications()          # start from an empty queue
         results = []
         for path in args.events:
-            res = run_one(stack, path, fresh=args.fresh)
-            r = summarize_response(res)
+            t_event = time.monotonic()
+            res, episode = run_one(stack, path, fresh=args.fresh)
+            r = summarize_response(res, episode)
             want = (expected.get(path.name) or {}).get("local")
             r["_expected"] = want
             r["_match"] = want is None or want == r.get("outcome")
-            results.append((path, res, r))
+            results.append((path, res, r, episode))
             mark = c("✓", "32") if r["_match"] else c("✗", "31")
             unexpected = "" if r["_match"] else c(f" (expected {want})", "31")
-            if res.ok:
+            hops = ""
+            if episode is not None and episode.hops:
+                failed = sum(1 for d in episode.deliveries if not d.ok)
+                hops = f", {episode.hops} hop(s) through the delay queue" + (f" ({failed} failed, delivered again)" if failed else "")
+            if episode is not None and episode.final is None and res.ok:
+                r["_match"] = False
+                out(f"   {c('✗', '31')} the episode did not conclude: " + ", ".join(
+                    str(x.get("outcome")) for x in episode.reports))
+            elif res.ok:
                 out(f"   {mark} {r.get('outcome')}{unexpected}: {r.get('attempts')} attempt(s), {r.get('tasks_started')} "
-                    f"task(s) started, notified={r.get('notified')} ({res.seconds:.2f}s)")
+                    f"task(s) started, notified={r.get('notified')}{hops} ({time.monotonic() - t_event:.2f}s)")
                 if not r["_match"] and r.get("reason"):
                     out(f"     reason: {r['reason']}")
             else:
@@ -171,7 +230,7 @@ def main(argv=None) -> int:
     # ---- the table ------------------------------------------------------------------------------
     out()
     rows = [("scenario", "decision", "attempts", "tasks started", "notification subject")]
-    for path, res, r in results:
+    for path, res, r, _ in results:
         title = scenario(path.name)["title"]
         name = path.stem if not title else f"{path.stem[:2]} {title}"
         decision = str(r.get("outcome"))
@@ -217,19 +276,21 @@ def main(argv=None) -> int:
     if not tasks:
         out("  (none)")
 
-    bad = [p.name for p, _, r in results if not r["_match"]]
-    failed_invocations = sum(1 for _, res, _ in results if not res.ok)
-    calls = sum(1 for _, res, _ in results for e in res.calls if e.get("op") == "RunTask")
+    bad = [p.name for p, _, r, _ in results if not r["_match"]]
+    failed_invocations = sum(1 for _, res, _, _ in results if not res.ok)
+    calls = sum(1 for _, res, _, ep in results for e in (ep or res).calls if e.get("op") == "RunTask")
+    hops = sum(ep.hops for _, _, _, ep in results if ep is not None)
     counts: dict[str, int] = {}
-    for _, _, r in results:
+    for _, _, r, _ in results:
         counts[str(r.get("outcome"))] = counts.get(str(r.get("outcome")), 0) + 1
     summary = (f"{len(results)} events in {time.monotonic() - started:.1f}s: "
                + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                + f"; {calls} RunTask calls, {len(tasks)} tasks, {len(notes)} notifications"
+               + (f", {hops} hops through the delay queue" if any(ep is not None for *_, ep in results) else "")
                + (f", {failed_invocations} failed invocations" if failed_invocations else ""))
     out()
     if bad:
-        if not args.fresh and all(r.get("outcome") == "stale" for p, _, r in results if p.name in bad):
+        if not args.fresh and all(r.get("outcome") == "stale" for p, _, r, _ in results if p.name in bad):
             out(c("hint: the records are older than ECS_RERUN_MAX_RECORD_AGE_S; --fresh retimes them to now", "33"))
         out(c(f"FAIL {summary}; unexpected outcome for: {', '.join(bad)}", "31;1"))
         return 1

@@ -11,6 +11,13 @@ and ecs-rerun does not rerun a record older than ECS_RERUN_MAX_RECORD_AGE_S (def
 `time` and `detail.eventTime` are set to now, keeping their offset (`invoke(..., fresh=False)` sends
 an event as it is, e.g. to test that very rule).
 
+With `delay_queue=True` (issue 12) the stack also has the delay queue and its dead-letter queue in moto's
+SQS, the function runs with ECS_RERUN_DELAY_QUEUE_URL (the queue's URL at the fault proxy, the endpoint the
+function uses) and ECS_RERUN_HOP_AFTER_MS=50, so every wait of the local backoff (at least 100 ms) goes
+through the queue, and a pump (pump.py) plays Lambda's SQS event source mapping: it delivers each message
+back to the function when its delay is over. `settle()` waits until the queue is empty and nothing is in
+flight; `episode(event_id)` gathers an episode's invocations and reports.
+
 Usage as a program (what `make stack` runs):
     python scripts/e2e/stack.py up      start, seed, print the addresses, run until interrupted;
                                         writes .tools/e2e/stack.json so `make invoke` can find it
@@ -41,6 +48,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proxy import FaultProxy  # noqa: E402
+from pump import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_S, Episode, Pump  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = ROOT / ".tools" / "e2e"
@@ -50,6 +58,8 @@ ACCOUNT = "111122223333"          # the account of the sample events; moto runs 
 TOPIC_NAME = "ecs-rerun-notifications"
 QUEUE_NAME = "ecs-rerun-notifications"
 FUNCTION = "ecs-rerun"
+DELAY_QUEUE_NAME = "ecs-rerun-delay"
+DEAD_LETTER_QUEUE_NAME = "ecs-rerun-delay-dlq"
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 # Short backoff for the local run (production defaults are 20 s / 120 s): `make replay` takes seconds.
@@ -62,6 +72,14 @@ LOCAL_FUNCTION_ENV = {
     "ECS_RERUN_MAX_DELAY_MS": "1000",
     "ECS_RERUN_ALLOWED_ACCOUNTS": ACCOUNT,
     "RUST_LOG": "info",
+}
+# With the delay queue: every wait of the local backoff goes through it. Equal jitter on the 200 ms base
+# makes the first wait 100-200 ms (sample 05's is 100.x ms), so the threshold sits below the shortest
+# wait, not on it. JSON log lines (as Lambda's advanced logging controls set them) let the pump read the
+# report of each delay-queue message, which a hop invocation does not answer (it answers batchItemFailures).
+DELAY_QUEUE_FUNCTION_ENV = {
+    "ECS_RERUN_HOP_AFTER_MS": "50",
+    "AWS_LAMBDA_LOG_FORMAT": "JSON",
 }
 
 
@@ -196,6 +214,7 @@ class InvokeResult:
     error: str | None              # the emulator's error report for a failed invocation
     seconds: float
     calls: list[dict] = field(default_factory=list)   # what the proxy saw during the invocation
+    event_id: str | None = None    # the CloudTrail record's eventID of an EventBridge event
 
 
 def sample_requests(event_files) -> list[dict]:
@@ -214,10 +233,12 @@ def sample_requests(event_files) -> list[dict]:
 
 class Stack:
     def __init__(self, event_files=(), with_lambda: bool = True, function_env: dict | None = None,
-                 log_dir: Path = STATE_DIR, quiet: bool = False):
+                 log_dir: Path = STATE_DIR, quiet: bool = False, delay_queue: bool = False):
         self.event_files = [str(f) for f in event_files] or [str(p) for p in sorted((ROOT / "events").glob("[0-9]*.json"))]
         self.with_lambda = with_lambda
-        self.function_env = {**LOCAL_FUNCTION_ENV, **(function_env or {})}
+        self.delay_queue = delay_queue
+        self.function_env = {**LOCAL_FUNCTION_ENV, **(DELAY_QUEUE_FUNCTION_ENV if delay_queue else {}),
+                             **(function_env or {})}
         self.log_dir = Path(log_dir)
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen] = {}
@@ -229,6 +250,11 @@ class Stack:
         self.seeded: dict = {}
         self._clients: dict = {}
         self._image = ""
+        self.delay_queue_url = ""          # in moto, for the harness
+        self.dead_letter_url = ""
+        self.pump: Pump | None = None
+        self.invoke_lock = threading.RLock()   # one invocation at a time: each one's proxy log is its own
+        self.invocations: list[InvokeResult] = []   # the EventBridge events sent (episode beginnings)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def say(self, msg: str) -> None:
@@ -270,8 +296,20 @@ class Stack:
         self.say(f"stack: moto {self.moto_url}, fault proxy {self.proxy.url} (seeded in {time.monotonic() - t0:.1f}s)")
         if self.with_lambda:
             self.start_lambda()
+            if self.delay_queue:
+                arn = self.client("sqs").get_queue_attributes(
+                    QueueUrl=self.delay_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+                self.pump = Pump(self, self.delay_queue_url, self.dead_letter_url, arn, REGION).start()
+                self.say(f"stack: delay queue {self.delay_queue_url} (function: {self.function_queue_url()}), "
+                         f"pump: batches of {self.pump.batch_size}, maxReceiveCount {MAX_RECEIVE_COUNT}, "
+                         f"dead letters from {self.dead_letter_url}")
+
+    def function_queue_url(self) -> str:
+        """The delay queue's URL as the function gets it: at the fault proxy, the endpoint it uses."""
+        return f"{self.proxy.url}/{ACCOUNT}/{DELAY_QUEUE_NAME}"
 
     def function_env_all(self) -> dict[str, str]:
+        queue = {"ECS_RERUN_DELAY_QUEUE_URL": self.function_queue_url()} if self.delay_queue else {}
         return {
             "AWS_ENDPOINT_URL": self.proxy.url,
             "AWS_REGION": REGION,
@@ -279,6 +317,7 @@ class Stack:
             "AWS_ACCESS_KEY_ID": CREDS["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": CREDS["aws_secret_access_key"],
             "ECS_RERUN_TOPIC_ARN": self.topic_arn,
+            **queue,
             **self.function_env,
         }
 
@@ -300,6 +339,9 @@ class Stack:
                  f"(cargo lambda watch, up in {time.monotonic() - t0:.1f}s; function log: {self.log_dir / 'lambda.log'})")
 
     def stop(self) -> None:
+        if self.pump is not None:
+            self.pump.stop()
+            self.pump = None
         for name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -321,9 +363,13 @@ class Stack:
         service, kept: building a boto3 client costs tens of milliseconds)."""
         cache = self.__dict__.setdefault("_clients", {})
         if service not in cache:
-            cache[service] = boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
-                                          config=Config(retries={"max_attempts": 1}), **CREDS)
+            cache[service] = self.new_client(service)
         return cache[service]
+
+    def new_client(self, service: str):
+        """A client straight to moto of its own (for another thread)."""
+        return boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
+                            config=Config(retries={"max_attempts": 1}), **CREDS)
 
     def caller_client(self, service: str = "ecs"):
         """A client through the fault proxy, as the function sees ECS: a test plays the original caller
@@ -337,11 +383,16 @@ class Stack:
 
     # ---- seeding --------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget everything (moto's state, the proxy's scripts/log/tokens) and seed again."""
-        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", data=b"", method="POST"),
-                               timeout=10).read()
-        self.control.reset()
-        self.seed()
+        """Forget everything (moto's state, the proxy's scripts/log/tokens, what the pump delivered) and
+        seed again; the pump does not receive meanwhile."""
+        with self.pump.pause() if self.pump else contextlib.nullcontext():
+            urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", data=b"", method="POST"),
+                                   timeout=10).read()
+            self.control.reset()
+            self.seed()
+            self.invocations.clear()
+            if self.pump:
+                self.pump.forget()
 
     def seed(self) -> None:
         ec2, ecs, sns, sqs = (self.client(s) for s in ("ec2", "ecs", "sns", "sqs"))
@@ -416,23 +467,43 @@ class Stack:
         self.queue_url = sqs.create_queue(QueueName=QUEUE_NAME)["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        if self.delay_queue:
+            # The delay queue and its dead-letter queue, as the template has them (maxReceiveCount 5).
+            self.dead_letter_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE_NAME)["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dead_letter_url,
+                                               AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self.delay_queue_url = sqs.create_queue(QueueName=DELAY_QUEUE_NAME, Attributes={
+                "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                             "maxReceiveCount": MAX_RECEIVE_COUNT})})["QueueUrl"]
 
         self.control.config(subnets=subnet_map, container_instances=instances)
         self.seeded = {"clusters": sorted(clusters), "task_definitions": {k: v["revision"] for k, v in families.items()},
                        "container_instances": instances, "subnets": subnet_map, "topic": self.topic_arn,
-                       "queue": self.queue_url}
+                       "queue": self.queue_url, "delay_queue": self.delay_queue_url or None}
 
     # ---- driving the function -------------------------------------------------------------------
-    def invoke(self, event, on_call=None, timeout: float = 120, fresh: bool = True) -> InvokeResult:
+    def invoke(self, event, on_call=None, timeout: float = 120, fresh: bool = True,
+               name: str | None = None) -> InvokeResult:
         """Send one event to the emulator with `cargo lambda invoke --data-file`. `event` is an event
         file or an event (a dict). With `fresh` (the default) the record is retimed to now first
-        (see `retime`); fresh=False sends it with the times it has."""
+        (see `retime`); fresh=False sends it with the times it has. One invocation at a time (the
+        pump's too), so that the calls the proxy saw meanwhile are this invocation's."""
+        with self.__dict__.setdefault("invoke_lock", threading.RLock()):
+            res = self._invoke(event, on_call, timeout, fresh, name)
+        if res.event_id is not None and hasattr(self, "invocations"):
+            self.invocations.append(res)
+        return res
+
+    def _invoke(self, event, on_call, timeout: float, fresh: bool, name: str | None) -> InvokeResult:
         event_file = event if not isinstance(event, dict) else None
         data = event if isinstance(event, dict) else load_event(event)
+        event_id = ((data.get("detail") or {}).get("eventID") if isinstance(data, dict)
+                    and isinstance(data.get("detail"), dict) else None)
         if isinstance(data, dict) and (fresh or event_file is None):
             if fresh:
                 data = retime(data)
-            name = Path(event_file).name if event_file else f"event-{(data.get('detail') or {}).get('eventID', 'x')}.json"
+            name = name or (Path(event_file).name if event_file else f"event-{event_id or 'x'}.json")
             sent = Path(self.log_dir) / "sent" / name
             sent.parent.mkdir(parents=True, exist_ok=True)
             sent.write_text(json.dumps(data, indent=2))
@@ -476,16 +547,16 @@ class Stack:
         if os.environ.get("E2E_DRIVER") == "replay-bin":
             line = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else {}
             if line.get("outcome") == "error":
-                return InvokeResult(str(event_file), False, None, line.get("error"), secs, seen)
-            return InvokeResult(str(event_file), True, line, None, secs, seen)
+                return InvokeResult(str(event_file), False, None, line.get("error"), secs, seen, event_id)
+            return InvokeResult(str(event_file), True, line, None, secs, seen, event_id)
         if p.returncode == 0:
             try:
                 resp = json.loads(p.stdout)
             except ValueError:
-                return InvokeResult(str(event_file), False, None, f"response is not JSON: {p.stdout!r}", secs, seen)
-            return InvokeResult(str(event_file), True, resp, None, secs, seen)
+                return InvokeResult(str(event_file), False, None, f"response is not JSON: {p.stdout!r}", secs, seen, event_id)
+            return InvokeResult(str(event_file), True, resp, None, secs, seen, event_id)
         err = (p.stderr.strip() or p.stdout.strip() or f"exit status {p.returncode}")
-        return InvokeResult(str(event_file), False, None, err, secs, seen)
+        return InvokeResult(str(event_file), False, None, err, secs, seen, event_id)
 
     # ---- reading the endpoint's state back --------------------------------------------------------
     def tasks(self) -> list[dict]:
@@ -531,9 +602,30 @@ class Stack:
                             "timestamp": env.get("Timestamp")})
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
+    # ---- the delay queue ---------------------------------------------------------------------------
+    def settle(self, timeout: float = 30.0) -> float:
+        """With the delay queue: wait until every episode in it has concluded (the queue empty, no batch
+        in flight), at most `timeout` seconds (TimeoutError says what is left). Without: nothing to wait for."""
+        return self.pump.settle(timeout) if self.pump else 0.0
+
+    def episode(self, event_id: str) -> Episode:
+        """What the stack saw of one episode: its EventBridge invocation (the last one sent for that
+        record), every delay-queue message of it the pump delivered, their reports, calls and dead letters."""
+        firsts = [r for r in self.invocations if r.event_id == event_id]
+        first = firsts[-1] if firsts else None
+        pump = self.pump
+        deliveries = [d for d in (pump.deliveries if pump else []) if d.event_id == event_id]
+        calls: dict[int, dict] = {}
+        for group in ([first.calls] if first else []) + [d.calls for d in deliveries]:
+            for c in group:
+                calls.setdefault(c["seq"], c)
+        dead = [x for x in (pump.dead_letters if pump else []) if x.get("event_id") == event_id]
+        return Episode(event_id, first, deliveries, [calls[k] for k in sorted(calls)], dead)
+
     def describe(self) -> dict:
         return {"moto": self.moto_url, "proxy": self.proxy.url if self.proxy else None,
                 "lambda_port": self.lambda_port, "topic": self.topic_arn, "queue": self.queue_url,
+                "delay_queue": self.delay_queue_url or None,
                 "pid": os.getpid(), "region": REGION, "account": ACCOUNT, "function": FUNCTION}
 
 
@@ -562,8 +654,10 @@ class RunningStack:
         return cls(info)
 
     client = Stack.client
+    new_client = Stack.new_client
     caller_client = Stack.caller_client
     invoke = Stack.invoke
+    _invoke = Stack._invoke
     tasks = Stack.tasks
     job_tasks = Stack.job_tasks
     notifications = Stack.notifications

@@ -117,3 +117,21 @@ def as_session(ev: dict, session: str = FUNCTION, role: str = "ecs-rerun-functio
     issuer.update(type="Role", principalId="AROAEXAMPLEROLEID", arn=f"arn:aws:iam::{ACCOUNT}:role/{role}",
                   accountId=ACCOUNT, userName=role)
     return ev
+
+
+def run_episode(stack, ev, script: dict | None = None, fresh: bool = True, timeout: float = 30):
+    """With the delay queue: send a sample event (file name or path) or an event (dict) with `script`
+    for the proxy (kept for the whole episode, every hop), wait until the queue has settled (the episode
+    concluded, nothing in flight) and return what the stack saw of the episode (stack.episode)."""
+    stack.control.clear_script()
+    if script:
+        stack.control.script(script)
+    if isinstance(ev, str):
+        ev = EVENTS / ev
+    try:
+        res = stack.invoke(ev, fresh=fresh)
+        assert res.event_id, "not an EventBridge event with a record"
+        stack.settle(timeout)
+    finally:
+        stack.control.clear_script()
+    return stack.episode(res.event_id)
