@@ -109,6 +109,8 @@ enum Progress {
         call: u32,
         /// The wait before it.
         wait: Duration,
+        /// The delay the message was sent with (whole seconds, at most 15 minutes).
+        delay: Duration,
     },
 }
 
@@ -210,7 +212,8 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
                     "the wait goes on: chained in the delay queue"
                 );
                 self.queue.send(&next.to_json(), delay).await?;
-                return Ok(self.waiting_report(&origin, next.episode.calls() + 1, delay));
+                let left = Duration::from_millis(next.wait_left_ms) + delay;
+                return Ok(self.waiting_report(&origin, next.episode.calls() + 1, left, delay));
             }
             self.drive(&origin, hop.episode, invocation).await
         }
@@ -253,7 +256,9 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
     ) -> Result<Report, HandlerError> {
         match self.run(origin, episode, invocation).await? {
             Progress::Done(conclusion) => self.finish(origin, conclusion).await,
-            Progress::Waiting { call, wait } => Ok(self.waiting_report(origin, call, wait)),
+            Progress::Waiting { call, wait, delay } => {
+                Ok(self.waiting_report(origin, call, wait, delay))
+            }
         }
     }
 
@@ -327,7 +332,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
                 );
                 // The invocation's last act: a hop is delivered twice only in SQS's rare duplicates.
                 self.queue.send(&hop.to_json(), delay).await?;
-                return Ok(Progress::Waiting { call, wait });
+                return Ok(Progress::Waiting { call, wait, delay });
             }
             match step {
                 Step::Done(mut conclusion) => {
@@ -392,12 +397,22 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
         }
     }
 
-    fn waiting_report(&self, origin: &Origin, call: u32, wait: Duration) -> Report {
+    fn waiting_report(
+        &self,
+        origin: &Origin,
+        call: u32,
+        wait: Duration,
+        delay: Duration,
+    ) -> Report {
         Report {
             event_id: Some(origin.event_id.clone()),
             outcome: Outcome::Waiting,
             reason_class: None,
-            reason: format!("call {call} waits {}s in the delay queue", wait.as_secs()),
+            reason: format!(
+                "call {call} waits {:.1}s in the delay queue (DelaySeconds {})",
+                wait.as_secs_f64(),
+                delay.as_secs()
+            ),
             attempts: call.saturating_sub(1),
             tasks_started: 0,
             waited_ms: 0,
