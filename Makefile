@@ -52,7 +52,7 @@ replay-dry: ## replay events/ through the handler, dry run: no AWS call, prints 
 # --- end to end: the real bootstrap under `cargo lambda watch`, the AWS SDK talking to moto's server ----
 # through a scripted fault proxy (scripts/e2e/). Everything binds 127.0.0.1 on free ports and is stopped
 # again at the end, also on Ctrl-C. For the local run the function's backoff is shortened to
-# ECS_RERUN_BASE_DELAY_MS=200 / ECS_RERUN_MAX_DELAY_MS=1000 (production: 20000 / 120000), so it takes seconds.
+# ECS_RERUN_BASE_DELAY_MS=200 / ECS_RERUN_MAX_DELAY_MS=1000 (production: unset, each failure class on its own schedule), so it takes seconds.
 E2E_BUILD := cargo build --quiet --locked --bin ecs-rerun
 
 replay: $(VENV)/.installed ## replay events/ end to end: emulator + local AWS endpoint; table, notifications, tasks

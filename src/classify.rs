@@ -1,10 +1,12 @@
 //! Classify: is a failure worth a retry, or does a person have to fix something?
 //!
 //! A table of rules, in the spirit of AWS Batch's `evaluateOnExit`: each rule matches a placement
-//! failure's `reason`, or an exception's `errorCode`, optionally narrowed by the message, with
-//! case-insensitive globs (`*`, `?`). The first rule that matches decides; a failure no rule
-//! matches is `unknown` and gets a notification. Operators prepend their own rules with
-//! `ECS_RERUN_RULES`, so they can override any default without a rebuild.
+//! failure's `reason`, or an exception's `errorCode`, optionally narrowed by the message, and
+//! may be narrowed to a caller, an account, a cluster or a task family ([`Subject`]), all with
+//! case-insensitive globs (`*`, `?`). The first rule that matches decides: retry, notify, or
+//! leave it to a caller that retries by itself. A failure no rule matches is `unknown` and gets a
+//! notification. Operators prepend their own rules with `ECS_RERUN_RULES`, so they can override
+//! any default without a rebuild.
 
 use std::sync::Arc;
 
@@ -25,6 +27,32 @@ pub enum Action {
     Retry,
     /// Permanent: tell a person.
     Notify,
+    /// The caller retries by itself: log and count only, no rerun, no notification.
+    Leave,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Notify => "notify",
+            Self::Leave => "leave",
+        }
+    }
+}
+
+/// What a rule may know about a failed call besides its failure.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Subject {
+    /// Who made the call ([`crate::caller::Caller::name`]); `None` for ecs-rerun's own calls,
+    /// which no `onCaller` rule concerns.
+    pub caller: Option<String>,
+    /// The account of the call.
+    pub account: String,
+    /// The cluster's short name.
+    pub cluster: String,
+    /// The task family.
+    pub family: String,
 }
 
 /// The class of a failure, as shown in notifications and metrics.
@@ -39,6 +67,8 @@ pub enum ReasonClass {
     Unknown,
     /// Transient, but the request cannot be reproduced (redacted environment, unknown fields).
     NotReplayable,
+    /// A rule on the caller decided: it retries by itself, or a person should.
+    Caller,
 }
 
 impl ReasonClass {
@@ -49,6 +79,7 @@ impl ReasonClass {
             Self::Permanent => "permanent",
             Self::Unknown => "unknown",
             Self::NotReplayable => "not_replayable",
+            Self::Caller => "caller",
         }
     }
 }
@@ -63,6 +94,10 @@ struct RuleSpec {
     on_reason: Option<String>,
     on_error_code: Option<String>,
     on_message: Option<String>,
+    on_caller: Option<String>,
+    on_account: Option<String>,
+    on_cluster: Option<String>,
+    on_task_family: Option<String>,
     #[serde(rename = "IntervalSeconds")]
     interval_seconds: Option<f64>,
     #[serde(rename = "BackoffRate")]
@@ -81,6 +116,10 @@ struct Rule {
     on_reason: Option<Glob>,
     on_error_code: Option<Glob>,
     on_message: Option<Glob>,
+    on_caller: Option<Glob>,
+    on_account: Option<Glob>,
+    on_cluster: Option<Glob>,
+    on_task_family: Option<Glob>,
     schedule: Schedule,
     max_attempts: Option<u32>,
     text: String,
@@ -130,98 +169,87 @@ pub const MAX_GROUPS: usize = 10;
 #[derive(Debug, Clone)]
 pub struct Rules(Arc<[Rule]>);
 
-/// A built-in rule: `(action, onReason, onErrorCode, onMessage, schedule)`.
-type RuleRow = (
-    Action,
-    Option<&'static str>,
-    Option<&'static str>,
-    Option<&'static str>,
-    Schedule,
-);
+/// A built-in rule.
+#[derive(Clone, Copy)]
+struct Row {
+    action: Action,
+    reason: Option<&'static str>,
+    code: Option<&'static str>,
+    message: Option<&'static str>,
+    caller: Option<&'static str>,
+    schedule: Schedule,
+}
 
-/// Notify rules never wait; their schedule is unused.
+/// Notify and leave rules never wait; their schedule is unused.
 const NONE: Schedule = Schedule::TENS_OF_SECONDS;
 
-/// The built-in table (section 1.7 of the AWS facts), with how long each transient failure
-/// needs (section 12): an agent reconnects in tens of seconds, capacity takes minutes (an EC2
-/// instance to launch and register, a Fargate capacity spell to pass), the API asks for seconds.
-const DEFAULTS: &[RuleRow] = &[
-    (
-        Action::Retry,
-        Some("AGENT"),
-        None,
-        None,
-        Schedule::TENS_OF_SECONDS,
-    ),
-    (
-        Action::Retry,
-        Some("RESOURCE:*"),
-        None,
-        None,
-        Schedule::MINUTES,
-    ),
-    (
-        Action::Retry,
-        Some("*Capacity is unavailable*"),
-        None,
-        None,
-        Schedule::MINUTES,
-    ),
-    (
-        Action::Retry,
-        None,
-        Some("ThrottlingException"),
-        None,
-        Schedule::SECONDS,
-    ),
-    (
-        Action::Retry,
-        None,
-        Some("ServerException"),
-        None,
-        Schedule::SECONDS,
-    ),
-    (
-        Action::Retry,
-        None,
-        Some(NETWORK_ERROR),
-        None,
-        Schedule::SECONDS,
-    ),
-    (
-        Action::Retry,
-        None,
-        Some("ClientException"),
-        Some("*Tasks provisioning capacity limit exceeded*"),
-        Schedule::TENS_OF_SECONDS,
-    ),
-    (Action::Notify, Some("ATTRIBUTE"), None, None, NONE),
-    (Action::Notify, Some("LOCATION"), None, None, NONE),
-    (Action::Notify, Some("MISSING"), None, None, NONE),
-    (Action::Notify, Some("INACTIVE"), None, None, NONE),
-    (
-        Action::Notify,
-        Some("*limit on the number of*"),
-        None,
-        None,
-        NONE,
-    ),
-    (
-        Action::Notify,
-        Some("*configuration is above your limit*"),
-        None,
-        None,
-        NONE,
-    ),
-    (Action::Notify, None, Some("AccessDenied*"), None, NONE),
-    (
-        Action::Notify,
-        None,
-        Some("InvalidParameterException"),
-        None,
-        NONE,
-    ),
-    (Action::Notify, None, Some("ClientException"), None, NONE),
+const fn retry(
+    reason: Option<&'static str>,
+    code: Option<&'static str>,
+    schedule: Schedule,
+) -> Row {
+    Row {
+        action: Action::Retry,
+        reason,
+        code,
+        message: None,
+        caller: None,
+        schedule,
+    }
+}
+
+const fn notify(reason: Option<&'static str>, code: Option<&'static str>) -> Row {
+    Row {
+        action: Action::Notify,
+        reason,
+        code,
+        message: None,
+        caller: None,
+        schedule: NONE,
+    }
+}
+
+const fn caller(caller: &'static str, action: Action, code: Option<&'static str>) -> Row {
+    Row {
+        action,
+        reason: None,
+        code,
+        message: None,
+        caller: Some(caller),
+        schedule: NONE,
+    }
+}
+
+/// The built-in table. First the callers that retry by themselves (aws-facts §12): AWS Batch
+/// places its jobs again; a Step Functions state's `Retry` decides (with `.sync`; the plain
+/// integration moves on, and the record cannot tell the two apart, so a person is told);
+/// Scheduler and rule targets resend a call that got an API error, but not one answered with
+/// `failures`. Then the failures (§1.7), with how long each transient one needs (§12): an agent
+/// reconnects in tens of seconds, capacity takes minutes, the API asks for seconds.
+const DEFAULTS: &[Row] = &[
+    caller("batch", Action::Leave, None),
+    caller("step-functions", Action::Notify, None),
+    caller("scheduler", Action::Leave, Some("*")),
+    caller("events-rule", Action::Leave, Some("*")),
+    retry(Some("AGENT"), None, Schedule::TENS_OF_SECONDS),
+    retry(Some("RESOURCE:*"), None, Schedule::MINUTES),
+    retry(Some("*Capacity is unavailable*"), None, Schedule::MINUTES),
+    retry(None, Some("ThrottlingException"), Schedule::SECONDS),
+    retry(None, Some("ServerException"), Schedule::SECONDS),
+    retry(None, Some(NETWORK_ERROR), Schedule::SECONDS),
+    Row {
+        message: Some("*Tasks provisioning capacity limit exceeded*"),
+        ..retry(None, Some("ClientException"), Schedule::TENS_OF_SECONDS)
+    },
+    notify(Some("ATTRIBUTE"), None),
+    notify(Some("LOCATION"), None),
+    notify(Some("MISSING"), None),
+    notify(Some("INACTIVE"), None),
+    notify(Some("*limit on the number of*"), None),
+    notify(Some("*configuration is above your limit*"), None),
+    notify(None, Some("AccessDenied*")),
+    notify(None, Some("InvalidParameterException")),
+    notify(None, Some("ClientException")),
 ];
 
 /// Whether an error code says the server failed, after which it may have acted (5xx).
@@ -242,8 +270,19 @@ impl Rules {
         Self(
             DEFAULTS
                 .iter()
-                .map(|&(action, reason, code, message, schedule)| {
-                    Rule::new(action, reason, code, message, schedule, None)
+                .map(|row| {
+                    Rule::new(
+                        row.action,
+                        Matchers {
+                            reason: row.reason,
+                            code: row.code,
+                            message: row.message,
+                            caller: row.caller,
+                            ..Matchers::default()
+                        },
+                        row.schedule,
+                        None,
+                    )
                 })
                 .collect(),
         )
@@ -255,8 +294,36 @@ impl Rules {
             serde_json::from_str(json).map_err(|e| RuleError(format!("not valid JSON: {e}")))?;
         let mut rules = Vec::with_capacity(specs.len() + DEFAULTS.len());
         for (i, spec) in specs.into_iter().enumerate() {
-            if spec.on_reason.is_none() && spec.on_error_code.is_none() {
-                return Err(RuleError(format!("rule {i} needs onReason or onErrorCode")));
+            let matchers = Matchers {
+                reason: spec.on_reason.as_deref(),
+                code: spec.on_error_code.as_deref(),
+                message: spec.on_message.as_deref(),
+                caller: spec.on_caller.as_deref(),
+                account: spec.on_account.as_deref(),
+                cluster: spec.on_cluster.as_deref(),
+                family: spec.on_task_family.as_deref(),
+            };
+            if spec.on_message.is_some() && spec.on_reason.is_none() && spec.on_error_code.is_none()
+            {
+                return Err(RuleError(format!(
+                    "rule {i}: onMessage narrows onReason or onErrorCode; give it one"
+                )));
+            }
+            if matchers.is_empty() {
+                return Err(RuleError(format!(
+                    "rule {i} matches nothing: give it onReason, onErrorCode, onCaller, \
+                     onAccount, onCluster or onTaskFamily"
+                )));
+            }
+            if let Some(caller) = spec.on_caller.as_deref()
+                && !CALLERS
+                    .iter()
+                    .any(|c| Glob::new_case_insensitive(caller).matches(c))
+            {
+                return Err(RuleError(format!(
+                    "rule {i}: onCaller {caller:?} matches no caller; callers are {}",
+                    CALLERS.join(", ")
+                )));
             }
             if spec.on_reason.is_some() && spec.on_error_code.is_some() {
                 return Err(RuleError(format!(
@@ -283,9 +350,7 @@ impl Rules {
             }
             rules.push(Rule::new(
                 spec.action,
-                spec.on_reason.as_deref(),
-                spec.on_error_code.as_deref(),
-                spec.on_message.as_deref(),
+                matchers,
                 schedule,
                 spec.max_attempts,
             ));
@@ -294,14 +359,15 @@ impl Rules {
         Ok(Self(rules.into()))
     }
 
-    /// Classifies one placement failure.
-    pub fn placement(&self, failure: &PlacementFailure) -> Verdict {
+    /// Classifies one placement failure of a call about `subject`.
+    pub fn placement(&self, failure: &PlacementFailure, subject: &Subject) -> Verdict {
         let reason = failure.reason.as_deref().unwrap_or("");
         let detail = failure.detail.as_deref().unwrap_or("");
         let mut verdict = self.first_match(reason, |r| {
             r.on_error_code.is_none()
-                && r.on_reason.as_ref().is_some_and(|g| g.matches(reason))
+                && r.on_reason.as_ref().is_none_or(|g| g.matches(reason))
                 && r.on_message.as_ref().is_none_or(|g| g.matches(detail))
+                && r.concerns(subject)
         });
         verdict.examples.extend(failure.arn.clone());
         verdict
@@ -310,13 +376,13 @@ impl Rules {
     /// Classifies the placement failures of one answer, grouped by their text: ECS lists one
     /// entry per container instance it considered, so 900 instances give one group, not 900.
     /// An answer with fewer tasks and no failure listed gets one `(no reason given)` verdict.
-    pub fn placements(&self, failures: &[PlacementFailure]) -> Vec<Verdict> {
+    pub fn placements(&self, failures: &[PlacementFailure], subject: &Subject) -> Vec<Verdict> {
         if failures.is_empty() {
-            return vec![self.placement(&PlacementFailure::default())];
+            return vec![self.placement(&PlacementFailure::default(), subject)];
         }
         let mut groups: Vec<Verdict> = Vec::new();
         for failure in failures {
-            let verdict = self.placement(failure);
+            let verdict = self.placement(failure, subject);
             let known = groups.iter().position(|g| g.failure == verdict.failure);
             let kept = groups.len();
             match known.and_then(|i| groups.get_mut(i)) {
@@ -353,8 +419,8 @@ impl Rules {
         groups
     }
 
-    /// Classifies one exception.
-    pub fn api_error(&self, code: &str, message: &str) -> Verdict {
+    /// Classifies one exception of a call about `subject`.
+    pub fn api_error(&self, code: &str, message: &str, subject: &Subject) -> Verdict {
         let shown = if message.is_empty() {
             code.to_owned()
         } else {
@@ -362,16 +428,17 @@ impl Rules {
         };
         self.first_match(&shown, |r| {
             r.on_reason.is_none()
-                && r.on_error_code.as_ref().is_some_and(|g| g.matches(code))
+                && r.on_error_code.as_ref().is_none_or(|g| g.matches(code))
                 && r.on_message.as_ref().is_none_or(|g| g.matches(message))
+                && r.concerns(subject)
         })
     }
 
     /// Classifies a whole failure: one verdict per distinct failure text.
-    pub fn failure(&self, failure: &Failure) -> Vec<Verdict> {
+    pub fn failure(&self, failure: &Failure, subject: &Subject) -> Vec<Verdict> {
         match failure {
-            Failure::Placement(failures) => self.placements(failures),
-            Failure::Api { code, message } => vec![self.api_error(code, message)],
+            Failure::Placement(failures) => self.placements(failures, subject),
+            Failure::Api { code, message } => vec![self.api_error(code, message, subject)],
         }
     }
 
@@ -385,9 +452,10 @@ impl Rules {
             Some(rule) => Verdict {
                 failure,
                 action: rule.action,
-                class: match rule.action {
-                    Action::Retry => ReasonClass::Transient,
-                    Action::Notify => ReasonClass::Permanent,
+                class: match (rule.action, rule.on_caller.is_some()) {
+                    (_, true) | (Action::Leave, _) => ReasonClass::Caller,
+                    (Action::Retry, false) => ReasonClass::Transient,
+                    (Action::Notify, false) => ReasonClass::Permanent,
                 },
                 rule: rule.text.clone(),
                 count: 1,
@@ -409,46 +477,99 @@ impl Rules {
     }
 }
 
-/// Retry if any failure is transient: with several entries for one call, one transient cause
-/// (an agent reconnecting) is enough for a new placement to succeed.
+/// The verdict that decides a call: a caller that retries by itself first (its own retry is
+/// coming), then any transient failure (with several entries for one call, one transient cause,
+/// an agent reconnecting, is enough for a new placement to succeed), else the first.
 pub fn overall(verdicts: &[Verdict]) -> Option<&Verdict> {
     verdicts
         .iter()
-        .find(|v| v.action == Action::Retry)
+        .find(|v| v.action == Action::Leave)
+        .or_else(|| verdicts.iter().find(|v| v.action == Action::Retry))
         .or_else(|| verdicts.first())
 }
 
+/// The callers an `onCaller` rule can name ([`crate::caller::Caller::name`]).
+pub const CALLERS: &[&str] = &[
+    "batch",
+    "step-functions",
+    "scheduler",
+    "events-rule",
+    "other",
+];
+
+/// What a rule matches, as written.
+#[derive(Debug, Clone, Copy, Default)]
+struct Matchers<'a> {
+    reason: Option<&'a str>,
+    code: Option<&'a str>,
+    message: Option<&'a str>,
+    caller: Option<&'a str>,
+    account: Option<&'a str>,
+    cluster: Option<&'a str>,
+    family: Option<&'a str>,
+}
+
+impl Matchers<'_> {
+    fn is_empty(&self) -> bool {
+        [
+            self.reason,
+            self.code,
+            self.caller,
+            self.account,
+            self.cluster,
+            self.family,
+        ]
+        .iter()
+        .all(Option::is_none)
+    }
+}
+
 impl Rule {
-    fn new(
-        action: Action,
-        reason: Option<&str>,
-        code: Option<&str>,
-        message: Option<&str>,
-        schedule: Schedule,
-        max_attempts: Option<u32>,
-    ) -> Self {
-        let mut text = Vec::new();
-        if let Some(r) = reason {
-            text.push(format!("onReason={r}"));
-        }
-        if let Some(c) = code {
-            text.push(format!("onErrorCode={c}"));
-        }
-        if let Some(m) = message {
-            text.push(format!("onMessage={m}"));
-        }
-        let action_name = match action {
-            Action::Retry => "retry",
-            Action::Notify => "notify",
-        };
+    fn new(action: Action, m: Matchers<'_>, schedule: Schedule, max_attempts: Option<u32>) -> Self {
+        let text: Vec<String> = [
+            ("onCaller", m.caller),
+            ("onAccount", m.account),
+            ("onCluster", m.cluster),
+            ("onTaskFamily", m.family),
+            ("onReason", m.reason),
+            ("onErrorCode", m.code),
+            ("onMessage", m.message),
+        ]
+        .into_iter()
+        .filter_map(|(name, glob)| glob.map(|g| format!("{name}={g}")))
+        .collect();
+        let glob = |g: Option<&str>| g.map(Glob::new_case_insensitive);
         Self {
             action,
-            on_reason: reason.map(Glob::new_case_insensitive),
-            on_error_code: code.map(Glob::new_case_insensitive),
-            on_message: message.map(Glob::new_case_insensitive),
+            on_reason: glob(m.reason),
+            on_error_code: glob(m.code),
+            on_message: glob(m.message),
+            on_caller: glob(m.caller),
+            on_account: glob(m.account),
+            on_cluster: glob(m.cluster),
+            on_task_family: glob(m.family),
             schedule,
             max_attempts,
-            text: format!("{} -> {action_name}", text.join(" ")),
+            text: format!("{} -> {}", text.join(" "), action.as_str()),
         }
+    }
+
+    /// Whether the rule's caller, account, cluster and family globs match the call.
+    fn concerns(&self, subject: &Subject) -> bool {
+        self.on_caller
+            .as_ref()
+            .is_none_or(|g| subject.caller.as_deref().is_some_and(|c| g.matches(c)))
+            && self
+                .on_account
+                .as_ref()
+                .is_none_or(|g| g.matches(&subject.account))
+            && self
+                .on_cluster
+                .as_ref()
+                .is_none_or(|g| g.matches(&subject.cluster))
+            && self
+                .on_task_family
+                .as_ref()
+                .is_none_or(|g| g.matches(&subject.family))
     }
 }

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use crate::caller::{Caller, Signals};
 use crate::event::{
     CLOUDTRAIL_DETAIL_TYPE, CloudTrailRecord, ECS_EVENT_SOURCE, Envelope, PlacementFailure,
 };
@@ -47,6 +48,8 @@ pub struct Origin {
     pub recorded_at: Option<std::time::SystemTime>,
     /// ARN of the caller (`userIdentity.arn`), or the AWS service that called.
     pub caller: Option<String>,
+    /// Who that is: Batch, Step Functions, Scheduler, a rule, or someone else.
+    pub called_by: Caller,
     /// The request as recorded.
     pub request: RunTaskRequest,
     /// Tasks that did start (`responseElements.tasks`).
@@ -250,6 +253,19 @@ pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
         .event_id
         .ok_or(DecodeError::Missing("detail.eventID"))?;
     let identity = record.user_identity.unwrap_or_default();
+    let called_by = Caller::detect(
+        Signals {
+            arn: identity.arn.as_deref(),
+            invoked_by: identity.invoked_by.as_deref(),
+            issuer: identity
+                .session_context
+                .as_ref()
+                .and_then(|c| c.session_issuer.as_ref())
+                .and_then(|i| i.arn.as_deref()),
+            source_ip: record.source_ip_address.as_deref(),
+        },
+        &request,
+    );
     let recorded_at = record
         .event_time
         .as_deref()
@@ -276,6 +292,7 @@ pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
             event_time: record.event_time,
             recorded_at,
             caller: identity.arn.clone().or(identity.invoked_by),
+            called_by,
             request,
             started,
         },

@@ -35,6 +35,9 @@ pub struct CloudTrailRecord {
     pub recipient_account_id: Option<String>,
     /// Who made the call.
     pub user_identity: Option<UserIdentity>,
+    /// The caller's IP address, or a service's DNS name when a service called.
+    #[serde(rename = "sourceIPAddress")]
+    pub source_ip_address: Option<String>,
     /// Set only when the call raised an exception.
     pub error_code: Option<String>,
     /// Message of that exception.
@@ -56,6 +59,24 @@ pub struct UserIdentity {
     pub arn: Option<String>,
     /// AWS service that called on the user's behalf, e.g. `events.amazonaws.com`.
     pub invoked_by: Option<String>,
+    /// The session's context: which role it is a session of.
+    pub session_context: Option<SessionContext>,
+}
+
+/// `userIdentity.sessionContext` (only what ecs-rerun reads).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SessionContext {
+    /// The role (or user) that issued the session.
+    pub session_issuer: Option<SessionIssuer>,
+}
+
+/// `userIdentity.sessionContext.sessionIssuer`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SessionIssuer {
+    /// ARN of the issuing role.
+    pub arn: Option<String>,
 }
 
 /// `responseElements` of a `RunTask` call.
@@ -88,4 +109,97 @@ pub struct PlacementFailure {
     pub reason: Option<String>,
     /// Optional extra text.
     pub detail: Option<String>,
+}
+
+/// What an input file held, as EventBridge events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelopes {
+    /// The events, in order.
+    pub events: Vec<Value>,
+    /// How they were made, when they were not EventBridge events already.
+    pub note: Option<String>,
+}
+
+/// Reads what an operator may have at hand as EventBridge events: an EventBridge event as is;
+/// a bare CloudTrail record (CloudTrail Event history); a `lookup-events` answer (`{"Events":
+/// [{"CloudTrailEvent": "<JSON string>"}]}`) or one of its entries; a trail's log file
+/// (`{"Records": [...]}`). CloudTrail records are wrapped as EventBridge would send them
+/// (`detail-type` "AWS API Call via CloudTrail", `source` "aws.ecs"); records of other calls
+/// than ECS RunTask are left out, and the note says how many.
+pub fn envelopes(input: Value) -> Result<Envelopes, String> {
+    if input.get("detail-type").is_some() {
+        return Ok(Envelopes {
+            events: vec![input],
+            note: None,
+        });
+    }
+    let (records, from) = if let Some(records) = input.get("Records").and_then(Value::as_array) {
+        (records.clone(), "a trail log file")
+    } else if let Some(events) = input.get("Events").and_then(Value::as_array) {
+        let parsed = events
+            .iter()
+            .map(lookup_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        (parsed, "a lookup-events answer")
+    } else if input.get("CloudTrailEvent").is_some() {
+        (vec![lookup_entry(&input)?], "a lookup-events entry")
+    } else if input.get("eventSource").is_some() {
+        (vec![input], "a CloudTrail record")
+    } else {
+        return Err(
+            "neither an EventBridge event (no detail-type) nor a CloudTrail record, a trail log \
+             file ({\"Records\": [...]}) or a lookup-events answer ({\"Events\": [...]})"
+                .to_owned(),
+        );
+    };
+    let total = records.len();
+    let events: Vec<Value> = records
+        .into_iter()
+        .filter(|r| {
+            r.get("eventSource").and_then(Value::as_str) == Some(ECS_EVENT_SOURCE)
+                && r.get("eventName").and_then(Value::as_str) == Some("RunTask")
+        })
+        .map(wrap)
+        .collect();
+    let note = format!(
+        "{} RunTask record(s) of {total} in {from}, wrapped as EventBridge events",
+        events.len()
+    );
+    Ok(Envelopes {
+        events,
+        note: Some(note),
+    })
+}
+
+fn lookup_entry(entry: &Value) -> Result<Value, String> {
+    let text = entry
+        .get("CloudTrailEvent")
+        .and_then(Value::as_str)
+        .ok_or("a lookup-events entry without a CloudTrailEvent string")?;
+    serde_json::from_str(text).map_err(|e| format!("CloudTrailEvent is not JSON: {e}"))
+}
+
+/// A CloudTrail record as EventBridge delivers it.
+fn wrap(record: Value) -> Value {
+    let field = |name: &str| record.get(name).cloned().unwrap_or(Value::Null);
+    let account = record
+        .get("recipientAccountId")
+        .or_else(|| record.pointer("/userIdentity/accountId"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let id = record
+        .get("eventID")
+        .and_then(Value::as_str)
+        .map_or_else(|| "replayed".to_owned(), |id| format!("replayed-{id}"));
+    serde_json::json!({
+        "version": "0",
+        "id": id,
+        "detail-type": CLOUDTRAIL_DETAIL_TYPE,
+        "source": "aws.ecs",
+        "account": account,
+        "time": field("eventTime"),
+        "region": field("awsRegion"),
+        "resources": [],
+        "detail": record,
+    })
 }

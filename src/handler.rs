@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+use crate::caller::Caller;
 use crate::classify::ReasonClass;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -60,6 +61,10 @@ pub struct Report {
     pub task_family: Option<String>,
     /// From the original failure (CloudTrail `eventTime`) to the recovery, in milliseconds.
     pub recovery_ms: Option<u64>,
+    /// Who made the failed call.
+    pub caller: Option<Caller>,
+    /// The rule that decided.
+    pub rule: Option<String>,
 }
 
 /// Why an invocation fails (and goes to Lambda's retry and then the dead-letter queue).
@@ -272,7 +277,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
         let outcome = conclusion.outcome;
         let wants_note = match outcome {
             Outcome::Recovered | Outcome::AlreadyStarted => self.config.notify_on_recovery,
-            Outcome::Ignored | Outcome::Waiting => false,
+            Outcome::Ignored | Outcome::Waiting | Outcome::Left => false,
             Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale | Outcome::WouldRetry => true,
         };
         let note = wants_note
@@ -421,6 +426,8 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
             cluster: Some(origin.request.cluster_name().to_owned()),
             task_family: origin.request.task_family().map(str::to_owned),
             recovery_ms: None,
+            caller: Some(origin.called_by.clone()),
+            rule: None,
         }
     }
 
@@ -449,6 +456,8 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
             cluster: Some(origin.request.cluster_name().to_owned()),
             task_family: origin.request.task_family().map(str::to_owned),
             recovery_ms,
+            caller: Some(origin.called_by.clone()),
+            rule: Some(c.rule.clone()),
         }
     }
 }
@@ -468,6 +477,8 @@ fn ignored(event_id: Option<String>, why: &Ignored) -> Report {
         cluster: None,
         task_family: None,
         recovery_ms: None,
+        caller: None,
+        rule: None,
     }
 }
 
@@ -475,6 +486,7 @@ fn episode_span(origin: &Origin) -> tracing::Span {
     tracing::info_span!(
         "episode",
         event_id = %origin.event_id,
+        caller = %origin.called_by.name(),
         cluster = %origin.request.cluster_name(),
         task_family = %origin.request.task_family().unwrap_or(""),
     )

@@ -13,8 +13,10 @@
 //! The data flows through the modules in this order:
 //!
 //! - [`event`]: the wire format (EventBridge envelope, CloudTrail record), all optional.
-//! - [`decode`]: validates it into a [`decode::FailedRunTask`], or says why it is ignored.
-//! - [`classify`]: the rule table: retry or notify, for each failure reason or error code.
+//! - [`decode`]: validates it into a [`decode::FailedRunTask`], or says why it is ignored; it
+//!   names the [`caller`] (Batch, Step Functions, Scheduler, a rule, someone else).
+//! - [`classify`]: the rule table: retry, notify, or leave it to a caller that retries by itself,
+//!   for each failure reason or error code, caller, account, cluster and family.
 //! - [`plan`]: the pure retry episode: what to launch, when, and when to stop. It marks its
 //!   calls with [`marks`] (tokens, tags, its own session) and, for an API-error record without a
 //!   token, first asks [`lookup`] whether the caller's own retry already started the job.
@@ -33,6 +35,7 @@
 //! The binaries are thin: `ecs-rerun` (the Lambda bootstrap) and `ecs-rerun-replay` (the same
 //! handler over event files, for local runs).
 
+pub mod caller;
 pub mod classify;
 pub mod clock;
 pub mod config;

@@ -54,6 +54,7 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         (Outcome::NotRetryable, None) => "cannot retry",
         (Outcome::Stale, _) => "too old to rerun",
         (Outcome::WouldRetry, _) => "dry run, would retry",
+        (Outcome::Left, _) => "left to the caller:",
         (Outcome::Ignored | Outcome::Waiting, _) => "ignored",
     };
     let subject = format!("[ecs-rerun] {headline} {family} on {cluster}: {deciding}");
@@ -94,6 +95,10 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
             Outcome::NotRetryable => "ecs-rerun will not retry it.".to_owned(),
             Outcome::Stale => "ecs-rerun did not rerun it: the record is too old.".to_owned(),
             Outcome::WouldRetry => "Dry run: ecs-rerun would retry it.".to_owned(),
+            Outcome::Left => format!(
+                "ecs-rerun left it to the caller ({}), which retries by itself.",
+                origin.called_by.describe()
+            ),
             Outcome::Ignored | Outcome::Waiting => String::new(),
         }
     );
@@ -120,6 +125,7 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         "event_id": origin.event_id,
         "event_time": origin.event_time,
         "caller": origin.caller,
+        "called_by": origin.called_by.name(),
         "account": origin.account,
         "region": region,
         "console_url": format!(
@@ -145,6 +151,7 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         ),
         ("cluster".to_owned(), cluster.to_owned()),
         ("task_family".to_owned(), family.to_owned()),
+        ("caller".to_owned(), origin.called_by.name().to_owned()),
     ]);
     let budget = max_size.saturating_sub(attributes_size(&attributes));
     Notification {

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{self, Action, ReasonClass, Rules, Verdict};
+use crate::classify::{self, Action, ReasonClass, Rules, Subject, Verdict};
 use crate::decode::{FailedRunTask, Failure, Ignored};
 use crate::event::PlacementFailure;
 use crate::lookup::{self, ExistingTask, TaskQuery};
@@ -96,6 +96,9 @@ pub enum Outcome {
     WouldRetry,
     /// Not a failed `RunTask` of ours to handle.
     Ignored,
+    /// Left to the caller, which retries by itself (AWS Batch, a Scheduler's API-error retry):
+    /// counted, not notified.
+    Left,
     /// Not concluded yet: the next step waits in the delay queue (a report, not a conclusion).
     Waiting,
 }
@@ -111,6 +114,7 @@ impl Outcome {
             Self::Stale => "stale",
             Self::WouldRetry => "would_retry",
             Self::Ignored => "ignored",
+            Self::Left => "left",
             Self::Waiting => "waiting",
         }
     }
@@ -196,6 +200,8 @@ pub struct Conclusion {
     pub why: String,
     /// The failure that decided it: the last call's, or the original's.
     pub deciding: String,
+    /// The rule that matched it.
+    pub rule: String,
     /// Verdicts on the original failure.
     pub original: Vec<Verdict>,
     /// Every call made.
@@ -266,18 +272,24 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         });
     }
 
-    let original = rules.failure(&failed.failure);
+    let origin = &failed.origin;
+    let subject = Subject {
+        caller: Some(origin.called_by.name().to_owned()),
+        account: origin.account.clone(),
+        cluster: origin.request.cluster_name().to_owned(),
+        family: origin.request.task_family().unwrap_or_default().to_owned(),
+    };
+    let original = rules.failure(&failed.failure, &subject);
     let missing =
         failed.origin.request.requested_count() - i32::try_from(failed.origin.started).unwrap_or(0);
     let conclude = |outcome, class, why: String| {
-        let deciding = original
-            .first()
-            .map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone());
+        let lead = classify::overall(&original);
         Decision::Conclude(Conclusion {
             outcome,
             class,
             why,
-            deciding,
+            deciding: lead.map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone()),
+            rule: lead.map_or_else(|| "no rule matched".to_owned(), |v| v.rule.clone()),
             original: original.clone(),
             attempts: Vec::new(),
             started_by_retries: 0,
@@ -295,16 +307,43 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
             "no failure reason recorded".to_owned(),
         );
     };
-    if lead.action != Action::Retry {
-        return not_retryable(
-            lead.class,
-            format!(
-                "{} failure: {} ({})",
-                lead.class.as_str(),
-                lead.failure,
-                lead.rule
-            ),
-        );
+    let caller = origin.called_by.describe();
+    match (lead.action, lead.class) {
+        (Action::Retry, _) => {}
+        (Action::Leave, _) => {
+            return conclude(
+                Outcome::Left,
+                lead.class,
+                format!(
+                    "left to the caller ({caller}), which retries by itself; a rerun from \
+                     outside would run the job twice ({}; rule {})",
+                    lead.failure, lead.rule
+                ),
+            );
+        }
+        (Action::Notify, ReasonClass::Caller) => {
+            return not_retryable(
+                lead.class,
+                format!(
+                    "not rerun: called by {caller}, whose own retry decides (a Step Functions \
+                     `.sync` state's Retry runs it again; a rerun from outside would run the job \
+                     twice and report to no one). If the workflow does not retry, start it \
+                     again there ({}; rule {})",
+                    lead.failure, lead.rule
+                ),
+            );
+        }
+        (Action::Notify, _) => {
+            return not_retryable(
+                lead.class,
+                format!(
+                    "{} failure: {} ({})",
+                    lead.class.as_str(),
+                    lead.failure,
+                    lead.rule
+                ),
+            );
+        }
     }
     if foreign {
         return not_retryable(
@@ -392,6 +431,11 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     let original_ambiguous = phase == Phase::Original
         && matches!(&failed.failure, Failure::Api { code, .. } if classify::is_server_error(code));
     Decision::Retry(Box::new(Episode {
+        // The answers to ecs-rerun's own calls are its own: no onCaller rule concerns them.
+        subject: Subject {
+            caller: None,
+            ..subject
+        },
         call_tag: marks::call_tag_value(&failed.origin.request, failed.caller_arn.as_deref()),
         max_attempts: lead.max_attempts.unwrap_or(policy.max_attempts),
         schedule,
@@ -447,6 +491,8 @@ pub struct Episode {
     /// Identity of the original call: every token derives from it.
     key: String,
     call_tag: String,
+    /// What rules may know about the call, for classifying the answers.
+    subject: Subject,
     /// How long the last failure needs before the next call.
     schedule: Schedule,
     /// `RunTask` calls this episode may make.
@@ -629,7 +675,7 @@ impl Episode {
                 if self.missing <= 0 {
                     self.done = Some(self.all_running(&log));
                 } else {
-                    log.failures = rules.placements(&failures);
+                    log.failures = rules.placements(&failures, &self.subject);
                     self.stop_if_permanent(&log);
                 }
             }
@@ -653,7 +699,7 @@ impl Episode {
                         self.done = Some(self.all_running(&log));
                     }
                 }
-                log.failures = vec![rules.api_error(&code, "token already used")];
+                log.failures = vec![rules.api_error(&code, "token already used", &self.subject)];
             }
             LaunchResult::Rejected {
                 code,
@@ -664,7 +710,7 @@ impl Episode {
                 // No answer with tasks or failures: the token stays, and so does the request.
                 log.ambiguous = ambiguous;
                 self.token_ambiguous |= ambiguous;
-                log.failures = vec![rules.api_error(&code, &message)];
+                log.failures = vec![rules.api_error(&code, &message, &self.subject)];
                 self.stop_if_permanent(&log);
             }
         }
@@ -835,13 +881,13 @@ impl Episode {
     }
 
     fn conclusion(&self, outcome: Outcome, class: ReasonClass, why: String) -> Conclusion {
-        let deciding = classify::overall(self.last_verdicts())
-            .map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone());
+        let lead = classify::overall(self.last_verdicts());
         Conclusion {
             outcome,
             class,
             why,
-            deciding,
+            deciding: lead.map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone()),
+            rule: lead.map_or_else(|| "no rule matched".to_owned(), |v| v.rule.clone()),
             original: self.original.clone(),
             attempts: self.attempts.clone(),
             started_by_retries: self.started_by_retries,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use common::{config, event, failure, tag};
-use ecs_rerun::classify::{Action, MAX_EXAMPLES, ReasonClass, Rules};
+use ecs_rerun::classify::{Action, MAX_EXAMPLES, ReasonClass, Rules, Subject};
 use ecs_rerun::config::{Config, ConfigError};
 use ecs_rerun::decode::{Decoded, FailedRunTask, Ignored, decode};
 use ecs_rerun::event::PlacementFailure;
@@ -139,7 +139,7 @@ fn default_table_matches_the_documented_reasons() {
         ("", Action::Notify, ReasonClass::Unknown),
     ];
     for (reason, action, class) in placement {
-        let v = rules.placement(&failure(reason));
+        let v = rules.placement(&failure(reason), &Subject::default());
         assert_eq!(
             (v.action, v.class),
             (action, class),
@@ -179,7 +179,7 @@ fn default_table_matches_the_documented_reasons() {
     ];
     for (code, message, action) in errors {
         assert_eq!(
-            rules.api_error(code, message).action,
+            rules.api_error(code, message, &Subject::default()).action,
             action,
             "{code}: {message}"
         );
@@ -193,11 +193,15 @@ fn operator_rules_come_first_and_can_override_defaults() {
         {"onErrorCode": "InvalidParameterException", "onMessage": "*No Container Instances*", "action": "retry"}
     ]"#).unwrap();
     assert_eq!(
-        rules.placement(&failure("RESOURCE:PORTS")).action,
+        rules
+            .placement(&failure("RESOURCE:PORTS"), &Subject::default())
+            .action,
         Action::Notify
     );
     assert_eq!(
-        rules.placement(&failure("RESOURCE:MEMORY")).action,
+        rules
+            .placement(&failure("RESOURCE:MEMORY"), &Subject::default())
+            .action,
         Action::Retry,
         "defaults still apply"
     );
@@ -205,14 +209,19 @@ fn operator_rules_come_first_and_can_override_defaults() {
         rules
             .api_error(
                 "InvalidParameterException",
-                "No Container Instances were found in your cluster."
+                "No Container Instances were found in your cluster.",
+                &Subject::default()
             )
             .action,
         Action::Retry
     );
     assert_eq!(
         rules
-            .api_error("InvalidParameterException", "subnet missing")
+            .api_error(
+                "InvalidParameterException",
+                "subnet missing",
+                &Subject::default()
+            )
             .action,
         Action::Notify
     );
@@ -222,7 +231,19 @@ fn operator_rules_come_first_and_can_override_defaults() {
 fn bad_rules_are_clear_errors() {
     for (json, says) in [
         ("not json", "not valid JSON"),
-        (r#"[{"action": "retry"}]"#, "needs onReason or onErrorCode"),
+        (r#"[{"action": "retry"}]"#, "rule 0 matches nothing"),
+        (
+            r#"[{"onCaller": "cron", "action": "leave"}]"#,
+            "rule 0: onCaller \"cron\" matches no caller",
+        ),
+        (
+            r#"[{"onMessage": "*x*", "action": "retry"}]"#,
+            "rule 0: onMessage narrows onReason or onErrorCode",
+        ),
+        (
+            r#"[{"onCaller": "batch", "action": "ignore"}]"#,
+            "unknown variant",
+        ),
         (
             r#"[{"onReason": "A", "onErrorCode": "B", "action": "retry"}]"#,
             "both",
@@ -271,12 +292,13 @@ fn each_failure_class_waits_as_long_as_it_needs() {
         }
         .wait(1, "k")
     };
-    let throttled = rules.api_error("ThrottlingException", "Rate exceeded");
-    let agent = rules.placement(&failure("AGENT"));
-    let memory = rules.placement(&failure("RESOURCE:MEMORY"));
-    let fargate = rules.placement(&failure(
-        "Capacity is unavailable at this time. Please try again later",
-    ));
+    let throttled = rules.api_error("ThrottlingException", "Rate exceeded", &Subject::default());
+    let agent = rules.placement(&failure("AGENT"), &Subject::default());
+    let memory = rules.placement(&failure("RESOURCE:MEMORY"), &Subject::default());
+    let fargate = rules.placement(
+        &failure("Capacity is unavailable at this time. Please try again later"),
+        &Subject::default(),
+    );
     assert!(first_step(&throttled) <= Duration::from_secs(5), "seconds");
     assert!(
         (10..=60).contains(&first_step(&agent).as_secs()),
@@ -309,12 +331,14 @@ fn an_operators_rule_sets_its_own_schedule_and_attempts() {
              "BackoffRate": 1, "MaxDelaySeconds": 600, "JitterStrategy": "NONE", "MaxAttempts": 6}]"#,
     )
     .unwrap();
-    let gpu = rules.placement(&failure("RESOURCE:GPU"));
+    let gpu = rules.placement(&failure("RESOURCE:GPU"), &Subject::default());
     assert_eq!(gpu.schedule.wait(1, "k"), Duration::from_secs(600));
     assert_eq!(gpu.schedule.wait(5, "k"), Duration::from_secs(600));
     assert_eq!(gpu.max_attempts, Some(6));
     assert_eq!(
-        rules.placement(&failure("RESOURCE:CPU")).schedule,
+        rules
+            .placement(&failure("RESOURCE:CPU"), &Subject::default())
+            .schedule,
         Schedule::MINUTES,
         "the built-in schedule for the rest"
     );
@@ -354,7 +378,7 @@ fn more_than_ten_distinct_reasons_are_merged_and_a_transient_one_still_counts() 
         .map(|i| failure(&format!("unknown reason {i}")))
         .collect();
     failures.push(failure("AGENT"));
-    let groups = rules.placements(&failures);
+    let groups = rules.placements(&failures, &Subject::default());
     assert_eq!(groups.len(), ecs_rerun::classify::MAX_GROUPS + 1);
     let other = groups.last().unwrap();
     assert_eq!(other.count, 21, "20 unknown reasons and AGENT");
@@ -369,8 +393,8 @@ fn more_than_ten_distinct_reasons_are_merged_and_a_transient_one_still_counts() 
 fn one_transient_failure_among_several_is_enough_to_retry() {
     let rules = Rules::defaults();
     let verdicts = vec![
-        rules.placement(&failure("ATTRIBUTE")),
-        rules.placement(&failure("AGENT")),
+        rules.placement(&failure("ATTRIBUTE"), &Subject::default()),
+        rules.placement(&failure("AGENT"), &Subject::default()),
     ];
     assert_eq!(
         ecs_rerun::classify::overall(&verdicts).unwrap().action,
@@ -391,7 +415,7 @@ fn placement_failures_are_grouped_by_reason_with_a_count_and_a_few_examples() {
             detail: None,
         })
         .collect();
-    let verdicts = rules.placements(&failures);
+    let verdicts = rules.placements(&failures, &Subject::default());
     assert_eq!(verdicts.len(), 1, "{verdicts:?}");
     let group = &verdicts[0];
     assert_eq!(group.failure, "RESOURCE:MEMORY");
@@ -411,7 +435,7 @@ fn placement_failures_are_grouped_by_reason_with_a_count_and_a_few_examples() {
             ..PlacementFailure::default()
         },
     );
-    let verdicts = rules.placements(&failures);
+    let verdicts = rules.placements(&failures, &Subject::default());
     let summary: Vec<(&str, u32)> = verdicts
         .iter()
         .map(|v| (v.failure.as_str(), v.count))
@@ -420,7 +444,7 @@ fn placement_failures_are_grouped_by_reason_with_a_count_and_a_few_examples() {
     assert!(verdicts[1].examples.is_empty(), "no ARN, no example");
 
     // An answer with too few tasks and no failure listed still gets one verdict.
-    let none = rules.placements(&[]);
+    let none = rules.placements(&[], &Subject::default());
     assert_eq!(none.len(), 1);
     assert_eq!(none[0].failure, "(no reason given)");
     assert_eq!(none[0].class, ReasonClass::Unknown);
@@ -657,7 +681,7 @@ fn an_api_error_record_without_a_token_looks_for_the_callers_retry_first() {
             "arn:aws:ecs:us-east-1:111122223333:task-definition/nightly-report:7".into(),
         ),
         created_at: Some(since + Duration::from_secs(1)),
-        started_by: Some("AWS Step Functions".into()),
+        started_by: failed.origin.request.started_by.clone(),
         group: Some("family:nightly-report".into()),
         overrides: failed.origin.request.overrides.clone(),
         call_tag: None,
@@ -929,6 +953,10 @@ fn with_a_redacted_environment_the_look_up_still_finds_the_callers_retry() {
     detail["errorMessage"] = "Rate exceeded".into();
     detail["responseElements"] = serde_json::Value::Null;
     detail["requestParameters"]["clientToken"] = serde_json::Value::Null; // an SDK before 2023-11
+    // An application's own call (an EventBridge rule retries its API errors itself).
+    detail["userIdentity"]["invokedBy"] = serde_json::Value::Null;
+    detail["sourceIPAddress"] = "10.0.3.17".into();
+    detail["requestParameters"]["startedBy"] = "invoice-sync-cron".into();
     let failed = failed_from(e);
     let policy = Policy {
         replay_redacted_env: true,
@@ -952,7 +980,7 @@ fn with_a_redacted_environment_the_look_up_still_finds_the_callers_retry() {
             "arn:aws:ecs:us-east-1:111122223333:task-definition/invoice-sync:4".into(),
         ),
         created_at: Some(failed.origin.recorded_at.unwrap() + Duration::from_secs(1)),
-        started_by: Some("events-rule/invoice-sync".into()),
+        started_by: Some("invoice-sync-cron".into()),
         group: Some("family:invoice-sync".into()),
         overrides: with_containers(vec![ContainerOverride {
             name: Some("app".into()),
@@ -1717,6 +1745,8 @@ fn report(outcome: Outcome, recovery_ms: Option<u64>) -> ecs_rerun::handler::Rep
         cluster: Some("batch".into()),
         task_family: Some("nightly".into()),
         recovery_ms,
+        caller: Some(ecs_rerun::caller::Caller::Scheduler),
+        rule: Some("onReason=AGENT -> retry".into()),
     }
 }
 
@@ -1769,4 +1799,111 @@ fn emf_line_declares_every_metric_it_carries() {
         emf_line(&report(Outcome::Ignored, None), 0).is_none(),
         "ignored events are not failures"
     );
+}
+
+// --- callers and what CloudTrail gives an operator ----------------------------------------------
+
+#[test]
+fn caller_rules_match_by_caller_account_cluster_and_family_with_globs() {
+    let rules = Rules::with_overrides(
+        r#"[{"onCaller": "other", "onAccount": "1111*", "onCluster": "gpu-?", "action": "leave"},
+            {"onTaskFamily": "etl-*", "onReason": "RESOURCE:*", "action": "notify"}]"#,
+    )
+    .unwrap();
+    let subject = |caller: &str, cluster: &str, family: &str| Subject {
+        caller: Some(caller.to_owned()),
+        account: "111122223333".to_owned(),
+        cluster: cluster.to_owned(),
+        family: family.to_owned(),
+    };
+    let memory = failure("RESOURCE:MEMORY");
+    assert_eq!(
+        rules
+            .placement(&memory, &subject("other", "gpu-1", "x"))
+            .action,
+        Action::Leave
+    );
+    assert_eq!(
+        rules
+            .placement(&memory, &subject("other", "gpu-12", "x"))
+            .action,
+        Action::Retry,
+        "? is one character"
+    );
+    assert_eq!(
+        rules
+            .placement(&memory, &subject("other", "web", "etl-daily"))
+            .action,
+        Action::Notify
+    );
+    assert_eq!(
+        rules
+            .placement(&memory, &subject("batch", "gpu-1", "x"))
+            .action,
+        Action::Leave,
+        "batch is left by the built-in rule"
+    );
+    assert_eq!(
+        rules
+            .api_error("ThrottlingException", "", &subject("scheduler", "web", "x"))
+            .action,
+        Action::Leave,
+        "the Scheduler retries API errors itself"
+    );
+    let own = Subject {
+        caller: None,
+        ..subject("scheduler", "web", "x")
+    };
+    assert_eq!(
+        rules.api_error("ThrottlingException", "", &own).action,
+        Action::Retry,
+        "no onCaller rule concerns ecs-rerun's own calls"
+    );
+}
+
+#[test]
+fn cloudtrail_as_an_operator_has_it_becomes_eventbridge_events() {
+    use ecs_rerun::event::envelopes;
+    let record = event("01-agent-ec2.json")["detail"].clone();
+    let stop = json!({"eventSource": "ecs.amazonaws.com", "eventName": "StopTask", "eventID": "s"});
+
+    // A trail's log file: RunTask records wrapped, others left out, and said so.
+    let found = envelopes(
+        json!({"Records": [record, stop, event("02-resource-memory-partial.json")["detail"]]}),
+    )
+    .unwrap();
+    assert_eq!(found.events.len(), 2);
+    assert!(
+        found
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("2 RunTask record(s) of 3 in a trail log file")
+    );
+    let wrapped = &found.events[0];
+    assert_eq!(wrapped["detail-type"], "AWS API Call via CloudTrail");
+    assert_eq!(wrapped["source"], "aws.ecs");
+    assert_eq!(wrapped["account"], "111122223333");
+    assert_eq!(wrapped["detail"], record);
+    assert!(
+        matches!(decode(wrapped.clone()), Ok(Decoded::Failed(_))),
+        "decodes like the real thing"
+    );
+
+    // A lookup-events answer: CloudTrailEvent is a JSON string.
+    let answer =
+        json!({"Events": [{"EventName": "RunTask", "CloudTrailEvent": record.to_string()}]});
+    let found = envelopes(answer).unwrap();
+    assert_eq!(found.events.len(), 1);
+    assert_eq!(found.events[0]["detail"], record);
+
+    // A bare record, and an EventBridge event as it is.
+    assert_eq!(envelopes(record.clone()).unwrap().events.len(), 1);
+    let as_is = envelopes(event("01-agent-ec2.json")).unwrap();
+    assert_eq!((as_is.events.len(), as_is.note), (1, None));
+
+    let err = envelopes(json!({"hello": 1})).unwrap_err();
+    assert!(err.contains("neither an EventBridge event"), "{err}");
+    let err = envelopes(json!({"Events": [{"CloudTrailEvent": "{not json"}]})).unwrap_err();
+    assert!(err.contains("CloudTrailEvent is not JSON"), "{err}");
 }

@@ -93,7 +93,7 @@ fn api_errors_carry_code_and_message() {
 #[test]
 fn event_time_and_the_callers_session_are_decoded() {
     // The age of the record decides whether it is rerun; the session whether it is our own.
-    let f = failed("04-throttling.json");
+    let f = failed("12-step-functions.json");
     assert_eq!(f.origin.event_time.as_deref(), Some("2025-05-01T03:00:08Z"));
     assert_eq!(
         f.origin.recorded_at,
@@ -315,4 +315,66 @@ proptest! {
         *target = junk;
         let _ = decode(e.clone());
     }
+}
+
+#[test]
+fn the_caller_is_named_from_who_made_the_call() {
+    use ecs_rerun::caller::Caller;
+    for (file, caller) in [
+        ("01-agent-ec2.json", "events-rule"),
+        ("11-batch-placement.json", "batch"),
+        ("12-step-functions.json", "step-functions"),
+        ("13-scheduler-throttled.json", "scheduler"),
+        ("04-throttling.json", "other"),
+        ("02-resource-memory-partial.json", "other"),
+    ] {
+        assert_eq!(failed(file).origin.called_by.name(), caller, "{file}");
+    }
+    assert_eq!(
+        failed("02-resource-memory-partial.json").origin.called_by,
+        Caller::Other {
+            principal: Some("arn:aws:iam::111122223333:user/alice".into())
+        },
+        "someone else is named with their principal"
+    );
+}
+
+#[test]
+fn who_made_the_call_wins_over_what_it_wrote_in_started_by() {
+    // An EventBridge rule whose target sets startedBy "AWS Step Functions" is still a rule.
+    let mut e = event("01-agent-ec2.json");
+    e["detail"]["requestParameters"]["startedBy"] = json!("AWS Step Functions");
+    let Decoded::Failed(f) = decode(e).unwrap() else {
+        panic!("a failure")
+    };
+    assert_eq!(f.origin.called_by.name(), "events-rule");
+
+    // With no service in userIdentity, the free-form marks are all there is.
+    for (started_by, tags, caller) in [
+        (json!("AWS Step Functions"), json!([]), "step-functions"),
+        (json!("events-rule/nightly"), json!([]), "events-rule"),
+        (
+            json!("job-1234"),
+            json!([{"key": "aws:batch:job-queue", "value": "q"}]),
+            "batch",
+        ),
+        (json!("nightly-cron"), json!([]), "other"),
+    ] {
+        let mut e = event("04-throttling.json");
+        e["detail"]["requestParameters"]["startedBy"] = started_by;
+        e["detail"]["requestParameters"]["tags"] = tags;
+        let Decoded::Failed(f) = decode(e).unwrap() else {
+            panic!("a failure")
+        };
+        assert_eq!(f.origin.called_by.name(), caller);
+    }
+
+    // The Batch service-linked role names Batch even without invokedBy.
+    let mut e = event("11-batch-placement.json");
+    e["detail"]["userIdentity"]["invokedBy"] = serde_json::Value::Null;
+    e["detail"]["sourceIPAddress"] = json!("10.0.0.1");
+    let Decoded::Failed(f) = decode(e).unwrap() else {
+        panic!("a failure")
+    };
+    assert_eq!(f.origin.called_by.name(), "batch");
 }

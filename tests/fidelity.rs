@@ -189,7 +189,7 @@ fn request_parameters(token: BoxedStrategy<Option<Value>>) -> BoxedStrategy<Valu
     // Batch and other AWS services add reserved `aws:` tags, which a retry may not set.
     let tags = (
         prop::collection::vec(tag(user_tag_key()), 0..6),
-        proptest::option::of(tag(one_of(&["aws:batch:compute-environment"]))),
+        proptest::option::of(tag(one_of(&["aws:cloudformation:stack-name"]))),
     )
         .prop_map(|(mut tags, reserved)| {
             tags.extend(reserved);
@@ -278,24 +278,23 @@ fn cloudtrail_event(request_parameters: Value, error_code: Option<&str>) -> Valu
         "userIdentity": {
             "type": "AssumedRole",
             "principalId": "AROAEXAMPLE:1a2b3c",
-            "arn": "arn:aws:sts::111122223333:assumed-role/ecs-events-role/1a2b3c",
+            "arn": "arn:aws:sts::111122223333:assumed-role/job-launcher/1a2b3c",
             "accountId": "111122223333",
             "accessKeyId": "ASIAEXAMPLE",
             "sessionContext": {
                 "sessionIssuer": {"type": "Role", "principalId": "AROAEXAMPLE",
-                    "arn": "arn:aws:iam::111122223333:role/ecs-events-role",
-                    "accountId": "111122223333", "userName": "ecs-events-role"},
+                    "arn": "arn:aws:iam::111122223333:role/job-launcher",
+                    "accountId": "111122223333", "userName": "job-launcher"},
                 "webIdFederationData": {},
                 "attributes": {"creationDate": "2025-05-01T03:00:04Z", "mfaAuthenticated": "false"}
-            },
-            "invokedBy": "events.amazonaws.com"
+            }
         },
         "eventTime": EVENT_TIME,
         "eventSource": "ecs.amazonaws.com",
         "eventName": "RunTask",
         "awsRegion": "us-east-1",
-        "sourceIPAddress": "events.amazonaws.com",
-        "userAgent": "events.amazonaws.com",
+        "sourceIPAddress": "10.0.3.17",
+        "userAgent": "aws-sdk-rust/1.3.9 os/linux lang/rust/1.95.0",
         "requestParameters": request_parameters,
         "responseElements": {
             "tasks": [],

@@ -599,7 +599,7 @@ async fn conflict_naming_tasks_counts_them_as_started() {
     // replay differs, and ECS answers ConflictException naming the task the caller started.
     let mut record = throttled_with_token();
     record["detail"]["requestParameters"]["tags"] =
-        json!([{"key": "aws:batch:job-queue", "value": "q"}]);
+        json!([{"key": "aws:cloudformation:stack-name", "value": "jobs"}]);
     let w = World::new(vec![]);
     w.ecs.caller_calls(&request_of(&record));
     w.clock.advance(Duration::from_secs(30));
@@ -612,7 +612,7 @@ async fn conflict_naming_tasks_counts_them_as_started() {
 async fn conflict_naming_no_task_is_notified_not_guessed() {
     let mut record = throttled_with_token();
     record["detail"]["requestParameters"]["tags"] =
-        json!([{"key": "aws:batch:job-queue", "value": "q"}]);
+        json!([{"key": "aws:cloudformation:stack-name", "value": "jobs"}]);
     let w = World::new(vec![fail("Capacity is unavailable at this time", 0)]);
     // The caller's retry got an answer with failures only: the token holds no task.
     w.ecs.caller_calls(&request_of(&record));
@@ -1274,4 +1274,112 @@ async fn a_hop_of_another_version_is_refused_not_guessed() {
     let err = ecs_rerun::hop::Hop::from_json(&hop.to_string()).unwrap_err();
     assert!(err.to_string().contains("version 2"), "{err}");
     assert!(ecs_rerun::hop::Hop::from_json(&body).is_ok());
+}
+
+// ---- callers that retry by themselves ------------------------------------------------------------
+
+#[tokio::test]
+async fn a_batch_placement_failure_is_left_to_batch() {
+    let w = World::new(vec![]);
+    let report = w.run(fresh("11-batch-placement.json")).await;
+    assert_eq!(report.outcome, Outcome::Left);
+    assert!(w.ecs.requests().is_empty(), "no orphan task outside Batch");
+    assert!(
+        w.sns.sent().is_empty(),
+        "no notification: Batch places the job again"
+    );
+    assert!(
+        report.reason.contains("left to the caller (batch)"),
+        "{}",
+        report.reason
+    );
+    assert_eq!(report.rule.as_deref(), Some("onCaller=batch -> leave"));
+}
+
+#[tokio::test]
+async fn a_step_functions_failure_is_notified_not_rerun() {
+    let w = World::new(vec![]);
+    let report = w.run(fresh("12-step-functions.json")).await;
+    assert_eq!(report.outcome, Outcome::NotRetryable);
+    assert!(
+        w.ecs.requests().is_empty(),
+        "a second run from outside would run the job twice"
+    );
+    let sent = w.sns.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].attributes["caller"], "step-functions");
+    assert!(
+        sent[0].body.contains("whose own retry decides"),
+        "{}",
+        sent[0].body
+    );
+}
+
+#[tokio::test]
+async fn a_scheduler_placement_failure_is_rerun_and_its_throttled_call_left_to_it() {
+    // A 200 with failures counts as delivered for the Scheduler: nobody else retries it.
+    let w = World::new(vec![]);
+    let mut placement = fresh("01-agent-ec2.json");
+    placement["detail"]["userIdentity"]["invokedBy"] = json!("scheduler.amazonaws.com");
+    placement["detail"]["sourceIPAddress"] = json!("scheduler.amazonaws.com");
+    let report = w.run(placement).await;
+    assert_eq!(report.outcome, Outcome::Recovered);
+    assert_eq!(w.ecs.tasks_started(), 1);
+
+    // An API error it retries by itself, under its own retry policy.
+    let w = World::new(vec![]);
+    let report = w.run(fresh("13-scheduler-throttled.json")).await;
+    assert_eq!(report.outcome, Outcome::Left);
+    assert!(w.ecs.requests().is_empty() && w.sns.sent().is_empty());
+}
+
+#[tokio::test]
+async fn an_operator_leaves_step_functions_or_reruns_batch_with_a_rule() {
+    // Every state machine here retries by itself: leave them, no notification.
+    let w = World::new(vec![]);
+    let rules = r#"[{"onCaller": "step-functions", "action": "leave"}]"#;
+    let report = w
+        .handle(
+            &[("ECS_RERUN_RULES", rules)],
+            fresh("12-step-functions.json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Left);
+    assert!(w.sns.sent().is_empty());
+
+    // Rules narrowed to a cluster and family come first; the rest keeps the defaults.
+    let rules = r#"[{"onCaller": "events-rule", "onCluster": "batch", "onTaskFamily": "nightly-*",
+                     "onReason": "AGENT", "action": "notify"}]"#;
+    let w = World::new(vec![]);
+    let report = w
+        .handle(&[("ECS_RERUN_RULES", rules)], fresh("01-agent-ec2.json"))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::NotRetryable);
+    let w = World::new(vec![]);
+    let report = w
+        .handle(
+            &[("ECS_RERUN_RULES", rules)],
+            fresh("02-resource-memory-partial.json"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Recovered,
+        "another caller: the defaults"
+    );
+}
+
+#[tokio::test]
+async fn an_onerror_caller_rule_never_concerns_ecs_reruns_own_calls() {
+    // The Scheduler's API errors are left to it, but a throttle on ecs-rerun's own retry of a
+    // Scheduler placement failure is ecs-rerun's to retry.
+    let w = World::new(vec![error("ThrottlingException")]);
+    let mut placement = fresh("01-agent-ec2.json");
+    placement["detail"]["userIdentity"]["invokedBy"] = json!("scheduler.amazonaws.com");
+    let report = w.run(placement).await;
+    assert_eq!(report.outcome, Outcome::Recovered);
+    assert_eq!(w.ecs.tasks_started(), 1);
 }

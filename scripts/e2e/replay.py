@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         ctx = Stack(event_files=args.events, delay_queue=args.delay_queue)
         stack = ctx.__enter__()
         out(c("Function settings for this local run: ECS_RERUN_BASE_DELAY_MS=200 ECS_RERUN_MAX_DELAY_MS=1000 "
-              "(production: 20000 / 120000), ECS_RERUN_MAX_ATTEMPTS=3, AWS_LAMBDA_FUNCTION_NAME=ecs-rerun", "2"))
+              "(production: unset, each failure class on its own schedule), ECS_RERUN_MAX_ATTEMPTS=3, AWS_LAMBDA_FUNCTION_NAME=ecs-rerun", "2"))
         if args.delay_queue:
             out(c(f"Delay queue: ECS_RERUN_DELAY_QUEUE_URL={stack.function_queue_url()} "
                   f"ECS_RERUN_HOP_AFTER_MS={stack.function_env['ECS_RERUN_HOP_AFTER_MS']} (production: 5000): every "

@@ -68,6 +68,25 @@ SCENARIOS: dict[str, dict] = {
         "script": {},
         "expect": {"outcome": "ignored", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
     },
+    "11-batch-placement.json": {
+        # AWS Batch places the job again itself; a RunTask from outside would start an orphan.
+        "title": "AWS Batch placement failure: left to Batch",
+        "script": {},
+        "expect": {"outcome": "left", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+    },
+    "12-step-functions.json": {
+        # A Step Functions state's own Retry decides; a person is told why ecs-rerun did not rerun it.
+        "title": "Step Functions, throttled: notified, not rerun",
+        "script": {},
+        "expect": {"outcome": "not_retryable", "attempts": 0, "tasks_started": 0, "counts": [],
+                   "notified": True},
+    },
+    "13-scheduler-throttled.json": {
+        # EventBridge Scheduler resends a call that got an API error under its own retry policy.
+        "title": "Scheduler, throttled: left to the Scheduler",
+        "script": {},
+        "expect": {"outcome": "left", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+    },
     "10-not-runtask.json": {
         "title": "StopTask, not RunTask",
         "script": {},

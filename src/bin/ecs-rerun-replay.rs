@@ -1,6 +1,11 @@
 //! Replays event files through the same handler as the Lambda, for local runs and debugging.
 //!
-//! `ecs-rerun-replay [--dry-run] [--fresh] [--expect FILE] EVENT.json...`
+//! `ecs-rerun-replay [--dry-run] [--fresh] [--expect FILE] FILE.json...`
+//!
+//! A file holds an EventBridge event, or what CloudTrail gives an operator: a record copied from
+//! Event history, a `lookup-events` answer, or a trail's log file (`{"Records": [...]}`). Its
+//! RunTask records are wrapped as EventBridge would send them, and the command says so: that is
+//! how to ask what ecs-rerun would have done with last night's failure.
 //!
 //! Prints one JSON line per event on stdout (the handler's report plus `file`), logs on stderr.
 //! With `--dry-run` it makes no AWS call: it logs the RunTask request and prints the Publish
@@ -21,6 +26,7 @@ use std::process::ExitCode;
 use ecs_rerun::clock::Clock;
 use ecs_rerun::clock::TokioClock;
 use ecs_rerun::config::Config;
+use ecs_rerun::event::envelopes;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::launch::EcsLauncher;
 use ecs_rerun::notify::{Notifier, PrintNotifier, SnsNotifier};
@@ -112,30 +118,46 @@ async fn replay<N: Notifier>(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let event = read_event(file).map(|e| if args.fresh { retime(e) } else { e });
-        let line = match event {
-            Err(msg) => json!({"file": name, "outcome": "error", "error": msg}),
-            Ok(event) => match run_episode(handler, event).await {
-                Ok(report) => {
-                    let mut line = serde_json::to_value(&report).unwrap_or_default();
-                    line["file"] = Value::from(name.clone());
-                    line
+        let events = match read_event(file).and_then(envelopes) {
+            Ok(found) => {
+                if let Some(note) = &found.note {
+                    eprintln!("{name}: {note}");
                 }
-                Err(err) => json!({"file": name, "outcome": "error", "error": err.to_string()}),
-            },
+                found.events
+            }
+            Err(msg) => {
+                println!(
+                    "{}",
+                    json!({"file": name, "outcome": "error", "error": msg})
+                );
+                all_ok = false;
+                continue;
+            }
         };
-        let outcome = line["outcome"].as_str().unwrap_or("error").to_owned();
-        all_ok &= outcome != "error";
-        if let Some(want) = expected
-            .get(&name)
-            .and_then(|e| e.get(key))
-            .and_then(Value::as_str)
-            && want != outcome
-        {
-            eprintln!("{name}: expected outcome {want}, got {outcome}");
-            all_ok = false;
+        let many = events.len() > 1;
+        for (index, event) in events.into_iter().enumerate() {
+            let event = if args.fresh { retime(event) } else { event };
+            let mut line = match run_episode(handler, event).await {
+                Ok(report) => serde_json::to_value(&report).unwrap_or_default(),
+                Err(err) => json!({"outcome": "error", "error": err.to_string()}),
+            };
+            line["file"] = Value::from(name.clone());
+            if many {
+                line["record"] = Value::from(index);
+            }
+            let outcome = line["outcome"].as_str().unwrap_or("error").to_owned();
+            all_ok &= outcome != "error";
+            if let Some(want) = expected
+                .get(&name)
+                .and_then(|e| e.get(key))
+                .and_then(Value::as_str)
+                && want != outcome
+            {
+                eprintln!("{name}: expected outcome {want}, got {outcome}");
+                all_ok = false;
+            }
+            println!("{line}");
         }
-        println!("{line}");
     }
     all_ok
 }

@@ -172,6 +172,10 @@ def test_throttled_try_and_final_answer_of_one_call_start_the_job_once(fresh):
     """One SDK call, two records: a throttled try, then the retry's 200 with an AGENT failure (same
     requestParameters and clientToken, other eventIDs). Processed one after the other, the job starts once."""
     final = recent("01-agent-ec2.json", age_s=20)
+    # An application's call (an EventBridge rule would retry its own API errors: left to it).
+    final["detail"]["userIdentity"].pop("invokedBy", None)
+    final["detail"]["sourceIPAddress"] = "10.0.3.17"
+    final["detail"]["requestParameters"]["startedBy"] = "nightly-cron"
     throttled = copy.deepcopy(final)
     d = throttled["detail"]
     d.update(eventID=str(uuid.uuid4()), requestID=str(uuid.uuid4()), errorCode="ThrottlingException",

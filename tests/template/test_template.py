@@ -866,14 +866,14 @@ def test_emitted_is_read_from_the_code():
     e = emitted()
     assert e["namespace"] == "EcsRerun"
     assert e["metrics"] == {"FailuresSeen", "RetriesIssued", "Recoveries", "Notifications", "TimeToRecovery"}
-    assert e["dimension_sets"] == [["Outcome"], ["Outcome", "ReasonClass"]]
+    assert e["dimension_sets"] == [["Outcome"], ["Outcome", "ReasonClass"], ["Outcome", "Caller"]]
     assert e["dimensions"]["Outcome"] == {
-        "recovered", "already_started", "gave_up", "not_retryable", "stale", "would_retry",
+        "recovered", "already_started", "gave_up", "not_retryable", "stale", "would_retry", "left",
     }
-    assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable"}
+    assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable", "caller"}
     # an ignored event is no failure; a waiting episode is counted once, when it ends (issue 12)
     assert e["outcomes_without_metric"] == {"ignored", "waiting"}
-    assert e["span_fields"] == {"event_id", "cluster", "task_family"}
+    assert e["span_fields"] == {"event_id", "caller", "cluster", "task_family"}
 
 
 def alarms(template: dict, **params) -> dict[str, dict]:
