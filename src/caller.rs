@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::request::RunTaskRequest;
 
-/// Who made a call.
+/// Who made a call. (`Other` without a principal is the default: what a hop written before
+/// callers were named carries.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Caller {
@@ -62,23 +63,23 @@ impl Caller {
         {
             return Self::Batch;
         }
-        // userIdentity names no service: the free-form marks are all there is.
-        let started_by = request.started_by.as_deref().unwrap_or("");
+        // `aws:` tags are AWS's own: no other caller can set an `aws:batch:` one.
         let batch_tag = request.tags.iter().flatten().any(|t| {
             t.key
                 .as_deref()
                 .is_some_and(|k| k.to_ascii_lowercase().starts_with("aws:batch:"))
         });
         if batch_tag {
-            Self::Batch
-        } else if started_by == "AWS Step Functions" {
-            Self::StepFunctions
-        } else if started_by.starts_with("events-rule/") {
-            Self::EventsRule
-        } else {
-            Self::Other {
-                principal: signals.arn.map(str::to_owned),
-            }
+            return Self::Batch;
+        }
+        // `startedBy` is free-form: it names the caller only when userIdentity names nobody.
+        let started_by = request.started_by.as_deref().unwrap_or("");
+        match signals.arn {
+            None if started_by == "AWS Step Functions" => Self::StepFunctions,
+            None if started_by.starts_with("events-rule/") => Self::EventsRule,
+            arn => Self::Other {
+                principal: arn.map(str::to_owned),
+            },
         }
     }
 
@@ -101,6 +102,12 @@ impl Caller {
             } => format!("other ({principal})"),
             _ => self.name().to_owned(),
         }
+    }
+}
+
+impl Default for Caller {
+    fn default() -> Self {
+        Self::Other { principal: None }
     }
 }
 

@@ -223,14 +223,16 @@ const fn caller(caller: &'static str, action: Action, code: Option<&'static str>
 /// The built-in table. First the callers that retry by themselves (aws-facts §12): AWS Batch
 /// places its jobs again; a Step Functions state's `Retry` decides (with `.sync`; the plain
 /// integration moves on, and the record cannot tell the two apart, so a person is told);
-/// Scheduler and rule targets resend a call that got an API error, but not one answered with
-/// `failures`. Then the failures (§1.7), with how long each transient one needs (§12): an agent
+/// Scheduler and rule targets resend a call that was throttled or got a 5xx under their retry
+/// policy, but not one answered with `failures`, nor a permanent error. Then the failures (§1.7), with how long each transient one needs (§12): an agent
 /// reconnects in tens of seconds, capacity takes minutes, the API asks for seconds.
 const DEFAULTS: &[Row] = &[
     caller("batch", Action::Leave, None),
     caller("step-functions", Action::Notify, None),
-    caller("scheduler", Action::Leave, Some("*")),
-    caller("events-rule", Action::Leave, Some("*")),
+    caller("scheduler", Action::Leave, Some("ThrottlingException")),
+    caller("scheduler", Action::Leave, Some("ServerException")),
+    caller("events-rule", Action::Leave, Some("ThrottlingException")),
+    caller("events-rule", Action::Leave, Some("ServerException")),
     retry(Some("AGENT"), None, Schedule::TENS_OF_SECONDS),
     retry(Some("RESOURCE:*"), None, Schedule::MINUTES),
     retry(Some("*Capacity is unavailable*"), None, Schedule::MINUTES),
@@ -288,7 +290,10 @@ impl Rules {
         )
     }
 
-    /// The operator's rules (JSON, as in `ECS_RERUN_RULES`) ahead of the built-in ones.
+    /// The operator's rules (JSON, as in `ECS_RERUN_RULES`) ahead of the built-in ones, except
+    /// that the built-in caller rules come before any operator rule that names no caller: a
+    /// rule written for failures (`onReason: RESOURCE:GPU, retry`) must not rerun what AWS Batch
+    /// or Step Functions retry by themselves. An operator's `onCaller` rule comes first.
     pub fn with_overrides(json: &str) -> Result<Self, RuleError> {
         let specs: Vec<RuleSpec> =
             serde_json::from_str(json).map_err(|e| RuleError(format!("not valid JSON: {e}")))?;
@@ -355,8 +360,22 @@ impl Rules {
                 spec.max_attempts,
             ));
         }
-        rules.extend(Self::defaults().0.iter().cloned());
-        Ok(Self(rules.into()))
+        let defaults = Self::defaults();
+        let (callers, failures): (Vec<Rule>, Vec<Rule>) = defaults
+            .0
+            .iter()
+            .cloned()
+            .partition(|r| r.on_caller.is_some());
+        let (theirs_on_callers, theirs): (Vec<Rule>, Vec<Rule>) =
+            rules.into_iter().partition(|r| r.on_caller.is_some());
+        Ok(Self(
+            theirs_on_callers
+                .into_iter()
+                .chain(callers)
+                .chain(theirs)
+                .chain(failures)
+                .collect(),
+        ))
     }
 
     /// Classifies one placement failure of a call about `subject`.

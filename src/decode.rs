@@ -49,6 +49,7 @@ pub struct Origin {
     /// ARN of the caller (`userIdentity.arn`), or the AWS service that called.
     pub caller: Option<String>,
     /// Who that is: Batch, Step Functions, Scheduler, a rule, or someone else.
+    #[serde(default)]
     pub called_by: Caller,
     /// The request as recorded.
     pub request: RunTaskRequest,

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::caller::Caller;
 use crate::classify::{self, Action, ReasonClass, Rules, Subject, Verdict};
 use crate::decode::{FailedRunTask, Failure, Ignored};
 use crate::event::PlacementFailure;
@@ -321,7 +322,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
                 ),
             );
         }
-        (Action::Notify, ReasonClass::Caller) => {
+        (Action::Notify, ReasonClass::Caller) if origin.called_by == Caller::StepFunctions => {
             return not_retryable(
                 lead.class,
                 format!(
@@ -329,6 +330,15 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
                      `.sync` state's Retry runs it again; a rerun from outside would run the job \
                      twice and report to no one). If the workflow does not retry, start it \
                      again there ({}; rule {})",
+                    lead.failure, lead.rule
+                ),
+            );
+        }
+        (Action::Notify, ReasonClass::Caller) => {
+            return not_retryable(
+                lead.class,
+                format!(
+                    "not rerun: a rule on the caller ({caller}) says notify ({}; rule {})",
                     lead.failure, lead.rule
                 ),
             );
@@ -491,7 +501,9 @@ pub struct Episode {
     /// Identity of the original call: every token derives from it.
     key: String,
     call_tag: String,
-    /// What rules may know about the call, for classifying the answers.
+    /// What rules may know about the call, for classifying the answers. (Absent in a hop
+    /// written before rules knew it: then no caller, cluster or family rule applies.)
+    #[serde(default)]
     subject: Subject,
     /// How long the last failure needs before the next call.
     schedule: Schedule,

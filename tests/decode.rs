@@ -349,18 +349,35 @@ fn who_made_the_call_wins_over_what_it_wrote_in_started_by() {
     };
     assert_eq!(f.origin.called_by.name(), "events-rule");
 
-    // With no service in userIdentity, the free-form marks are all there is.
-    for (started_by, tags, caller) in [
-        (json!("AWS Step Functions"), json!([]), "step-functions"),
-        (json!("events-rule/nightly"), json!([]), "events-rule"),
+    // A known principal wrote startedBy itself: it stays who it is. Only with no userIdentity at
+    // all is startedBy the caller's name; an `aws:batch:` tag only AWS Batch can set.
+    for (principal, started_by, tags, caller) in [
+        (true, json!("AWS Step Functions"), json!([]), "other"),
+        (true, json!("events-rule/nightly"), json!([]), "other"),
         (
+            false,
+            json!("AWS Step Functions"),
+            json!([]),
+            "step-functions",
+        ),
+        (
+            false,
+            json!("events-rule/nightly"),
+            json!([]),
+            "events-rule",
+        ),
+        (
+            true,
             json!("job-1234"),
             json!([{"key": "aws:batch:job-queue", "value": "q"}]),
             "batch",
         ),
-        (json!("nightly-cron"), json!([]), "other"),
+        (false, json!("nightly-cron"), json!([]), "other"),
     ] {
         let mut e = event("04-throttling.json");
+        if !principal {
+            e["detail"]["userIdentity"] = serde_json::Value::Null;
+        }
         e["detail"]["requestParameters"]["startedBy"] = started_by;
         e["detail"]["requestParameters"]["tags"] = tags;
         let Decoded::Failed(f) = decode(e).unwrap() else {

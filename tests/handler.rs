@@ -1373,6 +1373,54 @@ async fn an_operator_leaves_step_functions_or_reruns_batch_with_a_rule() {
 }
 
 #[tokio::test]
+async fn an_operators_failure_rule_does_not_rerun_what_batch_or_step_functions_retry() {
+    // Written for failures, not callers: the built-in caller rules still come first.
+    let rules = r#"[{"onReason": "RESOURCE:*", "action": "retry"},
+                    {"onErrorCode": "ThrottlingException", "action": "retry"}]"#;
+    for (file, outcome) in [
+        ("11-batch-placement.json", Outcome::Left),
+        ("12-step-functions.json", Outcome::NotRetryable),
+    ] {
+        let w = World::new(vec![]);
+        let report = w
+            .handle(&[("ECS_RERUN_RULES", rules)], fresh(file))
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, outcome, "{file}");
+        assert!(w.ecs.requests().is_empty(), "{file}: no second run");
+    }
+}
+
+#[tokio::test]
+async fn a_schedulers_permanent_error_is_notified_not_left() {
+    // The Scheduler resends throttled and 5xx calls; an AccessDenied it does not fix.
+    let mut record = fresh("13-scheduler-throttled.json");
+    record["detail"]["errorCode"] = json!("AccessDeniedException");
+    record["detail"]["errorMessage"] = json!("not authorized to perform iam:PassRole");
+    let w = World::new(vec![]);
+    let report = w.run(record).await;
+    assert_eq!(report.outcome, Outcome::NotRetryable);
+    assert_eq!(w.sns.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_hop_written_before_callers_were_named_is_still_read() {
+    let q = Queued::new(vec![]);
+    q.begin(&q.handler(&[]), fresh("01-agent-ec2.json")).await;
+    let (body, delay) = q.queue.pop().unwrap();
+    let mut hop: Value = serde_json::from_str(&body).unwrap();
+    hop["origin"].as_object_mut().unwrap().remove("called_by");
+    hop["episode"].as_object_mut().unwrap().remove("subject");
+    q.world.clock.advance(delay);
+    let report = q
+        .handler(&[])
+        .handle_hop(&hop.to_string(), &Invocation::default())
+        .await
+        .expect("an older hop is read, not dead-lettered");
+    assert_eq!(report.outcome, Outcome::Recovered);
+}
+
+#[tokio::test]
 async fn an_onerror_caller_rule_never_concerns_ecs_reruns_own_calls() {
     // The Scheduler's API errors are left to it, but a throttle on ecs-rerun's own retry of a
     // Scheduler placement failure is ecs-rerun's to retry.

@@ -15,7 +15,8 @@
 //! Each episode runs whole, every hop of it: the command plays the delay queue's part itself,
 //! waiting each hop's delay (as configured; a dry run stops before the first wait).
 //! Records older than `ECS_RERUN_MAX_RECORD_AGE_S` are not rerun, here as in Lambda; `--fresh`
-//! moves each record's `eventTime` (and the envelope's `time`) to now first, which is how the
+//! moves each file's records in time (the newest `eventTime` to now, the others by the same
+//! offset) first, which is how the
 //! sample events, recorded in 2025, are replayed as if they had just happened.
 //! Exits 1 if any event could not be processed or had an unexpected outcome, 2 on bad usage.
 
@@ -76,8 +77,8 @@ async fn main() -> ExitCode {
     config.dry_run |= args.dry_run;
     if args.fresh {
         eprintln!(
-            "--fresh: each record's eventTime is set to now, so records older than \
-             ECS_RERUN_MAX_RECORD_AGE_S are replayed as if just recorded"
+            "--fresh: each file's records are moved in time so that the newest eventTime is now, \
+             so records older than ECS_RERUN_MAX_RECORD_AGE_S are replayed as if just recorded"
         );
     }
     let key = if args.dry_run { "dry_run" } else { "local" };
@@ -123,7 +124,11 @@ async fn replay<N: Notifier>(
                 if let Some(note) = &found.note {
                     eprintln!("{name}: {note}");
                 }
-                found.events
+                if args.fresh {
+                    retime(found.events)
+                } else {
+                    found.events
+                }
             }
             Err(msg) => {
                 println!(
@@ -136,7 +141,6 @@ async fn replay<N: Notifier>(
         };
         let many = events.len() > 1;
         for (index, event) in events.into_iter().enumerate() {
-            let event = if args.fresh { retime(event) } else { event };
             let mut line = match run_episode(handler, event).await {
                 Ok(report) => serde_json::to_value(&report).unwrap_or_default(),
                 Err(err) => json!({"outcome": "error", "error": err.to_string()}),
@@ -181,27 +185,37 @@ async fn run_episode<N: Notifier>(
     Ok(report)
 }
 
-/// Moves `detail.eventTime` to now and the envelope's `time` along with it.
-fn retime(mut event: Value) -> Value {
-    let now = chrono::Utc::now();
+/// Moves a file's records by one offset, so that the newest `detail.eventTime` is now: records
+/// keep their order and the time between them (two nights of one job stay two calls, not one).
+fn retime(events: Vec<Value>) -> Vec<Value> {
     let parse = |v: Option<&Value>| {
         v.and_then(Value::as_str)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
     };
-    let recorded = parse(event.pointer("/detail/eventTime"));
-    let envelope = parse(event.get("time"));
+    let Some(newest) = events
+        .iter()
+        .filter_map(|e| parse(e.pointer("/detail/eventTime")))
+        .max()
+    else {
+        return events;
+    };
+    let shift = chrono::Utc::now().signed_duration_since(newest);
     let format =
         |t: chrono::DateTime<chrono::Utc>| Value::from(t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-    if let Some(slot) = event.pointer_mut("/detail/eventTime")
-        && recorded.is_some()
-    {
-        *slot = format(now);
-    }
-    if let (Some(slot), Some(at)) = (event.get_mut("time"), envelope) {
-        let offset = recorded.map_or(chrono::TimeDelta::zero(), |r| at.signed_duration_since(r));
-        *slot = format(now + offset);
-    }
-    event
+    events
+        .into_iter()
+        .map(|mut event| {
+            for pointer in ["/detail/eventTime", "/time"] {
+                if let Some(at) = parse(event.pointer(pointer))
+                    && let Some(slot) = event.pointer_mut(pointer)
+                {
+                    *slot = format(at + shift);
+                }
+            }
+            event
+        })
+        .collect()
 }
 
 fn read_event(path: &Path) -> Result<Value, String> {
