@@ -19,9 +19,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let aws = ecs_rerun::setup::aws_config().await;
-    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone())
-        .with_topic_limit()
-        .await;
+    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
+    // In the background: init returns at once, and the call warms the TLS connection meanwhile.
+    tokio::spawn({
+        let notifier = notifier.clone();
+        async move { notifier.read_topic_limit().await }
+    });
     let queue = config.delay_queue_url.clone();
     let handler = Handler::new(
         config,

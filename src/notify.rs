@@ -4,6 +4,8 @@
 //! [`PrintNotifier`] writes the Publish request to stderr (local dry runs).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_sns::types::MessageAttributeValue;
 
@@ -39,7 +41,7 @@ pub trait Notifier {
 pub struct SnsNotifier {
     client: aws_sdk_sns::Client,
     topic_arn: String,
-    max_message_size: usize,
+    max_message_size: Arc<AtomicUsize>,
 }
 
 impl SnsNotifier {
@@ -48,7 +50,7 @@ impl SnsNotifier {
         Self {
             client,
             topic_arn,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: Arc::new(AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE)),
         }
     }
 
@@ -56,7 +58,10 @@ impl SnsNotifier {
     /// set below 256 KiB still gets messages it accepts. Without the permission, or without an
     /// answer, it keeps 256 KiB and says so: a message over a lower limit would then be refused
     /// and the invocation retried.
-    pub async fn with_topic_limit(mut self) -> Self {
+    /// `main` runs it in the background during init, so that a cold start neither waits for it
+    /// nor pays the TLS set-up on its first RunTask: the connection is warm by then. Until it
+    /// answers, the default holds.
+    pub async fn read_topic_limit(&self) {
         let answer = self
             .client
             .get_topic_attributes()
@@ -70,7 +75,9 @@ impl SnsNotifier {
                 .ok()
         });
         match (limit, answer) {
-            (Some(limit), _) => self.max_message_size = limit.min(DEFAULT_MAX_MESSAGE_SIZE * 4),
+            (Some(limit), _) => self
+                .max_message_size
+                .store(limit.min(DEFAULT_MAX_MESSAGE_SIZE * 4), Ordering::Relaxed),
             (None, Ok(_)) => {}
             (None, Err(err)) => tracing::warn!(
                 topic = %self.topic_arn,
@@ -78,13 +85,12 @@ impl SnsNotifier {
                 "could not read the topic's MaximumMessageSize; assuming 262144 bytes"
             ),
         }
-        self
     }
 }
 
 impl Notifier for SnsNotifier {
     fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.max_message_size.load(Ordering::Relaxed)
     }
 
     async fn publish(&self, note: &Notification) -> Result<(), PublishError> {

@@ -398,9 +398,13 @@ async fn the_topics_own_message_size_limit_is_read_at_start() {
                 .build()
         });
     let client = mock_client!(aws_sdk_sns, [&rule]);
-    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into())
-        .with_topic_limit()
-        .await;
+    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into());
+    assert_eq!(
+        notifier.max_message_size(),
+        DEFAULT_MAX_MESSAGE_SIZE,
+        "until it answers"
+    );
+    notifier.read_topic_limit().await;
     assert_eq!(notifier.max_message_size(), 65_536);
     assert_eq!(rule.num_calls(), 1);
 }
@@ -421,9 +425,13 @@ async fn without_the_topics_limit_the_default_is_kept() {
         )
     });
     let client = mock_client!(aws_sdk_sns, [&denied]);
-    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into())
-        .with_topic_limit()
-        .await;
+    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into());
+    assert_eq!(
+        notifier.max_message_size(),
+        DEFAULT_MAX_MESSAGE_SIZE,
+        "until it answers"
+    );
+    notifier.read_topic_limit().await;
     assert_eq!(notifier.max_message_size(), DEFAULT_MAX_MESSAGE_SIZE);
     assert_eq!(denied.num_calls(), 1);
 }
