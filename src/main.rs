@@ -20,7 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
     let aws = ecs_rerun::setup::aws_config().await;
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
-    // In the background: init returns at once, and the call warms the TLS connection meanwhile.
+    // In the background: init returns at once; until the topic answers, 256 KiB holds.
     tokio::spawn({
         let notifier = notifier.clone();
         async move { notifier.read_topic_limit().await }

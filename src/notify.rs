@@ -58,9 +58,8 @@ impl SnsNotifier {
     /// set below 256 KiB still gets messages it accepts. Without the permission, or without an
     /// answer, it keeps 256 KiB and says so: a message over a lower limit would then be refused
     /// and the invocation retried.
-    /// `main` runs it in the background during init, so that a cold start neither waits for it
-    /// nor pays the TLS set-up on its first RunTask: the connection is warm by then. Until it
-    /// answers, the default holds.
+    /// `main` runs it in the background during init, so that a cold start does not wait for it.
+    /// Until it answers, the default holds.
     pub async fn read_topic_limit(&self) {
         let answer = self
             .client
