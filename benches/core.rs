@@ -20,12 +20,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use ecs_rerun::classify::Rules;
-use ecs_rerun::decode::{Decoded, decode};
-use ecs_rerun::plan::{Context, Decision, Outcome, Policy, Step, decide};
+use ecs_rerun::core::classify::Rules;
+use ecs_rerun::core::decode::{Decoded, decode};
+use ecs_rerun::core::guard::GuardedLaunch;
+use ecs_rerun::core::marks;
+use ecs_rerun::core::plan::{Context, Decision, Outcome, Policy, Step, decide};
 use serde_json::Value;
 
-/// The failure events (01-07) and the large one, as (name, JSON text).
+/// The failure events (01-07), the guarded successful launch (09) and the large failure, as
+/// (name, JSON text).
 fn events() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("events"))
@@ -33,7 +36,8 @@ fn events() -> Vec<(String, String)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.ends_with(".json") && ("01".."08").contains(&name.get(..2).unwrap_or(""))
+            let prefix = name.get(..2).unwrap_or("");
+            name.ends_with(".json") && (("01".."08").contains(&prefix) || prefix == "09")
         })
         .collect();
     files.sort();
@@ -55,16 +59,12 @@ fn events() -> Vec<(String, String)> {
 
 /// A minute after the event's record: when the handler would see it.
 fn just_after(event: &Value) -> SystemTime {
-    match decode(event.clone()) {
-        Ok(Decoded::Failed(failed)) => {
-            failed
-                .origin
-                .recorded_at
-                .expect("a sample event has an eventTime")
-                + Duration::from_secs(60)
-        }
-        other => panic!("not a failure event: {other:?}"),
-    }
+    let origin = match decode(event.clone()) {
+        Ok(Decoded::Failed(failed)) => failed.origin,
+        Ok(Decoded::Started(started)) => started.origin,
+        other => panic!("neither a failed nor a successful RunTask: {other:?}"),
+    };
+    origin.recorded_at.expect("a sample event has an eventTime") + Duration::from_secs(60)
 }
 
 /// decode + classify + plan: what the handler computes before its first AWS call.
@@ -92,7 +92,14 @@ fn core(event: Value, rules: &Rules, policy: &Policy, now: SystemTime) -> usize 
             }
             Decision::Ignore(_) => 0,
         },
-        Ok(Decoded::Ignored(_)) => 0,
+        // What the handler computes before it writes a guarded launch to the store.
+        Ok(Decoded::Started(started)) => {
+            let call_tag =
+                marks::call_tag_value(&started.origin.request, started.caller_arn.as_deref());
+            let launch = GuardedLaunch::recorded(&started.origin, call_tag, started.replay_blocker);
+            serde_json::to_string(&launch).map_or(0, |body| body.len())
+        }
+        Ok(Decoded::Ignored(_) | Decoded::Stopped(_)) => 0,
         Err(err) => panic!("a sample event does not decode: {err}"),
     }
 }

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use crate::classify::{RuleError, Rules};
-use crate::plan::Policy;
-use crate::schedule::Schedule;
+use crate::core::classify::{RuleError, Rules};
+use crate::core::guard::DEFAULT_TTL;
+use crate::core::plan::Policy;
+use crate::core::schedule::Schedule;
 
 /// Everything the handler needs to know from the environment.
 #[derive(Debug, Clone)]
@@ -32,6 +33,11 @@ pub struct Config {
     pub delay_queue_url: Option<String>,
     /// Waits longer than this go through the delay queue (`ECS_RERUN_HOP_AFTER_MS`, 5 s).
     pub hop_after: Duration,
+    /// The DynamoDB table that keeps launches and notifications (`ECS_RERUN_STORE_TABLE`);
+    /// without it, tasks that fail to start are not rerun and duplicates may notify twice.
+    pub store_table: Option<String>,
+    /// How long the store keeps a launch (`ECS_RERUN_STORE_TTL_HOURS`, 24).
+    pub store_ttl: Duration,
 }
 
 /// A configuration problem, naming the variable.
@@ -150,6 +156,16 @@ impl Config {
             function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
             delay_queue_url: get("ECS_RERUN_DELAY_QUEUE_URL"),
             hop_after: millis(&get, "ECS_RERUN_HOP_AFTER_MS", Duration::from_secs(5))?,
+            store_table: get("ECS_RERUN_STORE_TABLE"),
+            store_ttl: Duration::from_secs(
+                3600 * number(
+                    &get,
+                    "ECS_RERUN_STORE_TTL_HOURS",
+                    DEFAULT_TTL.as_secs() / 3600,
+                    1..=168,
+                    "hours from 1 to 168 (a week)",
+                )?,
+            ),
         })
     }
 }

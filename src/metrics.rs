@@ -7,8 +7,8 @@
 
 use serde_json::{Value, json};
 
+use crate::core::plan::Outcome;
 use crate::handler::Report;
-use crate::plan::Outcome;
 
 /// The CloudWatch namespace.
 pub const NAMESPACE: &str = "EcsRerun";

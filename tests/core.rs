@@ -8,21 +8,21 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use common::{config, event, failure, tag};
-use ecs_rerun::classify::{Action, MAX_EXAMPLES, ReasonClass, Rules, Subject};
 use ecs_rerun::config::{Config, ConfigError};
-use ecs_rerun::decode::{Decoded, FailedRunTask, Ignored, decode};
-use ecs_rerun::event::PlacementFailure;
-use ecs_rerun::lookup::{self, ExistingTask, TaskQuery};
-use ecs_rerun::marks::{self, ATTEMPT_TAG, CALL_TAG, MAX_TAGS, TOKEN_PREFIX};
-use ecs_rerun::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification, compose};
-use ecs_rerun::plan::{
+use ecs_rerun::core::classify::{Action, MAX_EXAMPLES, ReasonClass, Rules, Subject};
+use ecs_rerun::core::decode::{Decoded, FailedRunTask, Ignored, decode};
+use ecs_rerun::core::event::PlacementFailure;
+use ecs_rerun::core::lookup::{self, ExistingTask, TaskQuery};
+use ecs_rerun::core::marks::{self, ATTEMPT_TAG, CALL_TAG, MAX_TAGS, TOKEN_PREFIX};
+use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification, compose};
+use ecs_rerun::core::plan::{
     self, Conclusion, Context, Decision, Episode, LaunchResult, LaunchedTask, Lookup, Outcome,
     Policy, Step,
 };
-use ecs_rerun::request::{
+use ecs_rerun::core::request::{
     ContainerOverride, Environment, KeyValuePair, RunTaskRequest, Tag, TaskOverride, task_family,
 };
-use ecs_rerun::schedule::{Jitter, Schedule};
+use ecs_rerun::core::schedule::{Jitter, Schedule};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -285,7 +285,7 @@ fn bad_rules_are_clear_errors() {
 #[test]
 fn each_failure_class_waits_as_long_as_it_needs() {
     let rules = Rules::defaults();
-    let first_step = |v: &ecs_rerun::classify::Verdict| {
+    let first_step = |v: &ecs_rerun::core::classify::Verdict| {
         Schedule {
             jitter_strategy: Jitter::None,
             ..v.schedule
@@ -379,11 +379,11 @@ fn more_than_ten_distinct_reasons_are_merged_and_a_transient_one_still_counts() 
         .collect();
     failures.push(failure("AGENT"));
     let groups = rules.placements(&failures, &Subject::default());
-    assert_eq!(groups.len(), ecs_rerun::classify::MAX_GROUPS + 1);
+    assert_eq!(groups.len(), ecs_rerun::core::classify::MAX_GROUPS + 1);
     let other = groups.last().unwrap();
     assert_eq!(other.count, 21, "20 unknown reasons and AGENT");
     assert_eq!(
-        ecs_rerun::classify::overall(&groups).map(|v| v.action),
+        ecs_rerun::core::classify::overall(&groups).map(|v| v.action),
         Some(Action::Retry),
         "AGENT among the merged ones is still enough to retry"
     );
@@ -397,7 +397,9 @@ fn one_transient_failure_among_several_is_enough_to_retry() {
         rules.placement(&failure("AGENT"), &Subject::default()),
     ];
     assert_eq!(
-        ecs_rerun::classify::overall(&verdicts).unwrap().action,
+        ecs_rerun::core::classify::overall(&verdicts)
+            .unwrap()
+            .action,
         Action::Retry
     );
 }
@@ -1745,7 +1747,7 @@ fn report(outcome: Outcome, recovery_ms: Option<u64>) -> ecs_rerun::handler::Rep
         cluster: Some("batch".into()),
         task_family: Some("nightly".into()),
         recovery_ms,
-        caller: Some(ecs_rerun::caller::Caller::Scheduler),
+        caller: Some(ecs_rerun::core::caller::Caller::Scheduler),
         rule: Some("onReason=AGENT -> retry".into()),
     }
 }
@@ -1863,7 +1865,7 @@ fn caller_rules_match_by_caller_account_cluster_and_family_with_globs() {
 
 #[test]
 fn cloudtrail_as_an_operator_has_it_becomes_eventbridge_events() {
-    use ecs_rerun::event::envelopes;
+    use ecs_rerun::core::event::envelopes;
     let record = event("01-agent-ec2.json")["detail"].clone();
     let stop = json!({"eventSource": "ecs.amazonaws.com", "eventName": "StopTask", "eventID": "s"});
 

@@ -5,8 +5,8 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::event;
-use ecs_rerun::decode::{DecodeError, Decoded, FailedRunTask, Failure, Ignored, decode};
-use ecs_rerun::request::{Environment, RunTaskRequest, prune_nulls};
+use ecs_rerun::core::decode::{DecodeError, Decoded, FailedRunTask, Failure, Ignored, decode};
+use ecs_rerun::core::request::{Environment, RunTaskRequest, prune_nulls};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -48,6 +48,7 @@ fn every_failure_fixture_decodes_with_its_failure_and_counts() {
         let lead = match &f.failure {
             Failure::Placement(list) => list[0].reason.clone().unwrap(),
             Failure::Api { code, .. } => code.clone(),
+            other => panic!("{file}: a CloudTrail record decoded as {other:?}"),
         };
         assert_eq!(lead, first, "{file}");
         assert_eq!(f.origin.account, "111122223333", "{file}");
@@ -164,10 +165,6 @@ fn ignored_fixtures_say_why() {
         ignored(&event("08-own-retry.json")),
         Ignored::OwnRetry { .. }
     ));
-    assert_eq!(
-        ignored(&event("09-successful-runtask.json")),
-        Ignored::Succeeded
-    );
     assert!(matches!(
         ignored(&event("10-not-runtask.json")),
         Ignored::NotRunTask { .. }
@@ -183,16 +180,41 @@ fn own_retry_is_recognised_by_token_when_tags_are_missing() {
 
 #[test]
 fn other_event_types_are_ignored() {
-    let e = json!({"detail-type": "ECS Task State Change", "source": "aws.ecs", "detail": {}});
-    assert!(matches!(ignored(&e), Ignored::NotCloudTrail { .. }));
+    let e = json!({"detail-type": "ECS Container Instance State Change", "source": "aws.ecs", "detail": {}});
+    assert!(matches!(ignored(&e), Ignored::OtherEvent { .. }));
 }
 
 #[test]
-fn failures_for_other_candidates_when_all_tasks_started_are_ignored() {
+fn a_task_change_without_a_task_arn_is_an_error_not_a_silent_drop() {
+    let e = json!({"detail-type": "ECS Task State Change", "source": "aws.ecs", "id": "x", "detail": {}});
+    assert_eq!(
+        decode(e).unwrap_err(),
+        DecodeError::Missing("detail.taskArn")
+    );
+}
+
+#[test]
+fn a_successful_record_decodes_as_started_with_its_tasks() {
+    let Ok(Decoded::Started(started)) = decode(event("09-successful-runtask.json")) else {
+        panic!("09 is a successful RunTask");
+    };
+    assert!(!started.task_arns.is_empty());
+    assert!(started.replay_blocker.is_none());
+    assert!(started.origin.request.task_definition.is_some());
+}
+
+#[test]
+fn failures_for_other_candidates_when_all_tasks_started_are_a_success() {
     let mut e = event("01-agent-ec2.json");
     e["detail"]["responseElements"]["tasks"] =
         json!([{"taskArn": "arn:aws:ecs:us-east-1:111122223333:task/batch/x"}]);
-    assert_eq!(ignored(&e), Ignored::AllStarted { requested: 1 });
+    let Ok(Decoded::Started(started)) = decode(e) else {
+        panic!("every requested task started");
+    };
+    assert_eq!(
+        started.task_arns,
+        ["arn:aws:ecs:us-east-1:111122223333:task/batch/x"]
+    );
 }
 
 #[test]
@@ -319,7 +341,7 @@ proptest! {
 
 #[test]
 fn the_caller_is_named_from_who_made_the_call() {
-    use ecs_rerun::caller::Caller;
+    use ecs_rerun::core::caller::Caller;
     for (file, caller) in [
         ("01-agent-ec2.json", "events-rule"),
         ("11-batch-placement.json", "batch"),

@@ -16,12 +16,13 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_http_client::test_util::capture_request;
-use ecs_rerun::classify::Rules;
-use ecs_rerun::decode::{Decoded, FailedRunTask, decode};
-use ecs_rerun::launch::{EcsLauncher, TaskLauncher};
-use ecs_rerun::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
-use ecs_rerun::plan::{self, Context, Decision, Lookup, Outcome, Policy, Step};
-use ecs_rerun::request::{RunTaskRequest, prune_nulls};
+use ecs_rerun::aws::ecs::EcsLauncher;
+use ecs_rerun::core::classify::Rules;
+use ecs_rerun::core::decode::{Decoded, FailedRunTask, decode};
+use ecs_rerun::core::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
+use ecs_rerun::core::plan::{self, Context, Decision, Lookup, Outcome, Policy, Step};
+use ecs_rerun::core::request::{RunTaskRequest, prune_nulls};
+use ecs_rerun::ports::launch::TaskLauncher;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 

@@ -8,10 +8,10 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{Answer, FakeClock, FakeEcs, FakeQueue, FakeSns, config, error, event, fail, tag};
+use ecs_rerun::core::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
+use ecs_rerun::core::plan::{LaunchResult, Outcome};
+use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
-use ecs_rerun::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
-use ecs_rerun::plan::{LaunchResult, Outcome};
-use ecs_rerun::request::RunTaskRequest;
 use serde_json::{Value, json};
 
 /// The fakes' clock starts here; sample records are retimed to a minute before it.
@@ -287,7 +287,8 @@ async fn deadline_too_close_gives_up_early_and_notifies() {
     assert_eq!(w.sns.sent().len(), 1);
     let total: Duration = w.clock.sleeps().iter().sum();
     assert!(
-        total + ecs_rerun::plan::Policy::default().deadline_reserve <= Duration::from_secs(60),
+        total + ecs_rerun::core::plan::Policy::default().deadline_reserve
+            <= Duration::from_secs(60),
         "never slept into the reserve"
     );
 }
@@ -720,9 +721,9 @@ async fn another_accounts_record_is_never_launched_here() {
 fn many_instances(
     n: usize,
     reason: impl Fn(usize) -> String,
-) -> (Value, Vec<ecs_rerun::event::PlacementFailure>) {
+) -> (Value, Vec<ecs_rerun::core::event::PlacementFailure>) {
     let failures: Vec<_> = (0..n)
-        .map(|i| ecs_rerun::event::PlacementFailure {
+        .map(|i| ecs_rerun::core::event::PlacementFailure {
             arn: Some(format!(
                 "arn:aws:ecs:us-east-1:111122223333:container-instance/batch/{i:032x}"
             )),
@@ -1014,7 +1015,7 @@ impl Queued {
             self.world.clock.advance(delay);
             reports.push(
                 handler
-                    .handle_hop(&body, &invocation)
+                    .handle_message(&body, &invocation)
                     .await
                     .expect("hop handled"),
             );
@@ -1058,7 +1059,7 @@ async fn capacity_waits_add_up_to_at_least_fifteen_minutes() {
     while let Some((body, delay)) = q.queue.pop() {
         waited += delay;
         q.world.clock.advance(delay);
-        handler.handle_hop(&body, &invocation).await.unwrap();
+        handler.handle_message(&body, &invocation).await.unwrap();
     }
     assert!(
         waited >= Duration::from_secs(15 * 60),
@@ -1085,11 +1086,17 @@ async fn a_redelivered_hop_repeats_the_same_call_and_starts_nothing_twice() {
     let (first_hop, delay) = q.queue.pop().expect("the first call waits in the queue");
     q.world.clock.advance(delay);
     // SQS delivers the same message twice (or the invocation failed after its call).
-    handler.handle_hop(&first_hop, &invocation).await.unwrap();
-    handler.handle_hop(&first_hop, &invocation).await.unwrap();
+    handler
+        .handle_message(&first_hop, &invocation)
+        .await
+        .unwrap();
+    handler
+        .handle_message(&first_hop, &invocation)
+        .await
+        .unwrap();
     while let Some((body, delay)) = q.queue.pop() {
         q.world.clock.advance(delay);
-        handler.handle_hop(&body, &invocation).await.unwrap();
+        handler.handle_message(&body, &invocation).await.unwrap();
     }
     assert_eq!(
         q.world.ecs.tasks_started(),
@@ -1226,10 +1233,14 @@ async fn a_failed_notification_on_a_hop_is_retried_by_redelivery_and_sent_once()
         .unwrap();
     let (body, delay) = q.queue.pop().unwrap();
     q.world.clock.advance(delay);
-    assert!(failing.handle_hop(&body, &invocation).await.is_err());
+    assert!(failing.handle_message(&body, &invocation).await.is_err());
     // SQS delivers it again; the topic works now.
     q.world.sns = FakeSns::default();
-    let report = q.handler(&[]).handle_hop(&body, &invocation).await.unwrap();
+    let report = q
+        .handler(&[])
+        .handle_message(&body, &invocation)
+        .await
+        .unwrap();
     assert_eq!(report.outcome, Outcome::NotRetryable);
     assert_eq!(q.world.sns.sent().len(), 1);
     assert_eq!(q.world.ecs.tasks_started(), 0);
@@ -1250,7 +1261,7 @@ async fn a_hop_carries_verdicts_in_aggregate_and_stays_small() {
     handler.handle(record, &invocation).await.unwrap();
     let (body, delay) = q.queue.pop().unwrap();
     q.world.clock.advance(delay);
-    handler.handle_hop(&body, &invocation).await.unwrap();
+    handler.handle_message(&body, &invocation).await.unwrap();
     let (body, _) = q.queue.pop().expect("a second hop after the failed call");
     assert!(
         body.len() < 32 * 1024,
@@ -1271,9 +1282,9 @@ async fn a_hop_of_another_version_is_refused_not_guessed() {
     let (body, _) = q.queue.pop().unwrap();
     let mut hop: Value = serde_json::from_str(&body).unwrap();
     hop["version"] = json!(2);
-    let err = ecs_rerun::hop::Hop::from_json(&hop.to_string()).unwrap_err();
+    let err = ecs_rerun::core::hop::Hop::from_json(&hop.to_string()).unwrap_err();
     assert!(err.to_string().contains("version 2"), "{err}");
-    assert!(ecs_rerun::hop::Hop::from_json(&body).is_ok());
+    assert!(ecs_rerun::core::hop::Hop::from_json(&body).is_ok());
 }
 
 // ---- callers that retry by themselves ------------------------------------------------------------
@@ -1414,7 +1425,7 @@ async fn a_hop_written_before_callers_were_named_is_still_read() {
     q.world.clock.advance(delay);
     let report = q
         .handler(&[])
-        .handle_hop(&hop.to_string(), &Invocation::default())
+        .handle_message(&hop.to_string(), &Invocation::default())
         .await
         .expect("an older hop is read, not dead-lettered");
     assert_eq!(report.outcome, Outcome::Recovered);

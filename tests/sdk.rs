@@ -13,13 +13,15 @@ use aws_sdk_sns::operation::get_topic_attributes::{
 };
 use aws_sdk_sns::operation::publish::{PublishError as SnsPublishError, PublishOutput};
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
-use ecs_rerun::launch::{EcsLauncher, TaskLauncher};
-use ecs_rerun::lookup::{ExistingTask, TaskQuery};
-use ecs_rerun::marks::CALL_TAG;
-use ecs_rerun::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification};
-use ecs_rerun::notify::{Notifier, SnsNotifier};
-use ecs_rerun::plan::{LaunchResult, LaunchedTask, Lookup};
-use ecs_rerun::request::{self as req, EphemeralStorage, RunTaskRequest, TaskOverride};
+use ecs_rerun::aws::ecs::EcsLauncher;
+use ecs_rerun::aws::sns::SnsNotifier;
+use ecs_rerun::core::lookup::{ExistingTask, TaskQuery};
+use ecs_rerun::core::marks::CALL_TAG;
+use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification};
+use ecs_rerun::core::plan::{LaunchResult, LaunchedTask, Lookup};
+use ecs_rerun::core::request::{self as req, EphemeralStorage, RunTaskRequest, TaskOverride};
+use ecs_rerun::ports::launch::TaskLauncher;
+use ecs_rerun::ports::notify::Notifier;
 
 const ERROR_JSON: &str = "application/x-amz-json-1.1";
 
@@ -498,7 +500,8 @@ async fn publish_failure_is_an_error_naming_the_topic() {
 #[tokio::test]
 async fn a_hop_is_sent_to_the_delay_queue_with_its_delay() {
     use aws_sdk_sqs::operation::send_message::SendMessageOutput;
-    use ecs_rerun::queue::{DelayQueue, SqsDelayQueue};
+    use ecs_rerun::aws::sqs::SqsDelayQueue;
+    use ecs_rerun::ports::queue::DelayQueue;
     let url = "https://sqs.us-east-1.amazonaws.com/111122223333/ecs-rerun-delay";
     let rule = mock!(aws_sdk_sqs::Client::send_message)
         .match_requests(move |r| {
@@ -520,7 +523,8 @@ async fn a_hop_is_sent_to_the_delay_queue_with_its_delay() {
 #[tokio::test]
 async fn a_queue_that_refuses_fails_the_step_with_what_to_check() {
     use aws_sdk_sqs::operation::send_message::SendMessageError;
-    use ecs_rerun::queue::{DelayQueue, SqsDelayQueue};
+    use ecs_rerun::aws::sqs::SqsDelayQueue;
+    use ecs_rerun::ports::queue::DelayQueue;
     let rule = mock!(aws_sdk_sqs::Client::send_message).then_error(|| {
         SendMessageError::generic(
             aws_sdk_sqs::error::ErrorMetadata::builder()

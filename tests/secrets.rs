@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::{FakeClock, FakeEcs, FakeSns, config, error};
+use ecs_rerun::core::lookup::TaskQuery;
+use ecs_rerun::core::plan::{LaunchResult, Lookup, Outcome};
+use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, Invocation};
-use ecs_rerun::launch::TaskLauncher;
-use ecs_rerun::lookup::TaskQuery;
 use ecs_rerun::metrics::emf_line;
-use ecs_rerun::plan::{LaunchResult, Lookup, Outcome};
-use ecs_rerun::request::RunTaskRequest;
+use ecs_rerun::ports::launch::TaskLauncher;
 
 const SECRETS: &[&str] = &[
     "correct-horse-battery-staple",

@@ -24,14 +24,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ecs_rerun::clock::Clock;
-use ecs_rerun::clock::TokioClock;
+use ecs_rerun::aws::ecs::EcsLauncher;
+use ecs_rerun::aws::sns::SnsNotifier;
 use ecs_rerun::config::Config;
-use ecs_rerun::event::envelopes;
+use ecs_rerun::core::event::envelopes;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
-use ecs_rerun::launch::EcsLauncher;
-use ecs_rerun::notify::{Notifier, PrintNotifier, SnsNotifier};
-use ecs_rerun::queue::LocalQueue;
+use ecs_rerun::ports::clock::Clock;
+use ecs_rerun::ports::clock::TokioClock;
+use ecs_rerun::ports::notify::{Notifier, PrintNotifier};
+use ecs_rerun::ports::queue::LocalQueue;
+use ecs_rerun::ports::store::MemoryStore;
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: ecs-rerun-replay [--dry-run] [--fresh] [--expect FILE] EVENT.json...";
@@ -90,14 +92,16 @@ async fn main() -> ExitCode {
             .build();
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::from_conf(ecs));
         let handler = Handler::new(config, launcher, PrintNotifier, TokioClock)
-            .with_queue(LocalQueue::default());
+            .with_queue(LocalQueue::default())
+            .with_store(MemoryStore::default());
         replay(&handler, &args, &expected, key).await
     } else {
-        let aws = ecs_rerun::setup::aws_config().await;
+        let aws = ecs_rerun::aws::setup::aws_config().await;
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::new(&aws));
         let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
-        let handler =
-            Handler::new(config, launcher, notifier, TokioClock).with_queue(LocalQueue::default());
+        let handler = Handler::new(config, launcher, notifier, TokioClock)
+            .with_queue(LocalQueue::default())
+            .with_store(MemoryStore::default());
         replay(&handler, &args, &expected, key).await
     };
     if ok {
@@ -108,7 +112,7 @@ async fn main() -> ExitCode {
 }
 
 async fn replay<N: Notifier>(
-    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue>,
+    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue, MemoryStore>,
     args: &Args,
     expected: &BTreeMap<String, Value>,
     key: &str,
@@ -168,7 +172,7 @@ async fn replay<N: Notifier>(
 
 /// Handles an event, then plays the delay queue until the episode has ended.
 async fn run_episode<N: Notifier>(
-    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue>,
+    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue, MemoryStore>,
     event: Value,
 ) -> Result<Report, HandlerError> {
     let invocation = Invocation::default();
@@ -180,7 +184,7 @@ async fn run_episode<N: Notifier>(
             delay.as_secs()
         );
         TokioClock.sleep(delay).await;
-        report = handler.handle_hop(&body, &invocation).await?;
+        report = handler.handle_message(&body, &invocation).await?;
     }
     Ok(report)
 }

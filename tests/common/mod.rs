@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ecs_rerun::clock::Clock;
 use ecs_rerun::config::Config;
-use ecs_rerun::event::PlacementFailure;
-use ecs_rerun::launch::TaskLauncher;
-use ecs_rerun::lookup::{ExistingTask, TaskQuery};
-use ecs_rerun::message::Notification;
-use ecs_rerun::notify::{Notifier, PublishError};
-use ecs_rerun::plan::{LaunchResult, LaunchedTask, Lookup};
-use ecs_rerun::queue::{DelayQueue, QueueError};
-use ecs_rerun::request::RunTaskRequest;
+use ecs_rerun::core::event::PlacementFailure;
+use ecs_rerun::core::lookup::{ExistingTask, TaskQuery};
+use ecs_rerun::core::message::Notification;
+use ecs_rerun::core::plan::{LaunchResult, LaunchedTask, Lookup};
+use ecs_rerun::core::request::RunTaskRequest;
+use ecs_rerun::ports::clock::Clock;
+use ecs_rerun::ports::launch::TaskLauncher;
+use ecs_rerun::ports::notify::{Notifier, PublishError};
+use ecs_rerun::ports::queue::{DelayQueue, QueueError};
 use serde_json::Value;
 
 /// Path of a file in the repository.
@@ -298,7 +298,7 @@ impl TaskLauncher for FakeEcs {
             return Lookup::Failed("ListTasks: AccessDeniedException".to_owned());
         }
         let cluster = |c: &Option<String>| {
-            ecs_rerun::request::cluster_name(c.as_deref().unwrap_or("default")).to_owned()
+            ecs_rerun::core::request::cluster_name(c.as_deref().unwrap_or("default")).to_owned()
         };
         Lookup::Found(
             state
@@ -335,7 +335,9 @@ impl TaskLauncher for FakeEcs {
                             .tags
                             .iter()
                             .flatten()
-                            .find(|tag| tag.key.as_deref() == Some(ecs_rerun::marks::CALL_TAG))
+                            .find(|tag| {
+                                tag.key.as_deref() == Some(ecs_rerun::core::marks::CALL_TAG)
+                            })
                             .and_then(|tag| tag.value.clone()),
                     }
                 })
@@ -406,7 +408,7 @@ impl FakeSns {
 impl Notifier for FakeSns {
     fn max_message_size(&self) -> usize {
         self.limit
-            .unwrap_or(ecs_rerun::message::DEFAULT_MAX_MESSAGE_SIZE)
+            .unwrap_or(ecs_rerun::core::message::DEFAULT_MAX_MESSAGE_SIZE)
     }
 
     async fn publish(&self, note: &Notification) -> Result<(), PublishError> {

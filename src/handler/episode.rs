@@ -1,108 +1,26 @@
-//! Handler: one event in, one report out. Carries out the plan through the ports.
-//!
-//! `decode` → account check → `plan::decide` → the episode's steps (sleep, launch, record) →
-//! at most one notification → a summary log line and a [`Report`]. The Lambda `main` and the
-//! local replay command both call [`Handler::handle`]; only the adapters differ.
+//! The one plan-and-launch path: every kind of event that needs a rerun or a notification
+//! reaches it as a [`FailedRunTask`]. `plan::decide` → the episode's steps (sleep, look up,
+//! launch, guard what started) → at most one notification (claimed in the store, so that
+//! duplicate deliveries send one) → a summary log line and a [`Report`].
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::caller::Caller;
-use crate::classify::ReasonClass;
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::decode::{self, DecodeError, Decoded, FailedRunTask, Ignored, Origin};
-use crate::hop::{Hop, HopError};
-use crate::launch::TaskLauncher;
-use crate::message;
-use crate::notify::{Notifier, PublishError};
-use crate::plan::{
+use super::{Handler, HandlerError, Invocation, Report, ignored, millis};
+use crate::core::decode::{self, FailedRunTask, Origin};
+use crate::core::guard::GuardedLaunch;
+use crate::core::hop::Hop;
+use crate::core::message;
+use crate::core::plan::{
     self, Conclusion, Context, Decision, Episode, LaunchResult, Lookup, Outcome, Step,
 };
-use crate::queue::{DelayQueue, NoQueue, QueueError};
-use crate::redact;
-
-/// What the runtime knows about this invocation.
-#[derive(Debug, Clone, Default)]
-pub struct Invocation {
-    /// The Lambda deadline; `None` when replaying locally.
-    pub deadline: Option<SystemTime>,
-    /// The function's own account (from its ARN); `None` when replaying locally.
-    pub own_account: Option<String>,
-}
-
-/// The result of one event: returned to Lambda, printed by the replay command, turned into metrics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    /// CloudTrail `eventID`, when there is one.
-    pub event_id: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Class of the deciding failure (none for ignored events).
-    pub reason_class: Option<ReasonClass>,
-    /// Why, in one line (secrets masked).
-    pub reason: String,
-    /// Launch attempts made.
-    pub attempts: u32,
-    /// Tasks the retries started.
-    pub tasks_started: u32,
-    /// Time spent in backoff, in milliseconds.
-    pub waited_ms: u64,
-    /// Whether a notification was published.
-    pub notified: bool,
-    /// Its subject.
-    pub subject: Option<String>,
-    /// Cluster short name.
-    pub cluster: Option<String>,
-    /// Task family.
-    pub task_family: Option<String>,
-    /// From the original failure (CloudTrail `eventTime`) to the recovery, in milliseconds.
-    pub recovery_ms: Option<u64>,
-    /// Who made the failed call.
-    pub caller: Option<Caller>,
-    /// The rule that decided.
-    pub rule: Option<String>,
-}
-
-/// Why an invocation fails (and goes to Lambda's retry and then the dead-letter queue).
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// The event cannot be decoded.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// A delay-queue message cannot be read.
-    #[error(transparent)]
-    Hop(#[from] HopError),
-    /// The notification could not be published.
-    #[error(transparent)]
-    Publish(#[from] PublishError),
-    /// The next step could not be sent to the delay queue.
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-/// What one Lambda invocation answers, and the reports of what it handled.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// The response: a [`Report`] for an EventBridge event, `batchItemFailures` for SQS.
-    pub body: Value,
-    /// One report per event or message handled.
-    pub reports: Vec<Report>,
-}
-
-/// The handler, generic over its ports; without a delay queue ([`NoQueue`]) until
-/// [`Handler::with_queue`] gives it one.
-#[derive(Debug)]
-pub struct Handler<L, N, C, Q = NoQueue> {
-    config: Config,
-    launcher: L,
-    notifier: N,
-    clock: C,
-    queue: Q,
-}
+use crate::core::redact;
+use crate::ports::clock::Clock;
+use crate::ports::launch::TaskLauncher;
+use crate::ports::notify::Notifier;
+use crate::ports::queue::DelayQueue;
+use crate::ports::store::{Claim, LaunchStore};
 
 /// How far an invocation took an episode.
 enum Progress {
@@ -119,95 +37,25 @@ enum Progress {
     },
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
-    /// Assembles a handler from validated config and built adapters.
-    pub fn new(config: Config, launcher: L, notifier: N, clock: C) -> Self {
-        Self {
-            config,
-            launcher,
-            notifier,
-            clock,
-            queue: NoQueue,
-        }
-    }
-}
-
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> {
-    /// The same handler, carrying episodes through their waits on `queue`.
-    pub fn with_queue<Q2: DelayQueue>(self, queue: Q2) -> Handler<L, N, C, Q2> {
-        Handler {
-            config: self.config,
-            launcher: self.launcher,
-            notifier: self.notifier,
-            clock: self.clock,
-            queue,
-        }
-    }
-
-    /// Its delay queue (the replay command plays it).
-    pub fn queue(&self) -> &Q {
-        &self.queue
-    }
-
-    /// Handles one Lambda payload: an EventBridge event, or a batch of delay-queue messages
-    /// (each handled on its own; the ones that fail are reported back to SQS, which delivers
-    /// them again and finally dead-letters them).
-    pub async fn handle_payload(
+impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
+    /// The first invocation of an episode: decide, then drive.
+    pub(super) async fn begin(
         &self,
-        payload: Value,
-        invocation: &Invocation,
-    ) -> Result<Reply, HandlerError> {
-        let Some(records) = sqs_records(&payload) else {
-            // Boxed: the episode's state machine is deep, and one heap allocation per
-            // invocation keeps the future's type within the compiler's limits.
-            let report = Box::pin(self.handle(payload, invocation)).await?;
-            return Ok(Reply {
-                body: serde_json::to_value(&report).unwrap_or(Value::Null),
-                reports: vec![report],
-            });
-        };
-        let mut reports = Vec::new();
-        let mut failures = Vec::new();
-        for (message_id, body) in records {
-            match Box::pin(self.handle_hop(&body, invocation)).await {
-                Ok(report) => reports.push(report),
-                Err(err) => {
-                    tracing::error!(message_id = %message_id, error = %err, "delay-queue message failed; SQS will deliver it again");
-                    failures.push(json!({"itemIdentifier": message_id}));
-                }
-            }
-        }
-        Ok(Reply {
-            body: json!({"batchItemFailures": failures}),
-            reports,
-        })
-    }
-
-    /// Handles one EventBridge event.
-    pub async fn handle(
-        &self,
-        event: Value,
+        failed: &FailedRunTask,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
-        let event_id = event_id_of(&event);
-        let decoded = decode::decode(event).inspect_err(|err| {
-            tracing::error!(error = %err, "cannot decode the event; failing the invocation so that it is retried and then dead-lettered, not lost");
-        })?;
-        let failed = match decoded {
-            Decoded::Ignored(why) => return Ok(ignored(event_id, &why)),
-            Decoded::Failed(failed) => failed,
-        };
         let span = episode_span(&failed.origin);
-        self.begin(&failed, invocation).instrument(span).await
+        self.decide_and_drive(failed, invocation)
+            .instrument(span)
+            .await
     }
 
-    /// Handles one delay-queue message: the next step of an episode.
-    pub async fn handle_hop(
+    /// A later invocation of an episode: the delay queue delivered its next step.
+    pub(super) async fn resume(
         &self,
-        body: &str,
+        hop: Hop,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
-        let hop = Hop::from_json(body)?;
         let span = episode_span(&hop.origin);
         async move {
             let origin = hop.origin.clone();
@@ -226,8 +74,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
         .await
     }
 
-    /// The first invocation of an episode: decide, then drive.
-    async fn begin(
+    async fn decide_and_drive(
         &self,
         failed: &FailedRunTask,
         invocation: &Invocation,
@@ -267,8 +114,9 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
         }
     }
 
-    /// Notifies as the conclusion needs, and reports.
-    async fn finish(
+    /// Notifies as the conclusion needs, once per episode however often its event is
+    /// delivered, and reports.
+    pub(super) async fn finish(
         &self,
         origin: &Origin,
         conclusion: Conclusion,
@@ -277,17 +125,21 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
         let outcome = conclusion.outcome;
         let wants_note = match outcome {
             Outcome::Recovered | Outcome::AlreadyStarted => self.config.notify_on_recovery,
-            Outcome::Ignored | Outcome::Waiting | Outcome::Left => false,
+            Outcome::Ignored
+            | Outcome::Waiting
+            | Outcome::Left
+            | Outcome::Guarded
+            | Outcome::Unguarded => false,
             Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale | Outcome::WouldRetry => true,
         };
         let note = wants_note
             .then(|| message::compose(origin, &conclusion, self.notifier.max_message_size()));
-        if let Some(note) = &note {
-            self.notifier.publish(note).await.inspect_err(|err| {
-                tracing::error!(error = %err, "notification not published");
-            })?;
-        }
-        let report = self.report(origin, &conclusion, note.map(|n| n.subject), &secrets);
+        let sent = match &note {
+            Some(note) => self.notify_once(origin, note).await?,
+            None => false,
+        };
+        let subject = note.filter(|_| sent).map(|n| n.subject);
+        let report = self.report(origin, &conclusion, subject, &secrets);
         tracing::info!(
             outcome = outcome.as_str(),
             reason_class = conclusion.class.as_str(),
@@ -301,6 +153,45 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
             "episode finished"
         );
         Ok(report)
+    }
+
+    /// Publishes `note` unless another delivery of the same episode did; whether it published.
+    async fn notify_once(
+        &self,
+        origin: &Origin,
+        note: &message::Notification,
+    ) -> Result<bool, HandlerError> {
+        let key = if origin.key.is_empty() {
+            &origin.event_id
+        } else {
+            &origin.key
+        };
+        let now = self.clock.now();
+        match self
+            .store
+            .claim_notice(key, now, now + self.config.store_ttl)
+            .await?
+        {
+            Claim::Sent => {
+                tracing::info!(key = %key, "notification already published by another delivery of this episode");
+                return Ok(false);
+            }
+            Claim::Pending => {
+                return Err(HandlerError::NoticeInFlight {
+                    key: key.to_owned(),
+                });
+            }
+            Claim::Granted => {}
+        }
+        if let Err(err) = self.notifier.publish(note).await {
+            tracing::error!(error = %err, "notification not published");
+            if let Err(release) = self.store.release_notice(key).await {
+                tracing::warn!(error = %release, "could not release the notification's claim; the next delivery takes it over after the lease");
+            }
+            return Err(err.into());
+        }
+        self.store.confirm_notice(key).await?;
+        Ok(true)
     }
 
     /// Carries out an episode's steps until it concludes or waits in the delay queue.
@@ -389,7 +280,27 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
                     let sent_at = self.clock.now();
                     let result = self.launcher.run_task(&request).await;
                     log_attempt(call, &result, &secrets);
+                    let started: Vec<String> = match &result {
+                        LaunchResult::Placed { tasks, .. } => {
+                            tasks.iter().map(|t| t.arn.clone()).collect()
+                        }
+                        _ => Vec::new(),
+                    };
                     episode.record(result, sent_at, &self.config.rules);
+                    if !started.is_empty() && self.store.enabled() {
+                        // Written now, not learned back from CloudTrail, so that the job's
+                        // calls count across invocations. Failing here is safe: the redelivery
+                        // sends the same token, and ECS answers with these very tasks.
+                        let launch = GuardedLaunch::rerun(
+                            origin,
+                            &request,
+                            episode.calls(),
+                            episode.call_tag(),
+                        );
+                        self.store
+                            .guard(&started, &launch, self.clock.now() + self.config.store_ttl)
+                            .await?;
+                    }
                 }
             }
         }
@@ -410,24 +321,14 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
         delay: Duration,
     ) -> Report {
         Report {
-            event_id: Some(origin.event_id.clone()),
             outcome: Outcome::Waiting,
-            reason_class: None,
             reason: format!(
                 "call {call} waits {:.1}s in the delay queue (DelaySeconds {})",
                 wait.as_secs_f64(),
                 delay.as_secs()
             ),
             attempts: call.saturating_sub(1),
-            tasks_started: 0,
-            waited_ms: 0,
-            notified: false,
-            subject: None,
-            cluster: Some(origin.request.cluster_name().to_owned()),
-            task_family: origin.request.task_family().map(str::to_owned),
-            recovery_ms: None,
-            caller: Some(origin.called_by.clone()),
-            rule: None,
+            ..Report::about(origin)
         }
     }
 
@@ -462,26 +363,6 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue> Handler<L, N, C, Q> 
     }
 }
 
-fn ignored(event_id: Option<String>, why: &Ignored) -> Report {
-    tracing::info!(event_id = event_id.as_deref().unwrap_or("none"), reason = %why, "event ignored");
-    Report {
-        event_id,
-        outcome: Outcome::Ignored,
-        reason_class: None,
-        reason: why.to_string(),
-        attempts: 0,
-        tasks_started: 0,
-        waited_ms: 0,
-        notified: false,
-        subject: None,
-        cluster: None,
-        task_family: None,
-        recovery_ms: None,
-        caller: None,
-        rule: None,
-    }
-}
-
 fn episode_span(origin: &Origin) -> tracing::Span {
     tracing::info_span!(
         "episode",
@@ -503,38 +384,6 @@ fn log_failure(failed: &FailedRunTask) {
     );
 }
 
-/// The `(messageId, body)` of each record of an SQS event, or `None` for any other payload.
-fn sqs_records(payload: &Value) -> Option<Vec<(String, String)>> {
-    let records = payload.get("Records")?.as_array()?;
-    if !records
-        .iter()
-        .all(|r| r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
-    {
-        return None;
-    }
-    Some(
-        records
-            .iter()
-            .map(|r| {
-                let field = |name| r.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
-                (field("messageId"), field("body"))
-            })
-            .collect(),
-    )
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn event_id_of(event: &Value) -> Option<String> {
-    event
-        .pointer("/detail/eventID")
-        .or_else(|| event.get("id"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
 fn failure_line(failed: &FailedRunTask) -> String {
     match &failed.failure {
         decode::Failure::Api { code, message } => format!("{code}: {message}"),
@@ -543,6 +392,11 @@ fn failure_line(failed: &FailedRunTask) -> String {
             .map(|f| f.reason.as_deref().unwrap_or("(no reason)"))
             .collect::<Vec<_>>()
             .join("; "),
+        decode::Failure::Stopped {
+            stop_code,
+            reason,
+            detail,
+        } => format!("{stop_code}: {reason} {detail}"),
     }
 }
 

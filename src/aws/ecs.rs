@@ -1,10 +1,6 @@
-//! Launch: the port that starts tasks (and looks for tasks already started), and its adapter.
-//!
-//! [`TaskLauncher`] is all the retry loop knows of ECS. [`EcsLauncher`] sends the request with
-//! `aws-sdk-ecs`, field by field, and answers look-ups with `ListTasks` and `DescribeTasks`.
-//! (A dry run never reaches a launcher: the handler stops first.)
+//! Amazon ECS: the [`TaskLauncher`] adapter. It sends the request with `aws-sdk-ecs`, field by
+//! field, and answers look-ups with `ListTasks` and `DescribeTasks`.
 
-use std::future::Future;
 use std::time::SystemTime;
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
@@ -12,25 +8,17 @@ use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::operation::run_task::builders::RunTaskFluentBuilder;
 use aws_sdk_ecs::types as ecs;
 
-use crate::classify::NETWORK_ERROR;
-use crate::event::PlacementFailure;
-use crate::lookup::{ExistingTask, TaskQuery};
-use crate::marks::CALL_TAG;
-use crate::plan::{LaunchResult, LaunchedTask, Lookup};
-use crate::request::{self as req, Environment, RunTaskRequest};
+use crate::core::classify::NETWORK_ERROR;
+use crate::core::event::PlacementFailure;
+use crate::core::lookup::{ExistingTask, TaskQuery};
+use crate::core::marks::CALL_TAG;
+use crate::core::plan::{LaunchResult, LaunchedTask, Lookup};
+use crate::core::request::{self as req, Environment, RunTaskRequest};
+use crate::ports::launch::TaskLauncher;
 
 /// How many pages of 100 task ARNs a look-up reads per desired status: a family with more
 /// recent tasks than that is not a batch job's.
 const MAX_LIST_PAGES: usize = 5;
-
-/// Starts tasks.
-pub trait TaskLauncher {
-    /// Sends one `RunTask` request. Errors are part of the result: the loop classifies them.
-    fn run_task(&self, request: &RunTaskRequest) -> impl Future<Output = LaunchResult> + Send;
-
-    /// Lists the tasks, running or recently stopped, that `query` selects (read-only).
-    fn find_tasks(&self, query: &TaskQuery) -> impl Future<Output = Lookup> + Send;
-}
 
 /// Starts tasks with the AWS SDK.
 #[derive(Debug, Clone)]

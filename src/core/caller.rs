@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::request::RunTaskRequest;
+use crate::core::request::RunTaskRequest;
 
 /// Who made a call. (`Other` without a principal is the default: what a hop written before
 /// callers were named carries.)
@@ -47,7 +47,7 @@ pub struct Signals<'a> {
 
 impl Caller {
     /// The caller of a recorded request: `userIdentity` first, `startedBy` and tags after.
-    /// (ecs-rerun's own session is recognised before, by [`crate::marks::is_own_session`]: its
+    /// (ecs-rerun's own session is recognised before, by [`crate::core::marks::is_own_session`]: its
     /// records are ignored whatever the rules say.)
     pub fn detect(signals: Signals<'_>, request: &RunTaskRequest) -> Self {
         let by_service = [signals.invoked_by, signals.source_ip]

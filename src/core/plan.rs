@@ -12,7 +12,7 @@
 //! - an API-error record with a recorded `clientToken` is first replayed as the very same call
 //!   (its token, every parameter, no added tag): if the caller's own SDK retry already started
 //!   the job, ECS answers with that job and starts nothing;
-//! - an API-error record without a token is rerun only after a [`crate::lookup`] found no task
+//! - an API-error record without a token is rerun only after a [`crate::core::lookup`] found no task
 //!   of that job started since the record;
 //! - own tokens derive from the *call* ([`marks::call_key`]), so every record of one SDK call
 //!   and every delivery of each record send the same requests;
@@ -24,14 +24,14 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::caller::Caller;
-use crate::classify::{self, Action, ReasonClass, Rules, Subject, Verdict};
-use crate::decode::{FailedRunTask, Failure, Ignored};
-use crate::event::PlacementFailure;
-use crate::lookup::{self, ExistingTask, TaskQuery};
-use crate::marks;
-use crate::request::RunTaskRequest;
-use crate::schedule::Schedule;
+use crate::core::caller::Caller;
+use crate::core::classify::{self, Action, ReasonClass, Rules, Subject, Verdict};
+use crate::core::decode::{FailedRunTask, Failure, Ignored};
+use crate::core::event::PlacementFailure;
+use crate::core::lookup::{self, ExistingTask, TaskQuery};
+use crate::core::marks;
+use crate::core::request::RunTaskRequest;
+use crate::core::schedule::Schedule;
 
 /// How many task ARNs a conclusion names (the rest are counted).
 const MAX_TASK_ARNS: usize = 10;
@@ -102,6 +102,12 @@ pub enum Outcome {
     Left,
     /// Not concluded yet: the next step waits in the delay queue (a report, not a conclusion).
     Waiting,
+    /// A successful launch, kept in the store so that a task of it that fails to start can be
+    /// run again.
+    Guarded,
+    /// A task that failed to start from a launch the store never guarded (a caller left out,
+    /// such as AWS Batch): counted, not notified.
+    Unguarded,
 }
 
 impl Outcome {
@@ -117,6 +123,8 @@ impl Outcome {
             Self::Ignored => "ignored",
             Self::Left => "left",
             Self::Waiting => "waiting",
+            Self::Guarded => "guarded",
+            Self::Unguarded => "unguarded",
         }
     }
 }
@@ -221,6 +229,35 @@ pub struct Conclusion {
     pub schedule_ms: Vec<u64>,
 }
 
+impl Conclusion {
+    /// A conclusion reached before any call: on the `original` verdicts, with `still_missing`
+    /// tasks not started.
+    pub fn at_once(
+        outcome: Outcome,
+        class: ReasonClass,
+        why: String,
+        original: Vec<Verdict>,
+        still_missing: i32,
+    ) -> Self {
+        let lead = classify::overall(&original);
+        Self {
+            outcome,
+            class,
+            why,
+            deciding: lead.map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone()),
+            rule: lead.map_or_else(|| "no rule matched".to_owned(), |v| v.rule.clone()),
+            attempts: Vec::new(),
+            started_by_retries: 0,
+            already_running: 0,
+            still_missing,
+            task_arns: Vec::new(),
+            may_have_started: None,
+            schedule_ms: Vec::new(),
+            original,
+        }
+    }
+}
+
 /// The next thing to do in an episode.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -284,22 +321,13 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     let missing =
         failed.origin.request.requested_count() - i32::try_from(failed.origin.started).unwrap_or(0);
     let conclude = |outcome, class, why: String| {
-        let lead = classify::overall(&original);
-        Decision::Conclude(Conclusion {
+        Decision::Conclude(Conclusion::at_once(
             outcome,
             class,
             why,
-            deciding: lead.map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone()),
-            rule: lead.map_or_else(|| "no rule matched".to_owned(), |v| v.rule.clone()),
-            original: original.clone(),
-            attempts: Vec::new(),
-            started_by_retries: 0,
-            already_running: 0,
-            still_missing: missing.max(0),
-            task_arns: Vec::new(),
-            may_have_started: None,
-            schedule_ms: Vec::new(),
-        })
+            original.clone(),
+            missing.max(0),
+        ))
     };
     let not_retryable = |class, why| conclude(Outcome::NotRetryable, class, why);
     let Some(lead) = classify::overall(&original) else {
@@ -402,15 +430,18 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         );
     };
 
-    let epoch = recorded_at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok());
-    let key = marks::call_key(&failed.origin.request, failed.caller_arn.as_deref(), epoch);
+    let key = match failed.origin.key.as_str() {
+        "" => failed.origin.event_id.clone(),
+        key => key.to_owned(),
+    };
     let schedule = lead.schedule;
     // The age that counts is the record's when the first call goes out: a recorded token is
     // only good while ECS remembers it.
-    let first_wait = policy.delay_override.unwrap_or(schedule).wait(1, &key);
+    let prior_calls = failed.lineage.as_ref().map_or(0, |l| l.calls);
+    let first_wait = policy
+        .delay_override
+        .unwrap_or(schedule)
+        .wait(prior_calls + 1, &key);
     let age = ctx.now.duration_since(recorded_at).unwrap_or_default() + first_wait;
     if age > policy.max_record_age {
         return conclude(
@@ -433,6 +464,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         &failed.failure,
         failed.origin.request.client_token.is_some(),
     ) {
+        (Failure::Stopped { .. }, _) => (Phase::Own, missing),
         (Failure::Api { .. }, true) => (Phase::Original, requested),
         (Failure::Api { .. }, false) => (Phase::Lookup, requested),
         (Failure::Placement(_), true) => (Phase::Own, missing),
@@ -446,7 +478,11 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
             caller: None,
             ..subject
         },
-        call_tag: marks::call_tag_value(&failed.origin.request, failed.caller_arn.as_deref()),
+        call_tag: failed.lineage.as_ref().map_or_else(
+            || marks::call_tag_value(&failed.origin.request, failed.caller_arn.as_deref()),
+            |l| l.call_tag.clone(),
+        ),
+        prior_calls,
         max_attempts: lead.max_attempts.unwrap_or(policy.max_attempts),
         schedule,
         key,
@@ -455,7 +491,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         phase,
         missing,
         recorded_at,
-        own_attempt: 1,
+        own_attempt: prior_calls + 1,
         token_first_sent: None,
         token_sends: 0,
         token_ambiguous: original_ambiguous,
@@ -501,6 +537,10 @@ pub struct Episode {
     /// Identity of the original call: every token derives from it.
     key: String,
     call_tag: String,
+    /// Calls the job had in earlier episodes (a rerun of a task that failed to start): they
+    /// count toward `max_attempts`.
+    #[serde(default)]
+    prior_calls: u32,
     /// What rules may know about the call, for classifying the answers. (Absent in a hop
     /// written before rules knew it: then no caller, cluster or family rule applies.)
     #[serde(default)]
@@ -546,7 +586,7 @@ impl Episode {
         if let Some((outcome, class, why)) = self.done.take() {
             return Step::Done(self.conclusion(outcome, class, why));
         }
-        let call = u32::try_from(self.attempts.len()).unwrap_or(u32::MAX) + 1;
+        let call = self.calls().saturating_add(1);
         if call > self.max_attempts {
             let why = format!(
                 "{} call(s) made, {}; last failure: {}",
@@ -729,14 +769,20 @@ impl Episode {
         self.attempts.push(log);
     }
 
-    /// `RunTask` calls made so far.
+    /// `RunTask` calls the job has had so far, earlier episodes' included.
     pub fn calls(&self) -> u32 {
-        len_u32(self.attempts.len())
+        self.prior_calls
+            .saturating_add(len_u32(self.attempts.len()))
+    }
+
+    /// The job's `ecs-rerun:call` tag.
+    pub fn call_tag(&self) -> &str {
+        &self.call_tag
     }
 
     /// The waits before each call if every call failed alike: what a dry run shows.
     pub fn schedule(&self, policy: &Policy) -> Vec<Duration> {
-        (1..=self.max_attempts)
+        (self.prior_calls + 1..=self.max_attempts)
             .map(|call| self.wait_before(policy, call))
             .collect()
     }

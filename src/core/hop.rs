@@ -7,15 +7,19 @@
 //! it. The message holds what the next call needs and what the notification will say, never the
 //! full failures list, so it stays far below SQS's 256 KiB.
 //!
+//! The same queue carries a [`Recheck`]: a stopped task whose launch the store does not know
+//! yet, to be looked for again (CloudTrail is later than ECS's own events).
+//!
 //! A hop trusts the queue's delay: it carries the wait still to go (SQS delays at most 15
 //! minutes, so a longer wait is chained), never a due time compared against a clock.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::decode::Origin;
-use crate::plan::Episode;
+use crate::core::decode::Origin;
+use crate::core::plan::Episode;
 
 /// The longest delay SQS accepts for one message.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -42,6 +46,13 @@ pub struct Hop {
      dead-letter queue after the configured receives"
 )]
 pub struct HopError(String);
+
+impl HopError {
+    /// A message that is not what its kind promises: `why` says what is wrong.
+    pub fn new(why: String) -> Self {
+        Self(why)
+    }
+}
 
 impl Hop {
     /// The hop that carries `episode` through `wait`, and the delay to send it with: the whole
@@ -83,6 +94,52 @@ impl Hop {
             )));
         }
         Ok(hop)
+    }
+}
+
+/// A task state change to handle again later: the store did not know the task's launch yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recheck {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The `ECS Task State Change` event, as it arrived.
+    pub recheck: Value,
+    /// Looks made so far.
+    pub tries: u32,
+}
+
+/// A delay-queue message.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// An episode between two calls.
+    Hop(Box<Hop>),
+    /// A stopped task to look for again.
+    Recheck(Recheck),
+}
+
+impl Recheck {
+    /// The message body.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Message {
+    /// Reads a message body: a [`Recheck`] has a `recheck` field, anything else must be a [`Hop`].
+    pub fn from_json(body: &str) -> Result<Self, HopError> {
+        let value: Value = serde_json::from_str(body).map_err(|e| HopError(e.to_string()))?;
+        if value.get("recheck").is_none() {
+            return Hop::from_json(body).map(|hop| Self::Hop(Box::new(hop)));
+        }
+        let recheck: Recheck =
+            serde_json::from_value(value).map_err(|e| HopError(e.to_string()))?;
+        if recheck.version != VERSION {
+            return Err(HopError(format!(
+                "version {}, this function reads version {VERSION}",
+                recheck.version
+            )));
+        }
+        Ok(Self::Recheck(recheck))
     }
 }
 

@@ -1,7 +1,7 @@
-//! Queue: the port that carries an episode through a wait, and its adapters.
+//! Queue: the port that carries an episode through a wait, and its in-memory adapters.
 //!
-//! [`DelayQueue`] sends a [`crate::hop::Hop`] message to be delivered back after a delay.
-//! [`SqsDelayQueue`] is the stack's SQS queue (`ECS_RERUN_DELAY_QUEUE_URL`); [`LocalQueue`]
+//! [`DelayQueue`] sends a [`crate::core::hop::Hop`] message to be delivered back after a delay.
+//! [`crate::aws::sqs::SqsDelayQueue`] is the stack's SQS queue (`ECS_RERUN_DELAY_QUEUE_URL`); [`LocalQueue`]
 //! keeps the messages in memory, for the replay command, which plays the queue's part itself;
 //! [`NoQueue`] is a deployment without a queue, whose invocations wait themselves.
 
@@ -53,38 +53,6 @@ impl DelayQueue for NoQueue {
             queue: "(none)".to_owned(),
             cause: "no delay queue is configured".to_owned(),
         })
-    }
-}
-
-/// The stack's SQS queue.
-#[derive(Debug, Clone)]
-pub struct SqsDelayQueue {
-    client: aws_sdk_sqs::Client,
-    url: String,
-}
-
-impl SqsDelayQueue {
-    /// Wraps a client built once at start-up.
-    pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
-        Self { client, url }
-    }
-}
-
-impl DelayQueue for SqsDelayQueue {
-    async fn send(&self, body: &str, delay: Duration) -> Result<(), QueueError> {
-        let seconds = i32::try_from(delay.as_secs().min(900)).unwrap_or(900);
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .delay_seconds(seconds)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| QueueError {
-                queue: self.url.clone(),
-                cause: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-            })
     }
 }
 

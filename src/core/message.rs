@@ -3,16 +3,16 @@
 //! The subject says what happened to which task family on which cluster, in under 100 ASCII
 //! characters. The body is indented JSON: readable in an email, parseable by a machine. The
 //! attributes let SNS subscriptions filter (outcome, reason class, cluster, task family).
-//! Every text that came from outside passes through [`crate::redact::scrub`].
+//! Every text that came from outside passes through [`crate::core::redact::scrub`].
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::classify::ReasonClass;
-use crate::decode::Origin;
-use crate::plan::{Conclusion, Outcome};
-use crate::redact;
+use crate::core::classify::ReasonClass;
+use crate::core::decode::Origin;
+use crate::core::plan::{Conclusion, Outcome};
+use crate::core::redact;
 
 /// SNS caps subjects at fewer than 100 characters.
 const MAX_SUBJECT: usize = 99;
@@ -55,7 +55,9 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         (Outcome::Stale, _) => "too old to rerun",
         (Outcome::WouldRetry, _) => "dry run, would retry",
         (Outcome::Left, _) => "left to the caller:",
-        (Outcome::Ignored | Outcome::Waiting, _) => "ignored",
+        (Outcome::Ignored | Outcome::Waiting | Outcome::Guarded | Outcome::Unguarded, _) => {
+            "ignored"
+        }
     };
     let subject = format!("[ecs-rerun] {headline} {family} on {cluster}: {deciding}");
 
@@ -99,7 +101,9 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
                 "ecs-rerun left it to the caller ({}), which retries by itself.",
                 origin.called_by.describe()
             ),
-            Outcome::Ignored | Outcome::Waiting => String::new(),
+            Outcome::Ignored | Outcome::Waiting | Outcome::Guarded | Outcome::Unguarded => {
+                String::new()
+            }
         }
     );
 
@@ -132,6 +136,11 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
             "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/tasks?region={region}"
         ),
     });
+    if let Some(task) = &origin.stopped_task
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.insert("stopped_task".to_owned(), json!(task));
+    }
     if !conclusion.schedule_ms.is_empty()
         && let Some(fields) = body.as_object_mut()
     {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::request::{RunTaskRequest, TaskOverride, prune_nulls, task_family};
+use crate::core::request::{RunTaskRequest, TaskOverride, prune_nulls, task_family};
 
 /// A 5xx may have created the task a little before the record's `eventTime`, which is when the
 /// request completed.

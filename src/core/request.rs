@@ -3,7 +3,7 @@
 //! Field names are the ECS API's own JSON names, which CloudTrail keeps in `requestParameters`,
 //! so one type serves both directions: decoded from the record, then handed to the launcher.
 //! Every field is optional because CloudTrail may leave any of them out or set it to `null`.
-//! A field this module does not know is *not* silently dropped: [`crate::decode`] compares the
+//! A field this module does not know is *not* silently dropped: [`crate::core::decode`] compares the
 //! record with what these types understood and refuses to replay a request it cannot reproduce.
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! The wire format: an EventBridge event whose `detail` is a CloudTrail record of an ECS API call.
 //!
 //! These types mirror the JSON as it arrives and trust nothing: every field is optional, because
-//! CloudTrail may omit any of them or set them to `null`. [`crate::decode`] turns them into
+//! CloudTrail may omit any of them or set them to `null`. [`crate::core::decode`] turns them into
 //! validated types. The envelope is `aws_lambda_events`' EventBridge type; its CloudTrail type
 //! lacks `errorCode`, so the record is ours.
 
@@ -15,6 +15,8 @@ pub type Envelope = aws_lambda_events::event::eventbridge::EventBridgeEvent<Valu
 pub const CLOUDTRAIL_DETAIL_TYPE: &str = "AWS API Call via CloudTrail";
 /// `eventSource` of ECS API calls.
 pub const ECS_EVENT_SOURCE: &str = "ecs.amazonaws.com";
+/// `source` of the events ECS sends to EventBridge, CloudTrail records of ECS calls included.
+pub const ECS_SOURCE: &str = "aws.ecs";
 
 /// A CloudTrail record (`detail`), limited to what ecs-rerun reads.
 #[derive(Debug, Default, Deserialize)]
@@ -42,7 +44,7 @@ pub struct CloudTrailRecord {
     pub error_code: Option<String>,
     /// Message of that exception.
     pub error_message: Option<String>,
-    /// The request, kept raw so that [`crate::decode`] can spot fields it does not understand.
+    /// The request, kept raw so that [`crate::core::decode`] can spot fields it does not understand.
     pub request_parameters: Option<Value>,
     /// The response; `null` when `errorCode` is set.
     pub response_elements: Option<RunTaskResponse>,

@@ -1,7 +1,9 @@
 //! Classify: is a failure worth a retry, or does a person have to fix something?
 //!
 //! A table of rules, in the spirit of AWS Batch's `evaluateOnExit`: each rule matches a placement
-//! failure's `reason`, or an exception's `errorCode`, optionally narrowed by the message, and
+//! failure's `reason`, an exception's `errorCode`, or a stopped task's `stoppedReason` (for the
+//! `stopCode` it names, `TaskFailedToStart` when it names none), optionally narrowed by the
+//! message (a stopped task's container reasons), and
 //! may be narrowed to a caller, an account, a cluster or a task family ([`Subject`]), all with
 //! case-insensitive globs (`*`, `?`). The first rule that matches decides: retry, notify, or
 //! leave it to a caller that retries by itself. A failure no rule matches is `unknown` and gets a
@@ -13,9 +15,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use wildmatch::WildMatchPattern;
 
-use crate::decode::Failure;
-use crate::event::PlacementFailure;
-use crate::schedule::{Jitter, Schedule};
+use crate::core::decode::Failure;
+use crate::core::event::PlacementFailure;
+use crate::core::schedule::{Jitter, Schedule};
+use crate::core::task_change::{FAILED_TO_START, INTERRUPTED};
 
 type Glob = WildMatchPattern<'*', '?'>;
 
@@ -44,7 +47,7 @@ impl Action {
 /// What a rule may know about a failed call besides its failure.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Subject {
-    /// Who made the call ([`crate::caller::Caller::name`]); `None` for ecs-rerun's own calls,
+    /// Who made the call ([`crate::core::caller::Caller::name`]); `None` for ecs-rerun's own calls,
     /// which no `onCaller` rule concerns.
     pub caller: Option<String>,
     /// The account of the call.
@@ -95,6 +98,7 @@ struct RuleSpec {
     on_error_code: Option<String>,
     on_message: Option<String>,
     on_caller: Option<String>,
+    on_stop_code: Option<String>,
     on_account: Option<String>,
     on_cluster: Option<String>,
     on_task_family: Option<String>,
@@ -117,6 +121,7 @@ struct Rule {
     on_error_code: Option<Glob>,
     on_message: Option<Glob>,
     on_caller: Option<Glob>,
+    on_stop_code: Option<Glob>,
     on_account: Option<Glob>,
     on_cluster: Option<Glob>,
     on_task_family: Option<Glob>,
@@ -177,11 +182,13 @@ struct Row {
     code: Option<&'static str>,
     message: Option<&'static str>,
     caller: Option<&'static str>,
+    stop_code: Option<&'static str>,
     schedule: Schedule,
 }
 
 /// Notify and leave rules never wait; their schedule is unused.
 const NONE: Schedule = Schedule::TENS_OF_SECONDS;
+const TENS: Schedule = Schedule::TENS_OF_SECONDS;
 
 const fn retry(
     reason: Option<&'static str>,
@@ -194,6 +201,7 @@ const fn retry(
         code,
         message: None,
         caller: None,
+        stop_code: None,
         schedule,
     }
 }
@@ -205,6 +213,7 @@ const fn notify(reason: Option<&'static str>, code: Option<&'static str>) -> Row
         code,
         message: None,
         caller: None,
+        stop_code: None,
         schedule: NONE,
     }
 }
@@ -216,6 +225,33 @@ const fn caller(caller: &'static str, action: Action, code: Option<&'static str>
         code,
         message: None,
         caller: Some(caller),
+        stop_code: None,
+        schedule: NONE,
+    }
+}
+
+/// A rule on the `stoppedReason` of a task that failed to start.
+const fn stopped(action: Action, reason: &'static str, schedule: Schedule) -> Row {
+    Row {
+        action,
+        reason: Some(reason),
+        code: None,
+        message: None,
+        caller: None,
+        stop_code: Some(FAILED_TO_START),
+        schedule,
+    }
+}
+
+/// A rule on a Spot interruption: notify, unless the operator's own rule says retry.
+const fn interrupted(stop_code: &'static str) -> Row {
+    Row {
+        action: Action::Notify,
+        reason: None,
+        code: None,
+        message: None,
+        caller: None,
+        stop_code: Some(stop_code),
         schedule: NONE,
     }
 }
@@ -243,6 +279,87 @@ const DEFAULTS: &[Row] = &[
         message: Some("*Tasks provisioning capacity limit exceeded*"),
         ..retry(None, Some("ClientException"), Schedule::TENS_OF_SECONDS)
     },
+    // Tasks that failed to start (aws-facts §9): what a person must fix first (a missing image,
+    // a denied pull or secret), then what passes (pull timeouts and throttling, slow secrets or
+    // ENIs, capacity). Any other reason is unknown and notified.
+    stopped(Action::Notify, "*CannotPullContainerError*not found*", NONE),
+    stopped(
+        Action::Notify,
+        "*CannotPullContainerError*manifest unknown*",
+        NONE,
+    ),
+    stopped(Action::Notify, "*CannotPullContainerError*denied*", NONE),
+    stopped(
+        Action::Notify,
+        "*CannotPullContainerError*unauthorized*",
+        NONE,
+    ),
+    stopped(
+        Action::Notify,
+        "*CannotPullContainerError*no basic auth*",
+        NONE,
+    ),
+    stopped(
+        Action::Notify,
+        "*ResourceInitializationError*AccessDenied*",
+        NONE,
+    ),
+    stopped(
+        Action::Notify,
+        "*ResourceInitializationError*NotFound*",
+        NONE,
+    ),
+    stopped(
+        Action::Notify,
+        "*ResourceInitializationError*does not exist*",
+        NONE,
+    ),
+    stopped(
+        Action::Notify,
+        "*ResourceInitializationError*invalid*",
+        NONE,
+    ),
+    stopped(Action::Retry, "*CannotPullContainerError*time*out*", TENS),
+    stopped(
+        Action::Retry,
+        "*CannotPullContainerError*deadline exceeded*",
+        TENS,
+    ),
+    stopped(
+        Action::Retry,
+        "*CannotPullContainerError*too*many*requests*",
+        TENS,
+    ),
+    stopped(
+        Action::Retry,
+        "*CannotPullContainerError*rate exceeded*",
+        TENS,
+    ),
+    stopped(Action::Retry, "*CannotPullContainerError*throttl*", TENS),
+    stopped(
+        Action::Retry,
+        "*CannotPullContainerError*connection reset*",
+        TENS,
+    ),
+    stopped(
+        Action::Retry,
+        "*ResourceInitializationError*time*out*",
+        TENS,
+    ),
+    stopped(
+        Action::Retry,
+        "*ResourceInitializationError*deadline exceeded*",
+        TENS,
+    ),
+    stopped(
+        Action::Retry,
+        "*waiting for network interface provisioning*",
+        TENS,
+    ),
+    stopped(Action::Retry, "*RESOURCE:*", Schedule::MINUTES),
+    stopped(Action::Retry, "*capacity*unavailable*", Schedule::MINUTES),
+    interrupted("SpotInterruption"),
+    interrupted("TerminationNotice"),
     notify(Some("ATTRIBUTE"), None),
     notify(Some("LOCATION"), None),
     notify(Some("MISSING"), None),
@@ -280,6 +397,7 @@ impl Rules {
                             code: row.code,
                             message: row.message,
                             caller: row.caller,
+                            stop_code: row.stop_code,
                             ..Matchers::default()
                         },
                         row.schedule,
@@ -304,6 +422,7 @@ impl Rules {
                 code: spec.on_error_code.as_deref(),
                 message: spec.on_message.as_deref(),
                 caller: spec.on_caller.as_deref(),
+                stop_code: spec.on_stop_code.as_deref(),
                 account: spec.on_account.as_deref(),
                 cluster: spec.on_cluster.as_deref(),
                 family: spec.on_task_family.as_deref(),
@@ -316,8 +435,8 @@ impl Rules {
             }
             if matchers.is_empty() {
                 return Err(RuleError(format!(
-                    "rule {i} matches nothing: give it onReason, onErrorCode, onCaller, \
-                     onAccount, onCluster or onTaskFamily"
+                    "rule {i} matches nothing: give it onReason, onErrorCode, onStopCode, \
+                     onCaller, onAccount, onCluster or onTaskFamily"
                 )));
             }
             if let Some(caller) = spec.on_caller.as_deref()
@@ -329,6 +448,22 @@ impl Rules {
                     "rule {i}: onCaller {caller:?} matches no caller; callers are {}",
                     CALLERS.join(", ")
                 )));
+            }
+            if let Some(code) = spec.on_stop_code.as_deref() {
+                let glob = Glob::new_case_insensitive(code);
+                if !STOP_CODES.iter().any(|c| glob.matches(c)) {
+                    return Err(RuleError(format!(
+                        "rule {i}: onStopCode {code:?} matches no stop code ecs-rerun acts on; \
+                         they are {}",
+                        STOP_CODES.join(", ")
+                    )));
+                }
+                if spec.on_error_code.is_some() {
+                    return Err(RuleError(format!(
+                        "rule {i} has both onStopCode and onErrorCode; a stopped task has no \
+                         error code"
+                    )));
+                }
             }
             if spec.on_reason.is_some() && spec.on_error_code.is_some() {
                 return Err(RuleError(format!(
@@ -384,6 +519,7 @@ impl Rules {
         let detail = failure.detail.as_deref().unwrap_or("");
         let mut verdict = self.first_match(reason, |r| {
             r.on_error_code.is_none()
+                && r.on_stop_code.is_none()
                 && r.on_reason.as_ref().is_none_or(|g| g.matches(reason))
                 && r.on_message.as_ref().is_none_or(|g| g.matches(detail))
                 && r.concerns(subject)
@@ -447,10 +583,39 @@ impl Rules {
         };
         self.first_match(&shown, |r| {
             r.on_reason.is_none()
+                && r.on_stop_code.is_none()
                 && r.on_error_code.as_ref().is_none_or(|g| g.matches(code))
                 && r.on_message.as_ref().is_none_or(|g| g.matches(message))
                 && r.concerns(subject)
         })
+    }
+
+    /// Classifies a task that stopped with `stop_code` before it ran: `reason` (its
+    /// `stoppedReason`, with the containers' reasons in `detail` after it) against `onReason`,
+    /// `detail` against `onMessage`. A rule that names no `onStopCode` is for `TaskFailedToStart`.
+    pub fn stopped(
+        &self,
+        stop_code: &str,
+        reason: &str,
+        detail: &str,
+        subject: &Subject,
+    ) -> Verdict {
+        let shown = match (reason.is_empty(), detail.is_empty()) {
+            (_, true) => reason.to_owned(),
+            (true, false) => detail.to_owned(),
+            (false, false) => format!("{reason} ({detail})"),
+        };
+        let mut verdict = self.first_match(&shown, |r| {
+            r.on_error_code.is_none()
+                && r.on_stop_code
+                    .as_ref()
+                    .map_or(stop_code == FAILED_TO_START, |g| g.matches(stop_code))
+                && r.on_reason.as_ref().is_none_or(|g| g.matches(&shown))
+                && r.on_message.as_ref().is_none_or(|g| g.matches(detail))
+                && r.concerns(subject)
+        });
+        verdict.failure = format!("{stop_code}: {}", verdict.failure);
+        verdict
     }
 
     /// Classifies a whole failure: one verdict per distinct failure text.
@@ -458,6 +623,11 @@ impl Rules {
         match failure {
             Failure::Placement(failures) => self.placements(failures, subject),
             Failure::Api { code, message } => vec![self.api_error(code, message, subject)],
+            Failure::Stopped {
+                stop_code,
+                reason,
+                detail,
+            } => vec![self.stopped(stop_code, reason, detail, subject)],
         }
     }
 
@@ -507,7 +677,7 @@ pub fn overall(verdicts: &[Verdict]) -> Option<&Verdict> {
         .or_else(|| verdicts.first())
 }
 
-/// The callers an `onCaller` rule can name ([`crate::caller::Caller::name`]).
+/// The callers an `onCaller` rule can name ([`crate::core::caller::Caller::name`]).
 pub const CALLERS: &[&str] = &[
     "batch",
     "step-functions",
@@ -516,6 +686,9 @@ pub const CALLERS: &[&str] = &[
     "other",
 ];
 
+/// The `stopCode`s an `onStopCode` rule can name: those ecs-rerun acts on.
+pub const STOP_CODES: &[&str] = &[FAILED_TO_START, INTERRUPTED[0], INTERRUPTED[1]];
+
 /// What a rule matches, as written.
 #[derive(Debug, Clone, Copy, Default)]
 struct Matchers<'a> {
@@ -523,6 +696,7 @@ struct Matchers<'a> {
     code: Option<&'a str>,
     message: Option<&'a str>,
     caller: Option<&'a str>,
+    stop_code: Option<&'a str>,
     account: Option<&'a str>,
     cluster: Option<&'a str>,
     family: Option<&'a str>,
@@ -534,6 +708,7 @@ impl Matchers<'_> {
             self.reason,
             self.code,
             self.caller,
+            self.stop_code,
             self.account,
             self.cluster,
             self.family,
@@ -547,6 +722,7 @@ impl Rule {
     fn new(action: Action, m: Matchers<'_>, schedule: Schedule, max_attempts: Option<u32>) -> Self {
         let text: Vec<String> = [
             ("onCaller", m.caller),
+            ("onStopCode", m.stop_code),
             ("onAccount", m.account),
             ("onCluster", m.cluster),
             ("onTaskFamily", m.family),
@@ -564,6 +740,7 @@ impl Rule {
             on_error_code: glob(m.code),
             on_message: glob(m.message),
             on_caller: glob(m.caller),
+            on_stop_code: glob(m.stop_code),
             on_account: glob(m.account),
             on_cluster: glob(m.cluster),
             on_task_family: glob(m.family),

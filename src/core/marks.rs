@@ -9,12 +9,12 @@
 //!   ([`is_own_session`]): the only mark on the exact replay of an API-error record, which
 //!   carries neither tag nor token prefix.
 //!
-//! [`crate::decode`] uses the tag and the prefix to recognise records to ignore; [`crate::plan`]
+//! [`crate::core::decode`] uses the tag and the prefix to recognise records to ignore; [`crate::core::plan`]
 //! applies them. Neither owns them, so both depend on this module and not on each other.
 
 use sha2::{Digest, Sha256};
 
-use crate::request::{RunTaskRequest, Tag};
+use crate::core::request::{RunTaskRequest, Tag};
 
 /// Tag key carrying the attempt number (1..N) on every task ecs-rerun launches with its own token.
 pub const ATTEMPT_TAG: &str = "ecs-rerun:attempt";
@@ -58,6 +58,12 @@ pub fn call_key(
     }
 }
 
+/// The key of a task that failed to start: its rerun's tokens and its notification derive
+/// from it (the ARN itself is longer than a token may be).
+pub fn task_key(task_arn: &str) -> String {
+    format!("task|{task_arn}")
+}
+
 /// The token of own attempt `attempt` (1-based) of the call `key`: the same call and attempt
 /// give the same token, whichever record or delivery led to it.
 pub fn own_token(key: &str, attempt: u32) -> String {
@@ -70,7 +76,7 @@ pub fn own_token(key: &str, attempt: u32) -> String {
 /// The value of the [`CALL_TAG`]: the recorded token when it fits ECS's tag alphabet; else a
 /// digest of the cluster, the request and the caller, *without* the time window of
 /// [`call_key`], so that records of one call on either side of a window boundary still
-/// recognise each other's tasks (see [`crate::lookup::same_job`]).
+/// recognise each other's tasks (see [`crate::core::lookup::same_job`]).
 pub fn call_tag_value(request: &RunTaskRequest, caller: Option<&str>) -> String {
     match request.client_token.as_deref() {
         Some(token)

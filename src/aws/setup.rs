@@ -2,7 +2,7 @@
 //!
 //! Each AWS call is bounded (an attempt by [`ATTEMPT_TIMEOUT`], the call with the SDK's own
 //! retries by [`CALL_TIMEOUT`]) so that a hung endpoint cannot hold an invocation until the Lambda
-//! timeout: [`crate::plan::Policy::deadline_reserve`] keeps room for one launch and one publish.
+//! timeout: [`crate::core::plan::Policy::deadline_reserve`] keeps room for one launch and one publish.
 
 use std::time::Duration;
 

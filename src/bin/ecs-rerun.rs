@@ -2,12 +2,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ecs_rerun::clock::TokioClock;
+use ecs_rerun::aws::dynamodb::DynamoStore;
+use ecs_rerun::aws::ecs::EcsLauncher;
+use ecs_rerun::aws::sns::SnsNotifier;
+use ecs_rerun::aws::sqs::SqsDelayQueue;
 use ecs_rerun::config::Config;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
-use ecs_rerun::launch::EcsLauncher;
-use ecs_rerun::notify::SnsNotifier;
-use ecs_rerun::queue::{DelayQueue, SqsDelayQueue};
+use ecs_rerun::ports::clock::TokioClock;
+use ecs_rerun::ports::queue::DelayQueue;
 use ecs_rerun::{account_of_arn, metrics};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -18,7 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()
         .inspect_err(|err| tracing::error!(error = %err, "invalid configuration"))?;
-    let aws = ecs_rerun::setup::aws_config().await;
+    let aws = ecs_rerun::aws::setup::aws_config().await;
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
     // In the background: init returns at once; until the topic answers, 256 KiB holds.
     tokio::spawn({
@@ -26,12 +28,23 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async move { notifier.read_topic_limit().await }
     });
     let queue = config.delay_queue_url.clone();
+    let store = config
+        .store_table
+        .clone()
+        .map(|table| DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table));
+    if store.is_none() {
+        tracing::info!(
+            "ECS_RERUN_STORE_TABLE is not set: tasks that fail to start are not rerun, and \
+             duplicate deliveries of one failure may notify twice"
+        );
+    }
     let handler = Handler::new(
         config,
         EcsLauncher::new(aws_sdk_ecs::Client::new(&aws)),
         notifier,
         TokioClock,
-    );
+    )
+    .with_store(store);
     match queue {
         Some(url) => {
             let queue = SqsDelayQueue::new(aws_sdk_sqs::Client::new(&aws), url);
@@ -48,7 +61,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 }
 
 async fn serve<Q: DelayQueue>(
-    handler: &Handler<EcsLauncher, SnsNotifier, TokioClock, Q>,
+    handler: &Handler<EcsLauncher, SnsNotifier, TokioClock, Q, Option<DynamoStore>>,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation {
@@ -95,6 +108,8 @@ fn diagnostic(err: HandlerError) -> Diagnostic {
         HandlerError::Hop(_) => "HopError",
         HandlerError::Publish(_) => "PublishError",
         HandlerError::Queue(_) => "QueueError",
+        HandlerError::Store(_) => "StoreError",
+        HandlerError::NoticeInFlight { .. } => "NoticeInFlight",
     };
     Diagnostic {
         error_type: error_type.to_owned(),

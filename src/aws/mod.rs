@@ -1,0 +1,7 @@
+//! The AWS adapters of the [`crate::ports`], one per service, and the configuration they share.
+
+pub mod dynamodb;
+pub mod ecs;
+pub mod setup;
+pub mod sns;
+pub mod sqs;

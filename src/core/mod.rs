@@ -1,0 +1,25 @@
+//! The pure core: records in, decisions out, no I/O.
+//!
+//! In the order the data flows: [`event`] and [`task_change`] are the wire formats; [`decode`]
+//! validates a CloudTrail record into a [`decode::FailedRunTask`] (naming the [`caller`]), and
+//! [`guard`] turns a task that failed to start, with the request stored when it was launched,
+//! into the same type; [`classify`] says retry, notify or leave; [`plan`] runs the retry
+//! episode step by step ([`schedule`] paces it, [`marks`] tags and tokens its calls, [`lookup`]
+//! finds a caller's own retry, [`hop`] carries it through the delay queue); [`message`] is what
+//! a person reads, with [`redact`] keeping secrets out. [`request`] is the shared vocabulary:
+//! the `RunTask` parameters as CloudTrail records them.
+
+pub mod caller;
+pub mod classify;
+pub mod decode;
+pub mod event;
+pub mod guard;
+pub mod hop;
+pub mod lookup;
+pub mod marks;
+pub mod message;
+pub mod plan;
+pub mod redact;
+pub mod request;
+pub mod schedule;
+pub mod task_change;
