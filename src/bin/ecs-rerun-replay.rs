@@ -189,7 +189,8 @@ async fn run_episode<N: Notifier>(
     Ok(report)
 }
 
-/// Moves a file's records by one offset, so that the newest `detail.eventTime` is now: records
+/// Moves a file's records by one offset, so that the newest `detail.eventTime` (or a task
+/// state change's `detail.stoppedAt`) is now: records
 /// keep their order and the time between them (two nights of one job stay two calls, not one).
 fn retime(events: Vec<Value>) -> Vec<Value> {
     let parse = |v: Option<&Value>| {
@@ -197,9 +198,12 @@ fn retime(events: Vec<Value>) -> Vec<Value> {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc))
     };
+    // A CloudTrail record's time, or a task state change's.
+    let recorded = ["/detail/eventTime", "/detail/stoppedAt"];
     let Some(newest) = events
         .iter()
-        .filter_map(|e| parse(e.pointer("/detail/eventTime")))
+        .flat_map(|e| recorded.map(|p| parse(e.pointer(p))))
+        .flatten()
         .max()
     else {
         return events;
@@ -210,7 +214,7 @@ fn retime(events: Vec<Value>) -> Vec<Value> {
     events
         .into_iter()
         .map(|mut event| {
-            for pointer in ["/detail/eventTime", "/time"] {
+            for pointer in recorded.iter().chain(&["/time"]) {
                 if let Some(at) = parse(event.pointer(pointer))
                     && let Some(slot) = event.pointer_mut(pointer)
                 {
