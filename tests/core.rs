@@ -107,6 +107,151 @@ fn rejected(code: &str, ambiguous: bool) -> LaunchResult {
 // --- classify -----------------------------------------------------------------------------------
 
 #[test]
+fn stop_reasons_of_tasks_that_failed_to_start_are_classified() {
+    let rules = Rules::defaults();
+    let table = [
+        // (stoppedReason, container reason, action, class)
+        (
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s): toomanyrequests: Rate exceeded",
+            "",
+            Action::Retry,
+            ReasonClass::Transient,
+        ),
+        (
+            "CannotPullContainerError: ref pull has been retried 1 time(s): failed to copy: httpReadSeeker: failed open: failed to do request: dial tcp 52.1.2.3:443: i/o timeout",
+            "",
+            Action::Retry,
+            ReasonClass::Transient,
+        ),
+        (
+            "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secret from asm: context deadline exceeded",
+            "",
+            Action::Retry,
+            ReasonClass::Transient,
+        ),
+        (
+            "Timeout waiting for network interface provisioning to complete.",
+            "",
+            Action::Retry,
+            ReasonClass::Transient,
+        ),
+        (
+            "TaskFailedToStart: RESOURCE:MEMORY",
+            "",
+            Action::Retry,
+            ReasonClass::Transient,
+        ),
+        (
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref 1.dkr.ecr.us-east-1.amazonaws.com/app:v9: not found",
+            "",
+            Action::Notify,
+            ReasonClass::Permanent,
+        ),
+        (
+            "CannotPullContainerError: pull access denied for app, repository does not exist or may require 'docker login'",
+            "",
+            Action::Notify,
+            ReasonClass::Permanent,
+        ),
+        (
+            "ResourceInitializationError: unable to pull secrets or registry auth: AccessDeniedException: User is not authorized to perform: secretsmanager:GetSecretValue",
+            "",
+            Action::Notify,
+            ReasonClass::Permanent,
+        ),
+        (
+            "ResourceInitializationError: failed to validate logger args: The specified log group does not exist.",
+            "",
+            Action::Notify,
+            ReasonClass::Permanent,
+        ),
+        // The reason in the container only: still found.
+        (
+            "Task failed to start",
+            "app: CannotPullContainerError: toomanyrequests: Rate exceeded",
+            Action::Retry,
+            ReasonClass::Transient,
+        ),
+        (
+            "Something new from AWS",
+            "",
+            Action::Notify,
+            ReasonClass::Unknown,
+        ),
+    ];
+    for (reason, detail, action, class) in table {
+        let v = rules.stopped("TaskFailedToStart", reason, detail, &Subject::default());
+        assert_eq!(
+            (v.action, v.class),
+            (action, class),
+            "{reason:?} via {}",
+            v.rule
+        );
+        assert!(
+            v.failure.starts_with("TaskFailedToStart: "),
+            "{}",
+            v.failure
+        );
+    }
+    // Spot interruptions: notified by default, retried only where the operator says so.
+    let spot = rules.stopped(
+        "SpotInterruption",
+        "Your Spot Task was interrupted.",
+        "",
+        &Subject::default(),
+    );
+    assert_eq!(spot.action, Action::Notify);
+    let theirs =
+        Rules::with_overrides(r#"[{"onStopCode": "SpotInterruption", "action": "retry"}]"#)
+            .unwrap();
+    let spot = theirs.stopped(
+        "SpotInterruption",
+        "Your Spot Task was interrupted.",
+        "",
+        &Subject::default(),
+    );
+    assert_eq!(spot.action, Action::Retry);
+    // A rule without onStopCode is for TaskFailedToStart only.
+    let by_reason =
+        Rules::with_overrides(r#"[{"onReason": "*interrupted*", "action": "retry"}]"#).unwrap();
+    let spot = by_reason.stopped(
+        "TerminationNotice",
+        "Your Spot Task was interrupted.",
+        "",
+        &Subject::default(),
+    );
+    assert_eq!(spot.action, Action::Notify);
+    // An onStopCode rule never decides a placement failure or an API error.
+    let stop_only = Rules::with_overrides(
+        r#"[{"onStopCode": "TaskFailedToStart", "onReason": "AGENT", "action": "notify"}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        stop_only
+            .placement(&failure("AGENT"), &Subject::default())
+            .action,
+        Action::Retry
+    );
+}
+
+#[test]
+fn stop_code_rules_that_cannot_match_are_refused_at_start() {
+    for (json, says) in [
+        (
+            r#"[{"onStopCode": "UserInitiated", "action": "retry"}]"#,
+            "matches no stop code",
+        ),
+        (
+            r#"[{"onStopCode": "TaskFailedToStart", "onErrorCode": "X", "action": "retry"}]"#,
+            "no error code",
+        ),
+    ] {
+        let err = Rules::with_overrides(json).unwrap_err().to_string();
+        assert!(err.contains(says), "{json}: {err}");
+    }
+}
+
+#[test]
 fn default_table_matches_the_documented_reasons() {
     let rules = Rules::defaults();
     let placement = [

@@ -180,6 +180,47 @@ impl<S: LaunchStore + Sync> LaunchStore for Option<S> {
     }
 }
 
+/// A store shared by several handlers (the replay command's, a test's).
+impl<S: LaunchStore + Send + Sync> LaunchStore for std::sync::Arc<S> {
+    fn enabled(&self) -> bool {
+        self.as_ref().enabled()
+    }
+
+    async fn guard(
+        &self,
+        task_arns: &[String],
+        launch: &GuardedLaunch,
+        expires: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.as_ref().guard(task_arns, launch, expires).await
+    }
+
+    async fn find(
+        &self,
+        task_arn: &str,
+        now: SystemTime,
+    ) -> Result<Option<GuardedLaunch>, StoreError> {
+        self.as_ref().find(task_arn, now).await
+    }
+
+    async fn claim_notice(
+        &self,
+        key: &str,
+        now: SystemTime,
+        expires: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        self.as_ref().claim_notice(key, now, expires).await
+    }
+
+    async fn confirm_notice(&self, key: &str) -> Result<(), StoreError> {
+        self.as_ref().confirm_notice(key).await
+    }
+
+    async fn release_notice(&self, key: &str) -> Result<(), StoreError> {
+        self.as_ref().release_notice(key).await
+    }
+}
+
 /// A notification's claim, as both the memory and the DynamoDB store keep it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeState {
