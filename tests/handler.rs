@@ -833,35 +833,6 @@ async fn dry_run_launches_nothing_sleeps_nothing_and_shows_the_schedule() {
     );
 }
 
-#[tokio::test]
-async fn every_sample_event_has_its_expected_dry_run_outcome() {
-    let text = std::fs::read_to_string(common::repo_path("events/expected.json")).unwrap();
-    let expected: std::collections::BTreeMap<String, Value> = serde_json::from_str(&text).unwrap();
-    let files: Vec<_> = std::fs::read_dir(common::repo_path("events"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json") && n != "expected.json")
-        .collect();
-    assert_eq!(
-        files.len(),
-        expected.len(),
-        "every event file has an expectation and vice versa"
-    );
-    for file in files {
-        let w = World::new(vec![]);
-        let report = w
-            .handle(&[("ECS_RERUN_DRY_RUN", "true")], fresh(&file))
-            .await
-            .unwrap();
-        let outcome = serde_json::to_value(report.outcome).unwrap();
-        assert_eq!(outcome, expected[&file]["dry_run"], "{file}");
-        assert!(
-            w.ecs.requests().is_empty(),
-            "{file}: a dry run launches nothing"
-        );
-    }
-}
-
 // ---- never twice: sequences found in review ---------------------------------------------------
 
 /// Turns a record into the throttled try of its call.

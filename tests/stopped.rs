@@ -443,3 +443,44 @@ async fn without_a_store_stopped_tasks_and_launches_are_ignored_with_the_reason(
     );
     assert_eq!(world.ecs.tasks_started(), 0);
 }
+
+#[tokio::test]
+async fn every_sample_event_has_its_expected_dry_run_outcome_played_in_order() {
+    // As `make replay-dry` plays them: in order, through one store, each retimed to now.
+    let text = std::fs::read_to_string(common::repo_path("events/expected.json")).unwrap();
+    let expected: std::collections::BTreeMap<String, Value> = serde_json::from_str(&text).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(common::repo_path("events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json") && n != "expected.json")
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        expected.len(),
+        "every event file has an expectation and vice versa"
+    );
+    let world = World::new(vec![]);
+    for file in files {
+        let mut e = event(&file);
+        for pointer in ["/detail/eventTime", "/detail/stoppedAt", "/time"] {
+            if let Some(slot) = e.pointer_mut(pointer) {
+                *slot = json!(utc(world.clock.now()));
+            }
+        }
+        let report = world
+            .run_with(&[("ECS_RERUN_DRY_RUN", "true")], e)
+            .await
+            .unwrap();
+        let outcome = serde_json::to_value(report.outcome).unwrap();
+        assert_eq!(
+            outcome, expected[&file]["dry_run"],
+            "{file}: {}",
+            report.reason
+        );
+        assert!(
+            world.ecs.requests().is_empty(),
+            "{file}: a dry run launches nothing"
+        );
+    }
+}
