@@ -30,7 +30,16 @@ What it adds to moto:
     ids), so the ids in `awsvpcConfiguration.subnets` are mapped to subnets seeded in moto.
   * A log of every ECS and SNS call it saw (decoded request, what it did, decoded response), and of the
     function's SQS calls (SendMessage to the delay queue: the queue, `DelaySeconds`, the decoded body
-    and the episode's `event_id` it carries); SQS calls pass through unscripted.
+    and the episode's `event_id` it carries: a hop's `origin.event_id`, a recheck's task state change
+    `id`); SQS calls pass through unscripted.
+  * DynamoDB (the launch store, JSON protocol, X-Amz-Target DynamoDB_20120810.*) passes through
+    untouched, body and headers as sent (its x-amz-crc32 too); each call is logged: the operation, the
+    table, the key (`pk`) it names, the HTTP status and the error type of a failed call (a conditional
+    PutItem refused is `ConditionalCheckFailedException`).
+  * A time warp for the delay queue, off unless configured: with `{"sqs_delay_cap_s": N}` a SendMessage
+    whose `DelaySeconds` is above N goes to moto with N; the log keeps the delay the function asked
+    for (`delay_seconds`) and the one applied (`delay_applied`). It lets a test see rechecks of
+    60..480 s come back in a second or two, and check the delays the function chose.
 
 moto's ListTasks honours `cluster`, `family`, `startedBy` and `desiredStatus` (checked by
 tests/e2e/test_e2e.py::test_endpoint_models_what_the_function_reads); without `desiredStatus` it lists
@@ -38,7 +47,8 @@ tasks in every state where ECS lists only RUNNING ones, and it has no paging (al
 
 Control API, on the same port, JSON in and out (the function never calls these paths):
   POST /__control/reset                 forget scripts, log, the token table and task times
-  POST /__control/config                {"subnets": {"event-id": "moto-id"}, "container_instances": {"cluster": [arn]}}
+  POST /__control/config                {"subnets": {"event-id": "moto-id"}, "container_instances": {"cluster": [arn]},
+                                         "sqs_delay_cap_s": N or null}   (the cap is forgotten on reset)
   POST /__control/script                {"ecs:RunTask": [action, ...], "sns:Publish": [action, ...]}
                                         appends to each operation's queue; one action is used per call
                                         (an action with "sticky": true stays and answers every later call)
@@ -86,6 +96,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 SQS_TARGET_PREFIX = "AmazonSQS."
+DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
 SHORT_ECS_REASONS = re.compile(r"^(AGENT|ATTRIBUTE|LOCATION|MISSING|INACTIVE|RESOURCE:[A-Z]+)$")
 CONTROL = "/__control/"
 
@@ -127,6 +138,7 @@ class ProxyState:
         self.tokens: dict[tuple[str, str], dict] = {}
         self.created: dict[str, float] = {}       # taskArn -> createdAt (epoch seconds)
         self.whole_calls: dict[str, dict] = {}    # amz-sdk-invocation-id -> the action for all its tries
+        self.delay_cap_s: int | None = None       # the time warp of SendMessage's DelaySeconds (off)
         self.seq = 0
 
     def next_action(self, op: str, invocation: str | None = None) -> dict:
@@ -236,6 +248,14 @@ class Handler(BaseHTTPRequestHandler):
             return self._run_task(params)
         if key == "sns:Publish":
             return self._sns_publish(body, params)
+        warp = None
+        if key == "sqs:SendMessage":
+            with self.server.state.lock:
+                cap = self.server.state.delay_cap_s
+            asked = int(params.get("DelaySeconds") or 0)
+            if cap is not None and asked > cap:
+                warp = cap
+                body = json.dumps({**params, "DelaySeconds": cap}).encode()
         status, headers, data = self._forward(body)
         entry = {"t": time.time(), "service": service, "op": op, "action": "pass", "status": status}
         if service == "ecs":
@@ -249,7 +269,11 @@ class Handler(BaseHTTPRequestHandler):
                     entry["response"] = answer
         if service == "sqs":
             entry.update(_sqs_entry(op, params))
-        if service in ("ecs", "sns", "sqs"):
+            if op == "SendMessage":
+                entry["delay_applied"] = entry["delay_seconds"] if warp is None else warp
+        if service == "dynamodb":
+            entry.update(_dynamodb_entry(params, status, data))
+        if service in ("ecs", "sns", "sqs", "dynamodb"):
             with self.server.state.lock:
                 self.server.state.record(entry)
         self._send(status, data, headers)
@@ -279,6 +303,12 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 params = {}
             return "sqs", target[len(SQS_TARGET_PREFIX):], params
+        if target.startswith(DYNAMODB_TARGET_PREFIX):     # DynamoDB's JSON protocol: read, never changed
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError:
+                params = {}
+            return "dynamodb", target[len(DYNAMODB_TARGET_PREFIX):], params
         ctype = self.headers.get("Content-Type", "")
         if "x-www-form-urlencoded" in ctype:
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -308,6 +338,9 @@ class Handler(BaseHTTPRequestHandler):
                 st.subnets.update(payload.get("subnets", {}))
                 for cluster, arns in payload.get("container_instances", {}).items():
                     st.container_instances[cluster] = list(arns)
+                if "sqs_delay_cap_s" in payload:
+                    cap = payload["sqs_delay_cap_s"]
+                    st.delay_cap_s = None if cap is None else int(cap)
                 return self._send_json(200, {"ok": True})
             if name == "script":
                 for op, actions in payload.items():
@@ -515,8 +548,33 @@ def _sqs_entry(op: str, params: dict) -> dict:
         body = params.get("MessageBody")
         decoded = _maybe_json(body.encode()) if isinstance(body, str) else body
         origin = decoded.get("origin") if isinstance(decoded, dict) else None
-        out.update(delay_seconds=int(params.get("DelaySeconds") or 0), body=decoded,
-                   event_id=origin.get("event_id") if isinstance(origin, dict) else None)
+        recheck = decoded.get("recheck") if isinstance(decoded, dict) else None
+        event_id = (origin.get("event_id") if isinstance(origin, dict)
+                    else recheck.get("id") if isinstance(recheck, dict) else None)
+        out.update(delay_seconds=int(params.get("DelaySeconds") or 0), body=decoded, event_id=event_id,
+                   kind="hop" if isinstance(origin, dict) else "recheck" if isinstance(recheck, dict) else None)
+    return out
+
+
+def _dynamodb_entry(params: dict, status: int, data: bytes) -> dict:
+    """What the log keeps of a DynamoDB call: the table, the `pk` it names (a BatchWriteItem's: every
+    item's), the status and, for a failed call, the error type."""
+    keys: list[str] = []
+    table = params.get("TableName")
+    for source in (params.get("Key"), params.get("Item")):
+        if isinstance(source, dict) and isinstance(source.get("pk"), dict):
+            keys.append(source["pk"].get("S"))
+    for name, requests in (params.get("RequestItems") or {}).items():
+        table = table or name
+        for r in requests:
+            item = ((r.get("PutRequest") or {}).get("Item") or (r.get("DeleteRequest") or {}).get("Key") or {})
+            if isinstance(item.get("pk"), dict):
+                keys.append(item["pk"].get("S"))
+    out: dict = {"table": table, "keys": keys, "request": params}
+    if status != 200:
+        answer = _maybe_json(data)
+        kind = answer.get("__type", "") if isinstance(answer, dict) else ""
+        out["error"] = kind.rsplit("#", 1)[-1]
     return out
 
 

@@ -27,7 +27,11 @@ the message. A hop invocation answers only `batchItemFailures`; the report of ea
 the function's log lines (JSON lines: the stack sets `AWS_LAMBDA_LOG_FORMAT=JSON`, as Lambda's advanced
 logging controls do): "waiting in the delay queue" (outcome `waiting`), "episode finished" with the
 metrics line (EMF) that follows it (the final outcome), or "delay-queue message failed" (the error, by
-message id). `Stack.episode(event_id)` puts an episode's invocations together; `Stack.settle()` waits
+message id). A recheck (issue 13: a stopped task whose launch the store did not know yet, looked for
+again) belongs to the episode of its task state change (`id`); "the store does not know this task's
+launch yet" ends one that is sent on again (outcome `waiting`). The function logs that line, and the
+final one of a task never found, outside the episode's span: such a line goes to the delivery of the
+batch that no line with its span's event id matched, in order. `Stack.episode(event_id)` puts an episode's invocations together; `Stack.settle()` waits
 until the queue is empty and nothing is in flight.
 
 Controls for tests: `duplicate_next(n)` sends each of the next n messages received again, same body
@@ -55,9 +59,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The function's log messages that end the handling of one delay-queue message (matched by prefix).
 WAITING = "waiting in the delay queue"
 CHAINED = "the wait goes on"
+RECHECK = "the store does not know this task's launch yet"
 FINISHED = "episode finished"
 MESSAGE_FAILED = "delay-queue message failed"
-ENDINGS = (WAITING, CHAINED, FINISHED, MESSAGE_FAILED)
+ENDINGS = (WAITING, CHAINED, RECHECK, FINISHED, MESSAGE_FAILED)
 
 
 @dataclass
@@ -174,7 +179,10 @@ def _event_id_of(body: str) -> str | None:
     except ValueError:
         return None
     origin = hop.get("origin") if isinstance(hop, dict) else None
-    return origin.get("event_id") if isinstance(origin, dict) else None
+    if isinstance(origin, dict):
+        return origin.get("event_id")
+    recheck = hop.get("recheck") if isinstance(hop, dict) else None
+    return recheck.get("id") if isinstance(recheck, dict) else None
 
 
 class Pump:
@@ -399,6 +407,15 @@ class Pump:
                 used.add(i)
                 d.report = self._report(d, ln, emf)
                 break
+        for d in delivered:          # lines logged outside an episode's span (a recheck's), in order
+            if d.ok and d.report is None:
+                for i, ln in enumerate(terminal):
+                    if i in used or _kind(ln) == MESSAGE_FAILED or _span_event_id(ln) is not None:
+                        continue
+                    used.add(i)
+                    d.report = self._report(d, ln, emf)
+                    break
+        for d in delivered:
             if d.report is None:
                 d.report = {"outcome": "unknown", "event_id": d.event_id,
                             "reason": "no log line of the function for this message"}
@@ -406,10 +423,11 @@ class Pump:
     @staticmethod
     def _report(d: Delivery, ln: dict, emf: list[dict]) -> dict:
         f = ln.get("fields") or {}
-        if _kind(ln) in (WAITING, CHAINED):
+        if _kind(ln) in (WAITING, CHAINED, RECHECK):
             sent = d.hops_sent
             return {"outcome": "waiting", "event_id": d.event_id, "call": f.get("call"),
                     "wait_ms": f.get("wait_ms"), "delay_s": f.get("delay_s"), "chained": _kind(ln) == CHAINED,
+                    "recheck": _kind(ln) == RECHECK, "tries": f.get("tries"),
                     "sent_delay_seconds": sent[-1].get("delay_seconds") if sent else None}
         report = {"outcome": f.get("outcome"), "event_id": d.event_id, "reason_class": f.get("reason_class"),
                   "attempts": f.get("attempts"), "tasks_started": f.get("tasks_started"),

@@ -10,7 +10,22 @@ the replay checks is the "local" entry of events/expected.json.
 the record is an API error with a recorded clientToken, so the first RunTask is the recorded call
 itself (its token, every recorded parameter, no ecs-rerun tag) and ecs-rerun's own attempts, if any,
 are numbered from 2. The events are sent retimed to now (stack.retime): the samples date from 2025.
+
+With the launch store (issue 13; the stack has it unless `store=False`) a successful RunTask record is
+`guarded`. A task state change is about a task of a launch: `after` lists the events sent first on a fresh
+endpoint (the record of that launch, which puts its request in the store; `make replay` sends the files in
+order, so 14 precedes 15 and 16 there too), and `launch` names the record whose request the rerun sends
+(pinned to the revision the event names, count 1, ecs-rerun's own token and tags).
 """
+
+# An event after which nothing is called, started or notified.
+NOTHING = {"attempts": 0, "tasks_started": 0, "counts": [], "notified": False}
+
+
+def nothing(title: str, outcome: str) -> dict:
+    """A scenario that ends in `outcome` without any RunTask call, task or notification."""
+    return {"title": title, "script": {}, "expect": {"outcome": outcome, **NOTHING}}
+
 
 CAPACITY = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 
@@ -58,21 +73,13 @@ SCENARIOS: dict[str, dict] = {
         "expect": {"outcome": "not_retryable", "attempts": 0, "tasks_started": 0, "counts": [],
                    "notified": True},
     },
-    "08-own-retry.json": {
-        "title": "ecs-rerun's own re-issue failed",
-        "script": {},
-        "expect": {"outcome": "ignored", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
-    },
-    "09-successful-runtask.json": {
-        "title": "RunTask that succeeded",
-        "script": {},
-        "expect": {"outcome": "ignored", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
-    },
+    "08-own-retry.json": nothing("ecs-rerun's own re-issue failed", "ignored"),
+    "09-successful-runtask.json": nothing("RunTask that succeeded: guarded", "guarded"),
     "11-batch-placement.json": {
         # AWS Batch places the job again itself; a RunTask from outside would start an orphan.
         "title": "AWS Batch placement failure: left to Batch",
         "script": {},
-        "expect": {"outcome": "left", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+        "expect": {"outcome": "left", **NOTHING},
     },
     "12-step-functions.json": {
         # A Step Functions state's own Retry decides; a person is told why ecs-rerun did not rerun it.
@@ -85,15 +92,29 @@ SCENARIOS: dict[str, dict] = {
         # EventBridge Scheduler resends a call that got an API error under its own retry policy.
         "title": "Scheduler, throttled: left to the Scheduler",
         "script": {},
-        "expect": {"outcome": "left", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+        "expect": {"outcome": "left", **NOTHING},
     },
-    "10-not-runtask.json": {
-        "title": "StopTask, not RunTask",
+    "14-started-fargate.json": nothing("Fargate RunTask that started 2 tasks: guarded", "guarded"),
+    "15-stopped-pull-throttled.json": {
+        "title": "task of 14 failed to start, pull throttled: rerun",
         "script": {},
-        "expect": {"outcome": "ignored", "attempts": 0, "tasks_started": 0, "counts": [], "notified": False},
+        "after": ["14-started-fargate.json"],
+        "launch": "14-started-fargate.json",
+        "expect": {"outcome": "recovered", "attempts": 1, "tasks_started": 1, "counts": [1], "notified": False},
     },
+    "16-stopped-image-not-found.json": {
+        "title": "task of 14 failed to start, image not found",
+        "script": {},
+        "after": ["14-started-fargate.json"],
+        "launch": "14-started-fargate.json",
+        "expect": {"outcome": "not_retryable", "attempts": 0, "tasks_started": 0, "counts": [],
+                   "notified": True},
+    },
+    "17-spot-notice-running.json": nothing("Spot notice while running: ignored", "ignored"),
+    "10-not-runtask.json": nothing("StopTask, not RunTask", "ignored"),
 }
 
 
 def scenario(file_name: str) -> dict:
     return SCENARIOS.get(file_name, {"title": "", "script": {}, "expect": {}})
+

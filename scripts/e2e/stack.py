@@ -18,6 +18,19 @@ through the queue, and a pump (pump.py) plays Lambda's SQS event source mapping:
 back to the function when its delay is over. `settle()` waits until the queue is empty and nothing is in
 flight; `episode(event_id)` gathers an episode's invocations and reports.
 
+With `store=True` (the default; issue 13) the stack has the launch store: a DynamoDB table in moto
+(hash key `pk` (S), TTL on `expiresAt`, as the function expects it) created at every seed, and the function
+runs with ECS_RERUN_STORE_TABLE naming it. It reaches DynamoDB through the fault proxy like every other
+service (DynamoDB's JSON protocol passes through untouched, and is logged). Then a successful RunTask
+record is guarded, a task that failed to start is rerun with its stored request, and each episode's
+notification is claimed once. `store_items()` / `launch_item(task_arn)` read the table back.
+`concurrency=N` lets the emulator run N invocations at once (`cargo lambda watch --concurrency`), for
+tests of concurrent duplicate deliveries (`Stack.invoke` itself sends one at a time; `invoke_concurrently`
+does not wait for the others).
+
+Task state changes (`ECS Task State Change`) are retimed too: `detail.stoppedAt` is set to now and the
+other times of the event keep their offset to it; their `id` is the episode's `event_id`, as for the function.
+
 Usage as a program (what `make stack` runs):
     python scripts/e2e/stack.py up      start, seed, print the addresses, run until interrupted;
                                         writes .tools/e2e/stack.json so `make invoke` can find it
@@ -60,6 +73,8 @@ QUEUE_NAME = "ecs-rerun-notifications"
 FUNCTION = "ecs-rerun"
 DELAY_QUEUE_NAME = "ecs-rerun-delay"
 DEAD_LETTER_QUEUE_NAME = "ecs-rerun-delay-dlq"
+STORE_TABLE = "ecs-rerun-launches"
+TASK_CHANGE = "ECS Task State Change"
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 # Short backoff for the local run (production defaults are 20 s / 120 s): `make replay` takes seconds.
@@ -84,9 +99,9 @@ DELAY_QUEUE_FUNCTION_ENV = {
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-RETIME_NOTE = ("records retimed: `time` and `detail.eventTime` set to now (UTC), keeping their offset, "
-               "because the sample records date from 2025 and ecs-rerun does not rerun a record older than "
-               "ECS_RERUN_MAX_RECORD_AGE_S (default 3600 s)")
+RETIME_NOTE = ("records retimed: `time` and `detail.eventTime` (a task state change's `detail.stoppedAt`) set "
+               "to now (UTC), keeping their offset, because the sample records date from 2025 and ecs-rerun does "
+               "not rerun a record older than ECS_RERUN_MAX_RECORD_AGE_S (default 3600 s)")
 
 
 def _parse_time(text) -> dt.datetime | None:
@@ -101,13 +116,26 @@ def _parse_time(text) -> dt.datetime | None:
 def retime(event, age_s: float = 0, now: dt.datetime | None = None):
     """A copy of an EventBridge event whose CloudTrail record happened `age_s` seconds before `now`
     (default: the current time): `detail.eventTime` = now - age, `time` moved by the same amount, so
-    the offset between them is kept. Anything that is not such an event is returned unchanged."""
+    the offset between them is kept. A task state change is moved so that its `detail.stoppedAt` is
+    now - age, its `time` and every other `detail.*At` time by the same amount. Anything that is not
+    such an event is returned unchanged."""
     if not isinstance(event, dict):
         return event
     out = copy.deepcopy(event)
     detail = out.get("detail") if isinstance(out.get("detail"), dict) else None
     now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
     target = now - dt.timedelta(seconds=age_s)
+    stopped_at = _parse_time(detail.get("stoppedAt")) if detail and out.get("detail-type") == TASK_CHANGE else None
+    if stopped_at is not None:
+        shift = target - stopped_at
+        for k, v in list(detail.items()):
+            at = _parse_time(v) if k.endswith("At") else None
+            if at is not None:
+                detail[k] = (at + shift).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        env_time = _parse_time(out.get("time"))
+        if env_time is not None:
+            out["time"] = (env_time + shift).strftime(TIME_FORMAT)
+        return out
     event_time = _parse_time(detail.get("eventTime")) if detail else None
     env_time = _parse_time(out.get("time"))
     if event_time is not None:
@@ -218,7 +246,10 @@ class InvokeResult:
 
 
 def sample_requests(event_files) -> list[dict]:
-    """requestParameters of every RunTask record in the given event files (to seed what they name)."""
+    """What the given event files name, as RunTask requests to seed for: the requestParameters of every
+    RunTask record; the revision each of its started tasks ran (`responseElements.tasks[].taskDefinitionArn`:
+    a task of it that fails to start is rerun pinned to that revision); and the task of every task state
+    change (its cluster, revision and containers)."""
     out = []
     for f in event_files:
         try:
@@ -227,16 +258,32 @@ def sample_requests(event_files) -> list[dict]:
         except (ValueError, AttributeError):
             continue
         if detail.get("eventName") == "RunTask" and isinstance(detail.get("requestParameters"), dict):
-            out.append(detail["requestParameters"])
+            req = detail["requestParameters"]
+            out.append(req)
+            for t in (detail.get("responseElements") or {}).get("tasks") or []:
+                if isinstance(t, dict) and t.get("taskDefinitionArn"):
+                    out.append({**req, "taskDefinition": t["taskDefinitionArn"]})
+        elif ev.get("detail-type") == TASK_CHANGE and detail.get("taskDefinitionArn"):
+            fargate = detail.get("launchType") == "FARGATE"
+            out.append({"cluster": detail.get("clusterArn") or "default",
+                        "taskDefinition": detail["taskDefinitionArn"],
+                        **({"launchType": "FARGATE", "networkConfiguration": {"awsvpcConfiguration": {}}}
+                           if fargate else {}),
+                        "overrides": {"containerOverrides": [{"name": c["name"]} for c in detail.get("containers") or []
+                                                             if isinstance(c, dict) and c.get("name")]},
+                        "_awsvpc": fargate})
     return out
 
 
 class Stack:
     def __init__(self, event_files=(), with_lambda: bool = True, function_env: dict | None = None,
-                 log_dir: Path = STATE_DIR, quiet: bool = False, delay_queue: bool = False):
+                 log_dir: Path = STATE_DIR, quiet: bool = False, delay_queue: bool = False,
+                 store: bool = True, concurrency: int = 1):
         self.event_files = [str(f) for f in event_files] or [str(p) for p in sorted((ROOT / "events").glob("[0-9]*.json"))]
         self.with_lambda = with_lambda
         self.delay_queue = delay_queue
+        self.store = store
+        self.concurrency = concurrency
         self.function_env = {**LOCAL_FUNCTION_ENV, **(DELAY_QUEUE_FUNCTION_ENV if delay_queue else {}),
                              **(function_env or {})}
         self.log_dir = Path(log_dir)
@@ -310,6 +357,8 @@ class Stack:
 
     def function_env_all(self) -> dict[str, str]:
         queue = {"ECS_RERUN_DELAY_QUEUE_URL": self.function_queue_url()} if self.delay_queue else {}
+        if self.store:
+            queue["ECS_RERUN_STORE_TABLE"] = STORE_TABLE
         return {
             "AWS_ENDPOINT_URL": self.proxy.url,
             "AWS_REGION": REGION,
@@ -332,6 +381,8 @@ class Stack:
         argv = ["cargo", "lambda", "watch", "--bin", FUNCTION, "--ignore-changes", "--quiet",
                 "--invoke-address", "127.0.0.1", "--invoke-port", str(self.lambda_port),
                 "--env-file", str(env_file)]
+        if self.concurrency > 1:
+            argv += ["--concurrency", str(self.concurrency)]
         t0 = time.monotonic()
         proc = self._spawn("lambda", argv, env)
         wait_for_port(self.lambda_port, 300, proc, "cargo lambda watch")
@@ -422,7 +473,7 @@ class Stack:
         for r in requests:
             name = _name_of(r.get("cluster") or "default")
             c = clusters.setdefault(name, {"ec2": False, "fargate": False})
-            awsvpc = bool((r.get("networkConfiguration") or {}).get("awsvpcConfiguration"))
+            awsvpc = bool((r.get("networkConfiguration") or {}).get("awsvpcConfiguration")) or bool(r.get("_awsvpc"))
             if awsvpc or r.get("launchType") == "FARGATE" or r.get("capacityProviderStrategy"):
                 c["fargate"] = True
             else:
@@ -477,10 +528,20 @@ class Stack:
                 "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
                                              "maxReceiveCount": MAX_RECEIVE_COUNT})})["QueueUrl"]
 
+        if self.store:
+            # The launch store as the function expects it: string hash key `pk`, TTL attribute `expiresAt`.
+            ddb = self.client("dynamodb")
+            ddb.create_table(TableName=STORE_TABLE, BillingMode="PAY_PER_REQUEST",
+                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+            ddb.update_time_to_live(TableName=STORE_TABLE,
+                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"})
+
         self.control.config(subnets=subnet_map, container_instances=instances)
         self.seeded = {"clusters": sorted(clusters), "task_definitions": {k: v["revision"] for k, v in families.items()},
                        "container_instances": instances, "subnets": subnet_map, "topic": self.topic_arn,
-                       "queue": self.queue_url, "delay_queue": self.delay_queue_url or None}
+                       "queue": self.queue_url, "delay_queue": self.delay_queue_url or None,
+                       "store_table": STORE_TABLE if self.store else None}
 
     # ---- driving the function -------------------------------------------------------------------
     def invoke(self, event, on_call=None, timeout: float = 120, fresh: bool = True,
@@ -498,8 +559,7 @@ class Stack:
     def _invoke(self, event, on_call, timeout: float, fresh: bool, name: str | None) -> InvokeResult:
         event_file = event if not isinstance(event, dict) else None
         data = event if isinstance(event, dict) else load_event(event)
-        event_id = ((data.get("detail") or {}).get("eventID") if isinstance(data, dict)
-                    and isinstance(data.get("detail"), dict) else None)
+        event_id = event_id_of(data)
         if isinstance(data, dict) and (fresh or event_file is None):
             if fresh:
                 data = retime(data)
@@ -602,6 +662,43 @@ class Stack:
                             "timestamp": env.get("Timestamp")})
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
+    def invoke_concurrently(self, events, fresh: bool = True, timeout: float = 120) -> list[InvokeResult]:
+        """Send several events at the same time (one thread each, not holding the invocation lock: their
+        calls in the proxy's log interleave, so each result's `calls` is everything seen meanwhile).
+        With `concurrency` >= len(events) the emulator runs them at once; returns them in order."""
+        out: list = [None] * len(events)
+        barrier = threading.Barrier(len(events))
+
+        def one(i, ev):
+            barrier.wait()
+            out[i] = self._invoke(ev, None, timeout, fresh, f"concurrent-{i}-{event_id_of(ev) or 'x'}.json")
+        threads = [threading.Thread(target=one, args=(i, ev)) for i, ev in enumerate(events)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    # ---- the launch store ---------------------------------------------------------------------------
+    def store_items(self) -> dict[str, dict]:
+        """Every item of the launch store, by `pk`, as plain values: strings, numbers (int), and the
+        `launch` JSON decoded."""
+        ddb = self.client("dynamodb")
+        items, kw = [], {}
+        while True:
+            page = ddb.scan(TableName=STORE_TABLE, ConsistentRead=True, **kw)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                break
+            kw = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+        return {i["pk"]["S"]: _plain(i) for i in items}
+
+    def launch_item(self, task_arn: str) -> dict | None:
+        """The store's item for a task ARN (see `store_items`), or None."""
+        item = self.client("dynamodb").get_item(TableName=STORE_TABLE, Key={"pk": {"S": task_arn}},
+                                                ConsistentRead=True).get("Item")
+        return _plain(item) if item else None
+
     # ---- the delay queue ---------------------------------------------------------------------------
     def settle(self, timeout: float = 30.0) -> float:
         """With the delay queue: wait until every episode in it has concluded (the queue empty, no batch
@@ -661,6 +758,29 @@ class RunningStack:
     tasks = Stack.tasks
     job_tasks = Stack.job_tasks
     notifications = Stack.notifications
+
+
+def _plain(item: dict) -> dict:
+    """A DynamoDB item as plain values; a `launch` attribute (the stored launch, JSON) decoded."""
+    out = {}
+    for k, v in item.items():
+        if "S" in v:
+            out[k] = json.loads(v["S"]) if k == "launch" else v["S"]
+        elif "N" in v:
+            out[k] = int(v["N"]) if v["N"].lstrip("-").isdigit() else float(v["N"])
+        else:
+            out[k] = v
+    return out
+
+
+def event_id_of(event) -> str | None:
+    """The episode's event id, as the function reads it: a CloudTrail record's `detail.eventID`, a task
+    state change's own `id`; None for anything else."""
+    if not isinstance(event, dict) or not isinstance(event.get("detail"), dict):
+        return None
+    if event["detail"].get("eventID"):
+        return event["detail"]["eventID"]
+    return event.get("id") if event.get("detail-type") == TASK_CHANGE else None
 
 
 def _name_of(arn_or_name: str) -> str:
