@@ -23,7 +23,6 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, decode};
 use ecs_rerun::core::guard::GuardedLaunch;
-use ecs_rerun::core::marks;
 use ecs_rerun::core::plan::{Context, Decision, Outcome, Policy, Step, decide};
 use serde_json::Value;
 
@@ -94,9 +93,7 @@ fn core(event: Value, rules: &Rules, policy: &Policy, now: SystemTime) -> usize 
         },
         // What the handler computes before it writes a guarded launch to the store.
         Ok(Decoded::Started(started)) => {
-            let call_tag =
-                marks::call_tag_value(&started.origin.request, started.caller_arn.as_deref());
-            let launch = GuardedLaunch::recorded(&started.origin, call_tag, started.replay_blocker);
+            let launch = GuardedLaunch::recorded(&started.origin, started.replay_blocker);
             serde_json::to_string(&launch).map_or(0, |body| body.len())
         }
         Ok(Decoded::Ignored(_) | Decoded::Stopped(_)) => 0,

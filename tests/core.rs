@@ -1207,23 +1207,26 @@ fn call(token: Option<&str>) -> RunTaskRequest {
 #[test]
 fn call_key_with_a_token_is_the_cluster_and_the_token() {
     let caller = Some("arn:aws:sts::111122223333:assumed-role/sfn/abc");
-    let key = marks::call_key(&call(Some("tok-1")), caller, Some(1_746_068_408));
+    let key = marks::call_marks(&call(Some("tok-1")), caller, Some(1_746_068_408)).key;
     // Every try of the call (another record, another eventID and time, even another caller
     // session) shares ECS's idempotency key, and so this one.
     assert_eq!(
         key,
-        marks::call_key(&call(Some("tok-1")), caller, Some(1_746_068_999))
+        marks::call_marks(&call(Some("tok-1")), caller, Some(1_746_068_999)).key
     );
-    assert_eq!(key, marks::call_key(&call(Some("tok-1")), None, None));
+    assert_eq!(key, marks::call_marks(&call(Some("tok-1")), None, None).key);
     let by_arn = RunTaskRequest {
         cluster: Some("arn:aws:ecs:us-east-1:111122223333:cluster/batch".into()),
         ..call(Some("tok-1"))
     };
-    assert_eq!(key, marks::call_key(&by_arn, caller, Some(1_746_068_408)));
+    assert_eq!(
+        key,
+        marks::call_marks(&by_arn, caller, Some(1_746_068_408)).key
+    );
     // Tokens are per cluster, so are keys.
     assert_ne!(
         key,
-        marks::call_key(&call(Some("tok-2")), caller, Some(1_746_068_408))
+        marks::call_marks(&call(Some("tok-2")), caller, Some(1_746_068_408)).key
     );
     let elsewhere = RunTaskRequest {
         cluster: Some("web".into()),
@@ -1231,7 +1234,7 @@ fn call_key_with_a_token_is_the_cluster_and_the_token() {
     };
     assert_ne!(
         key,
-        marks::call_key(&elsewhere, caller, Some(1_746_068_408))
+        marks::call_marks(&elsewhere, caller, Some(1_746_068_408)).key
     );
 }
 
@@ -1240,7 +1243,8 @@ fn call_key_without_a_token_is_the_request_the_caller_and_the_time_window() {
     let window = marks::SIBLING_WINDOW_SECS;
     let start = 1_746_068_400 / window * window;
     let caller = Some("arn:aws:sts::111122223333:assumed-role/sfn/abc");
-    let key = |request: &RunTaskRequest, caller, at| marks::call_key(request, caller, Some(at));
+    let key =
+        |request: &RunTaskRequest, caller, at| marks::call_marks(request, caller, Some(at)).key;
     let first = key(&call(None), caller, start + 1);
     // The throttled tries and the final answer of one old-SDK call, seconds apart.
     assert_eq!(first, key(&call(None), caller, start + window - 1));

@@ -28,6 +28,7 @@ fn at(secs: u64) -> SystemTime {
 fn launch() -> GuardedLaunch {
     let origin = Origin {
         key: "jobs|token|abc".into(),
+        call_tag: "abc".into(),
         event_id: "e-1".into(),
         account: "111122223333".into(),
         region: "us-east-1".into(),
@@ -44,7 +45,7 @@ fn launch() -> GuardedLaunch {
         started: 2,
         stopped_task: None,
     };
-    GuardedLaunch::recorded(&origin, "abc".into(), None)
+    GuardedLaunch::recorded(&origin, None)
 }
 
 fn s(value: &str) -> AttributeValue {

@@ -176,7 +176,13 @@ fn existing_task(t: &ecs::Task) -> ExistingTask {
 }
 
 fn some_vec<T: Clone>(items: &[T]) -> Option<Vec<T>> {
-    (!items.is_empty()).then(|| items.to_vec())
+    some_mapped(items, T::clone)
+}
+
+/// `None` for an empty SDK list (the SDK cannot tell an absent list from an empty one), else
+/// each item mapped.
+fn some_mapped<T, U>(items: &[T], map: impl FnMut(&T) -> U) -> Option<Vec<U>> {
+    (!items.is_empty()).then(|| items.iter().map(map).collect())
 }
 
 // Elastic Inference is deprecated, but a task that still carries the field is compared whole.
@@ -189,53 +195,36 @@ fn from_sdk_override(o: &ecs::TaskOverride) -> req::TaskOverride {
                 .map(|c| req::ContainerOverride {
                     name: c.name().map(str::to_owned),
                     command: some_vec(c.command()),
-                    environment: (!c.environment().is_empty()).then(|| {
-                        Environment::Listed(
-                            c.environment()
-                                .iter()
-                                .map(|kv| req::KeyValuePair {
-                                    name: kv.name().map(str::to_owned),
-                                    value: kv.value().map(str::to_owned),
-                                })
-                                .collect(),
-                        )
-                    }),
-                    environment_files: (!c.environment_files().is_empty()).then(|| {
-                        c.environment_files()
-                            .iter()
-                            .map(|f| req::EnvironmentFile {
-                                value: Some(f.value().to_owned()),
-                                kind: Some(f.r#type().as_str().to_owned()),
-                            })
-                            .collect()
+                    environment: some_mapped(c.environment(), |kv| req::KeyValuePair {
+                        name: kv.name().map(str::to_owned),
+                        value: kv.value().map(str::to_owned),
+                    })
+                    .map(Environment::Listed),
+                    environment_files: some_mapped(c.environment_files(), |f| {
+                        req::EnvironmentFile {
+                            value: Some(f.value().to_owned()),
+                            kind: Some(f.r#type().as_str().to_owned()),
+                        }
                     }),
                     cpu: c.cpu(),
                     memory: c.memory(),
                     memory_reservation: c.memory_reservation(),
-                    resource_requirements: (!c.resource_requirements().is_empty()).then(|| {
-                        c.resource_requirements()
-                            .iter()
-                            .map(|q| req::ResourceRequirement {
-                                value: Some(q.value().to_owned()),
-                                kind: Some(q.r#type().as_str().to_owned()),
-                            })
-                            .collect()
+                    resource_requirements: some_mapped(c.resource_requirements(), |q| {
+                        req::ResourceRequirement {
+                            value: Some(q.value().to_owned()),
+                            kind: Some(q.r#type().as_str().to_owned()),
+                        }
                     }),
                 })
                 .collect(),
         ),
         cpu: o.cpu().map(str::to_owned),
-        inference_accelerator_overrides: (!o.inference_accelerator_overrides().is_empty()).then(
-            || {
-                o.inference_accelerator_overrides()
-                    .iter()
-                    .map(|i| req::InferenceAcceleratorOverride {
-                        device_name: i.device_name().map(str::to_owned),
-                        device_type: i.device_type().map(str::to_owned),
-                    })
-                    .collect()
-            },
-        ),
+        inference_accelerator_overrides: some_mapped(o.inference_accelerator_overrides(), |i| {
+            req::InferenceAcceleratorOverride {
+                device_name: i.device_name().map(str::to_owned),
+                device_type: i.device_type().map(str::to_owned),
+            }
+        }),
         execution_role_arn: o.execution_role_arn().map(str::to_owned),
         memory: o.memory().map(str::to_owned),
         task_role_arn: o.task_role_arn().map(str::to_owned),

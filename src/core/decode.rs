@@ -34,28 +34,22 @@ pub struct FailedRunTask {
     pub started_arns: Vec<String>,
     /// Why this request cannot be replayed faithfully, if it cannot.
     pub replay_blocker: Option<String>,
-    /// For a task that failed to start: the calls its job has had, and its call tag.
-    pub lineage: Option<Lineage>,
-}
-
-/// How a rerun of a stopped task continues the job it belongs to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Lineage {
-    /// `RunTask` calls the job has had before this episode.
-    pub calls: u32,
-    /// The job's `ecs-rerun:call` tag.
-    pub call_tag: String,
+    /// `RunTask` calls the job had before (a task that failed to start: its launch's count).
+    pub prior_calls: u32,
 }
 
 /// What a notification and a report need of the original record, long after it was decoded:
 /// small enough to travel with its episode through the delay queue (no failures list).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Origin {
-    /// The job's key: the original call's ([`marks::call_key`]), or for a task that failed to
-    /// start, its ARN's. Every token derives from it, and a notification is sent once per key.
-    /// (Empty in a hop written before it existed: then the event ID stands in.)
+    /// The job's key: the original call's ([`marks::CallMarks::key`]), or for a task that
+    /// failed to start, its ARN's. Every token derives from it, and a notification is sent once
+    /// per key. (Empty in a hop written before it existed: then the event ID stands in.)
     #[serde(default)]
     pub key: String,
+    /// The job's `ecs-rerun:call` tag ([`marks::CallMarks::tag`]), shared by all its reruns.
+    #[serde(default)]
+    pub call_tag: String,
     /// CloudTrail `eventID` (or the task state change's `id`): the key of the record.
     pub event_id: String,
     /// Account the call was made in.
@@ -122,16 +116,18 @@ pub struct StoppedTask {
 }
 
 impl StoppedTask {
-    /// The origin of its rerun: the task's own key, time and place, with `request` (the
-    /// launch's, or what the event alone says) and the launch's caller.
+    /// The origin of its rerun: the task's own key, time and place, with `request`, caller and
+    /// call tag of its launch (or what the event alone says, and none).
     pub fn origin(
         &self,
         request: RunTaskRequest,
         caller: Option<String>,
         called_by: Caller,
+        call_tag: String,
     ) -> Origin {
         Origin {
             key: marks::task_key(&self.task_arn),
+            call_tag,
             event_id: self.event_id.clone(),
             account: self.account.clone(),
             region: self.region.clone(),
@@ -408,8 +404,10 @@ fn decode_record(envelope: Envelope) -> Result<Decoded, DecodeError> {
     let epoch = recorded_at
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .and_then(|d| i64::try_from(d.as_secs()).ok());
+    let marks = marks::call_marks(&request, identity.arn.as_deref(), epoch);
     let origin = Origin {
-        key: marks::call_key(&request, identity.arn.as_deref(), epoch),
+        key: marks.key,
+        call_tag: marks.tag,
         event_id,
         account: envelope
             .account
@@ -436,7 +434,7 @@ fn decode_record(envelope: Envelope) -> Result<Decoded, DecodeError> {
                 failure,
                 started_arns,
                 replay_blocker,
-                lineage: None,
+                prior_calls: 0,
             })))
         }
         // Failures listed for other candidates while every task started: a success to guard.

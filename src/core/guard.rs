@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::decode::{FailedRunTask, Failure, Lineage, Origin, StoppedTask};
+use crate::core::decode::{FailedRunTask, Failure, Origin, StoppedTask};
 use crate::core::request::RunTaskRequest;
 
 /// How long the store keeps a launch by default: a task that has not failed to start within a
@@ -35,30 +35,27 @@ pub const VERSION: u32 = 1;
 pub struct GuardedLaunch {
     /// [`VERSION`].
     pub version: u32,
-    /// The launch's record: its request (as sent), caller, key, account and region.
+    /// The launch's record: its request (as sent), caller, call tag, account and region.
     pub origin: Origin,
     /// `RunTask` calls the job has had after the caller's own: 0 for the caller's launch.
     pub calls: u32,
-    /// The `ecs-rerun:call` tag of the job, shared by all its reruns.
-    pub call_tag: String,
     /// Why the request cannot be replayed faithfully, if it cannot.
     pub replay_blocker: Option<String>,
 }
 
 impl GuardedLaunch {
     /// A launch whose CloudTrail record ecs-rerun saw (the caller's own: no call of ours yet).
-    pub fn recorded(origin: &Origin, call_tag: String, replay_blocker: Option<String>) -> Self {
+    pub fn recorded(origin: &Origin, replay_blocker: Option<String>) -> Self {
         Self {
             version: VERSION,
             origin: origin.clone(),
             calls: 0,
-            call_tag,
             replay_blocker,
         }
     }
 
     /// A launch ecs-rerun made itself: call `calls` of the job of `origin`, sending `request`.
-    pub fn rerun(origin: &Origin, request: &RunTaskRequest, calls: u32, call_tag: &str) -> Self {
+    pub fn rerun(origin: &Origin, request: &RunTaskRequest, calls: u32) -> Self {
         Self {
             version: VERSION,
             origin: Origin {
@@ -66,7 +63,6 @@ impl GuardedLaunch {
                 ..origin.clone()
             },
             calls,
-            call_tag: call_tag.to_owned(),
             replay_blocker: None,
         }
     }
@@ -81,7 +77,12 @@ impl GuardedLaunch {
         request.count = Some(1);
         request.client_token = None;
         FailedRunTask {
-            origin: stopped.origin(request, self.origin.caller, self.origin.called_by),
+            origin: stopped.origin(
+                request,
+                self.origin.caller,
+                self.origin.called_by,
+                self.origin.call_tag,
+            ),
             caller_arn: None,
             failure: Failure::Stopped {
                 stop_code: stopped.stop_code.clone(),
@@ -90,10 +91,7 @@ impl GuardedLaunch {
             },
             started_arns: Vec::new(),
             replay_blocker: self.replay_blocker,
-            lineage: Some(Lineage {
-                calls: self.calls,
-                call_tag: self.call_tag,
-            }),
+            prior_calls: self.calls,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Three marks, each with its own job:
 //! - the `clientToken` of every own attempt, derived from the *call* (not the record), so that
 //!   every CloudTrail record of one SDK call and every delivery of each record lead to the same
-//!   tokens, and ECS starts the job once ([`call_key`], [`own_token`]);
+//!   tokens, and ECS starts the job once ([`call_marks`], [`own_token`]);
 //! - the tags `ecs-rerun:attempt` and `ecs-rerun:call` on the tasks it starts ([`retry_tags`]);
 //! - the Lambda session that makes its calls, which CloudTrail names after the function
 //!   ([`is_own_session`]): the only mark on the exact replay of an API-error record, which
@@ -25,37 +25,67 @@ pub const TOKEN_PREFIX: &str = "ecs-rerun-";
 /// ECS accepts at most 50 user tags per task.
 pub const MAX_TAGS: usize = 50;
 /// Records of one SDK call without a `clientToken` agree on their key when their `eventTime`s
-/// fall in the same window of this many seconds (see [`call_key`]).
+/// fall in the same window of this many seconds (see [`call_marks`]).
 pub const SIBLING_WINDOW_SECS: i64 = 60;
 
-/// The key of the original call, from which every own token and the call tag derive.
-///
-/// With a recorded `clientToken` the key is (cluster, token): ECS's own idempotency key, shared
-/// by every try the caller's SDK made, so a throttled record and the final answer of the same
-/// call agree. Without one (SDKs before 2023-11), the records of one call still share the
-/// request, the caller and (within seconds) the time, so the key is a digest of those, with the
-/// time cut to a [`SIBLING_WINDOW_SECS`] window. The README ("Never twice") says what risk that
-/// leaves.
-pub fn call_key(
+/// What identifies one call: its key and the value of its [`CALL_TAG`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallMarks {
+    /// The key from which every own token derives.
+    ///
+    /// With a recorded `clientToken` it is (cluster, token): ECS's own idempotency key, shared
+    /// by every try the caller's SDK made, so a throttled record and the final answer of the same
+    /// call agree. Without one (SDKs before 2023-11), the records of one call still share the
+    /// request, the caller and (within seconds) the time, so the key is a digest of those, with
+    /// the time cut to a [`SIBLING_WINDOW_SECS`] window. The README ("Never twice") says what
+    /// risk that leaves.
+    pub key: String,
+    /// The value of the [`CALL_TAG`]: the recorded token when it fits ECS's tag alphabet; else
+    /// a digest of the cluster, the request and the caller, *without* the time window of the
+    /// key, so that records of one call on either side of a window boundary still recognise
+    /// each other's tasks (see [`crate::core::lookup::same_job`]).
+    pub tag: String,
+}
+
+/// The marks of the call `request` made by `caller`, recorded at `event_epoch`. The request is
+/// serialised at most once, for the digests of a call without a usable token.
+pub fn call_marks(
     request: &RunTaskRequest,
     caller: Option<&str>,
     event_epoch: Option<i64>,
-) -> String {
+) -> CallMarks {
     let cluster = request.cluster_name();
-    match request.client_token.as_deref() {
+    let token = request.client_token.as_deref();
+    let tag_token = token.filter(|t| {
+        t.len() <= 256
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c))
+    });
+    let body = (token.is_none() || tag_token.is_none()).then(|| {
+        let mut unsigned = request.clone();
+        unsigned.client_token = None;
+        serde_json::to_string(&unsigned).unwrap_or_default()
+    });
+    let body = body.as_deref().unwrap_or_default();
+    let caller = caller.unwrap_or("");
+    let key = match token {
         Some(token) => format!("{cluster}|token|{token}"),
         None => {
-            let mut unsigned = request.clone();
-            unsigned.client_token = None;
-            let body = serde_json::to_string(&unsigned).unwrap_or_default();
             let window = event_epoch.map_or(0, |t| t.div_euclid(SIBLING_WINDOW_SECS));
             format!(
-                "{cluster}|call|{}|{window}|{}",
-                caller.unwrap_or(""),
+                "{cluster}|call|{caller}|{window}|{}",
                 hex(&Sha256::digest(body), 16)
             )
         }
-    }
+    };
+    let tag = match tag_token {
+        Some(token) => token.to_owned(),
+        None => format!(
+            "sha256:{}",
+            hex(&Sha256::digest(format!("{cluster}|{caller}|{body}")), 16)
+        ),
+    };
+    CallMarks { key, tag }
 }
 
 /// The key of a task that failed to start: its rerun's tokens and its notification derive
@@ -71,30 +101,6 @@ pub fn own_token(key: &str, attempt: u32) -> String {
         "{TOKEN_PREFIX}{}",
         hex(&Sha256::digest(format!("{key}#{attempt}")), 20)
     )
-}
-
-/// The value of the [`CALL_TAG`]: the recorded token when it fits ECS's tag alphabet; else a
-/// digest of the cluster, the request and the caller, *without* the time window of
-/// [`call_key`], so that records of one call on either side of a window boundary still
-/// recognise each other's tasks (see [`crate::core::lookup::same_job`]).
-pub fn call_tag_value(request: &RunTaskRequest, caller: Option<&str>) -> String {
-    match request.client_token.as_deref() {
-        Some(token)
-            if token.len() <= 256
-                && token
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c)) =>
-        {
-            token.to_owned()
-        }
-        _ => {
-            let mut unsigned = request.clone();
-            unsigned.client_token = None;
-            let body = serde_json::to_string(&unsigned).unwrap_or_default();
-            let call = format!("{}|{}|{body}", request.cluster_name(), caller.unwrap_or(""));
-            format!("sha256:{}", hex(&Sha256::digest(call), 16))
-        }
-    }
 }
 
 /// The original user tags (without the reserved `aws:` ones, which RunTask refuses, and without

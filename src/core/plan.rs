@@ -14,7 +14,7 @@
 //!   the job, ECS answers with that job and starts nothing;
 //! - an API-error record without a token is rerun only after a [`crate::core::lookup`] found no task
 //!   of that job started since the record;
-//! - own tokens derive from the *call* ([`marks::call_key`]), so every record of one SDK call
+//! - own tokens derive from the *call* ([`marks::call_marks`]), so every record of one SDK call
 //!   and every delivery of each record send the same requests;
 //! - a token moves on only after ECS answered with tasks or failures: an error answer (throttled,
 //!   5xx, timeout) is retried with the same token and the same request;
@@ -437,7 +437,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     let schedule = lead.schedule;
     // The age that counts is the record's when the first call goes out: a recorded token is
     // only good while ECS remembers it.
-    let prior_calls = failed.lineage.as_ref().map_or(0, |l| l.calls);
+    let prior_calls = failed.prior_calls;
     let first_wait = policy
         .delay_override
         .unwrap_or(schedule)
@@ -478,10 +478,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
             caller: None,
             ..subject
         },
-        call_tag: failed.lineage.as_ref().map_or_else(
-            || marks::call_tag_value(&failed.origin.request, failed.caller_arn.as_deref()),
-            |l| l.call_tag.clone(),
-        ),
+        call_tag: failed.origin.call_tag.clone(),
         prior_calls,
         max_attempts: lead.max_attempts.unwrap_or(policy.max_attempts),
         schedule,
@@ -775,11 +772,6 @@ impl Episode {
             .saturating_add(len_u32(self.attempts.len()))
     }
 
-    /// The job's `ecs-rerun:call` tag.
-    pub fn call_tag(&self) -> &str {
-        &self.call_tag
-    }
-
     /// The waits before each call if every call failed alike: what a dry run shows.
     pub fn schedule(&self, policy: &Policy) -> Vec<Duration> {
         (self.prior_calls + 1..=self.max_attempts)
@@ -869,14 +861,12 @@ impl Episode {
     }
 
     fn stop_if_permanent(&mut self, log: &AttemptLog) {
-        if let Some(lead) = classify::overall(&log.failures)
-            && lead.action == Action::Retry
-        {
+        let Some(lead) = classify::overall(&log.failures) else {
+            return;
+        };
+        if lead.action == Action::Retry {
             self.schedule = lead.schedule;
-        }
-        if let Some(lead) = classify::overall(&log.failures)
-            && lead.action != Action::Retry
-        {
+        } else {
             self.done = Some((
                 Outcome::NotRetryable,
                 lead.class,

@@ -291,12 +291,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
                         // Written now, not learned back from CloudTrail, so that the job's
                         // calls count across invocations. Failing here is safe: the redelivery
                         // sends the same token, and ECS answers with these very tasks.
-                        let launch = GuardedLaunch::rerun(
-                            origin,
-                            &request,
-                            episode.calls(),
-                            episode.call_tag(),
-                        );
+                        let launch = GuardedLaunch::rerun(origin, &request, episode.calls());
                         self.store
                             .guard(&started, &launch, self.clock.now() + self.config.store_ttl)
                             .await?;

@@ -32,7 +32,6 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         self.guard(
             &started.task_arns,
             &started.origin,
-            started.caller_arn.as_deref(),
             started.replay_blocker.clone(),
         )
         .await?;
@@ -66,7 +65,6 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         self.guard(
             &failed.started_arns,
             &failed.origin,
-            failed.caller_arn.as_deref(),
             failed.replay_blocker.clone(),
         )
         .await
@@ -76,11 +74,9 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         &self,
         task_arns: &[String],
         origin: &Origin,
-        caller_arn: Option<&str>,
         replay_blocker: Option<String>,
     ) -> Result<(), HandlerError> {
-        let call_tag = marks::call_tag_value(&origin.request, caller_arn);
-        let launch = GuardedLaunch::recorded(origin, call_tag, replay_blocker);
+        let launch = GuardedLaunch::recorded(origin, replay_blocker);
         let expires = self.clock.now() + self.config.store_ttl;
         Ok(self.store.guard(task_arns, &launch, expires).await?)
     }

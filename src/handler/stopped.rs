@@ -123,5 +123,5 @@ fn origin_of(stopped: &StoppedTask) -> Origin {
         count: Some(1),
         ..RunTaskRequest::default()
     };
-    stopped.origin(request, None, Default::default())
+    stopped.origin(request, None, Default::default(), String::new())
 }

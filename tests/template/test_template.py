@@ -1165,16 +1165,6 @@ def test_log_line_reader_reads_the_code():
     assert "\\" not in unset and "  " not in unset, unset
 
 
-# Log lines of issue 13's code that docs/observability.md (not edited with the template) does not list yet. Each entry
-# must still be logged by src/ and still be missing from the doc: once the doc lists it, the test fails until the
-# entry is removed here, so the list can only shrink.
-LOG_LINES_NOT_YET_IN_DOCS = {
-    "ECS_RERUN_STORE_TABLE is not set: tasks that fail to start are not rerun, and duplicate deliveries of one "
-    "failure may notify twice",
-    "could not release the notification's claim; the next delivery takes it over after the lease",
-}
-
-
 def test_observability_doc_lists_every_log_line_the_code_writes():
     """Each message of src/ has its row (level and every field) in the doc's message table, and no row is stale."""
     doc = OBSERVABILITY_DOC.read_text()
@@ -1185,13 +1175,8 @@ def test_observability_doc_lists_every_log_line_the_code_writes():
         # a long message may be cut: "cannot decode the event; ..." stands for every message it begins
         rows.append((message.removesuffix("..."), message.endswith("..."), row))
     code = logged_lines()
-    pending = {line["message"] for line in code} & LOG_LINES_NOT_YET_IN_DOCS
-    assert pending == LOG_LINES_NOT_YET_IN_DOCS, f"no longer logged: {LOG_LINES_NOT_YET_IN_DOCS - pending}"
     for line in code:
         matching = [r for r in rows if (line["message"].startswith(r[0]) if r[1] else line["message"] == r[0])]
-        if line["message"] in LOG_LINES_NOT_YET_IN_DOCS:
-            assert not matching, f"the doc lists {line['message']!r} now: remove it from LOG_LINES_NOT_YET_IN_DOCS"
-            continue
         assert len(matching) == 1, f"{line['file']}: {line['message']!r} has {len(matching)} rows in the doc"
         _, _, row = matching[0]
         assert row[1] == line["level"], (line["message"], row[1])
