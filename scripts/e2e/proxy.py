@@ -107,15 +107,18 @@ def _cluster_name(cluster: str | None) -> str:
     return cluster.rsplit("/", 1)[-1] if cluster.startswith("arn:") else cluster
 
 
+def prune(v):
+    """A JSON value without its null members, at any depth."""
+    if isinstance(v, dict):
+        return {k: prune(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [prune(x) for x in v]
+    return v
+
+
 def fingerprint(params: dict) -> str:
     """What ECS compares when a clientToken comes back: the request without the token, `count`
     defaulting to 1, null members dropped, tags in key order."""
-    def prune(v):
-        if isinstance(v, dict):
-            return {k: prune(x) for k, x in v.items() if x is not None}
-        if isinstance(v, list):
-            return [prune(x) for x in v]
-        return v
     p = prune({k: v for k, v in params.items() if k != "clientToken"})
     p["count"] = int(p.get("count") or 1)
     if isinstance(p.get("tags"), list):
