@@ -1,6 +1,7 @@
 //! Metrics: CloudWatch Embedded Metric Format lines, so metrics cost no API call.
 //!
-//! One JSON line per handled failure, printed to stdout, where Lambda's log pipeline turns it into
+//! One JSON line per handled failure (and per launch the store guards, counted apart as
+//! `LaunchesGuarded`: a launch is not a failure), printed to stdout, where Lambda's log pipeline turns it into
 //! metrics in the `EcsRerun` namespace. Dimensions stay few (outcome, and outcome with reason
 //! class) so the metric count, and its cost, is bounded whatever the number of clusters; the
 //! cluster and task family ride along as plain properties, searchable in Logs Insights.
@@ -19,8 +20,12 @@ pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
     if matches!(report.outcome, Outcome::Ignored | Outcome::Waiting) {
         return None;
     }
+    let seen = match report.outcome {
+        Outcome::Guarded => "LaunchesGuarded",
+        _ => "FailuresSeen",
+    };
     let mut metrics = vec![
-        json!({"Name": "FailuresSeen", "Unit": "Count"}),
+        json!({"Name": seen, "Unit": "Count"}),
         json!({"Name": "RetriesIssued", "Unit": "Count"}),
         json!({"Name": "Recoveries", "Unit": "Count"}),
         json!({"Name": "Notifications", "Unit": "Count"}),
@@ -40,7 +45,7 @@ pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
         "Outcome": report.outcome.as_str(),
         "ReasonClass": report.reason_class.map_or("none", |c| c.as_str()),
         "Caller": report.caller.as_ref().map_or("none", |c| c.name()),
-        "FailuresSeen": 1,
+        seen: 1,
         "RetriesIssued": report.attempts,
         "Recoveries": u8::from(report.outcome == Outcome::Recovered),
         "Notifications": u8::from(report.notified),

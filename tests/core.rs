@@ -1950,6 +1950,13 @@ fn emf_line_declares_every_metric_it_carries() {
         emf_line(&report(Outcome::Ignored, None), 0).is_none(),
         "ignored events are not failures"
     );
+    let guarded: serde_json::Value =
+        serde_json::from_str(&emf_line(&report(Outcome::Guarded, None), 0).unwrap()).unwrap();
+    assert_eq!(guarded["LaunchesGuarded"], 1, "a guarded launch is counted");
+    assert!(
+        guarded.get("FailuresSeen").is_none(),
+        "a guarded launch is not a failure"
+    );
 }
 
 // --- callers and what CloudTrail gives an operator ----------------------------------------------
