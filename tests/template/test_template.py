@@ -13,7 +13,8 @@
 (e) The delay queue (issue 12): queue, dead-letter queue, event source, its concurrency within the reservation,
     retention against the longest schedule the code allows (read from src/).
 (f) Tasks that never started (issue 13, RerunStoppedTasks): nothing with "off"; the launch store table (key and TTL
-    attribute read from src/aws/dynamodb.rs), its grant, the two extra rules' patterns against events/.
+    attribute read from src/aws/dynamodb.rs), its grant, the two extra rules' patterns against events/, and their
+    cluster filter (Clusters), the same as the failed-RunTask rule's.
 The parameters that reach ECS_RERUN_* variables are checked against the ranges and defaults of src/config.rs and
 src/plan.rs; BaseDelayMs / MaxDelayMs are empty by default, so every failure class keeps its own schedule.
 
@@ -852,6 +853,12 @@ def emitted() -> dict:
     metrics_rs = (SRC / "metrics.rs").read_text()
     (namespace,) = re.findall(r'pub const NAMESPACE: &str = "([^"]+)";', metrics_rs)
     names = set(re.findall(r'"Name":\s*"([A-Za-z]+)"', metrics_rs))
+    # a name chosen per outcome: "Name": seen, with `let seen = match ... { ... => "A", _ => "B" };`
+    for var in set(re.findall(r'"Name":\s*([a-z_]+)\b', metrics_rs)):
+        (arms,) = re.findall(rf"let {var} = match [^{{]*\{{(.*?)\}};", metrics_rs, re.S)
+        chosen = re.findall(r'=>\s*"([A-Za-z]+)"', arms)
+        assert chosen, f"metric name variable {var}: no names found"
+        names |= set(chosen)
     (dims,) = re.findall(r'"Dimensions":\s*(\[\[.*?\]\])', metrics_rs)
 
     def as_str_map(path: Path, enum_start: str) -> dict[str, str]:
@@ -885,7 +892,9 @@ def emitted() -> dict:
 def test_emitted_is_read_from_the_code():
     e = emitted()
     assert e["namespace"] == "EcsRerun"
-    assert e["metrics"] == {"FailuresSeen", "RetriesIssued", "Recoveries", "Notifications", "TimeToRecovery"}
+    # LaunchesGuarded: on a guarded launch's line instead of FailuresSeen (a launch is not a failure)
+    assert e["metrics"] == {"FailuresSeen", "LaunchesGuarded", "RetriesIssued", "Recoveries", "Notifications",
+                            "TimeToRecovery"}
     assert e["dimension_sets"] == [["Outcome"], ["Outcome", "ReasonClass"], ["Outcome", "Caller"]]
     assert e["dimensions"]["Outcome"] == {
         "recovered", "already_started", "gave_up", "not_retryable", "stale", "would_retry", "left",
@@ -1037,8 +1046,9 @@ def test_dashboard_shows_what_the_issue_asks_for(dashboard, template):
     lines = metric_lines(dashboard)
     shown = {(ns, m) for ns, m, _, _ in lines}
     assert {(e["namespace"], m) for m in e["metrics"]} <= shown
-    # failures by outcome: every outcome
-    assert {d["Outcome"] for ns, m, d, _ in lines if m == "FailuresSeen"} == e["dimensions"]["Outcome"]
+    # failures by outcome: every outcome; a guarded launch is no failure, it has its own metric (and line)
+    assert {d["Outcome"] for ns, m, d, _ in lines if m == "FailuresSeen"} == e["dimensions"]["Outcome"] - {"guarded"}
+    assert {d["Outcome"] for ns, m, d, _ in lines if m == "LaunchesGuarded"} == {"guarded"}
     # time to recovery: p50 and max
     assert {o["stat"] for ns, m, d, o in lines if m == "TimeToRecovery"} == {"p50", "Maximum"}
     assert {("AWS/Lambda", m) for m in ["Errors", "Throttles", "Duration"]} <= shown
@@ -1533,3 +1543,147 @@ def test_stopped_rule_takes_spot_only_when_asked(template, engine, value, spot):
         assert engine(pattern, stopped_event("17-", lastStatus="STOPPED", stopCode=code)) is spot, code
         assert not engine(pattern, stopped_event("17-", stopCode=code)), code  # still RUNNING
         assert not engine(pattern, stopped_event(stopCode=code, group="service:web")), code
+
+
+# Clusters also narrows the two extra rules: a launch in a cluster that is not watched is not stored, and a task
+# there is not rerun (the role may not run it there: the rerun would be refused and notified).
+STARTED_EVENTS = {"09-": "batch", "14-": "jobs"}  # requestParameters.cluster (an ARN in both samples)
+STOPPED_EVENTS = {"15-": "jobs", "16-": "jobs"}  # detail.clusterArn
+
+
+def in_cluster(prefix: str, cluster) -> dict:
+    """Sample `prefix` moved to `cluster`: a name, an ARN or None (no cluster named) for a RunTask record; for a
+    task state change, a name becomes the clusterArn ending in ":cluster/<name>" (always an ARN there).
+    "keep" leaves the sample in its own cluster."""
+    event = load_event(prefix)
+    if cluster == "keep":
+        pass
+    elif "clusterArn" in event["detail"]:
+        assert cluster is not None
+        event["detail"]["clusterArn"] = cluster if cluster.startswith("arn:") else CLUSTER_ARN.format(cluster)
+    elif cluster is None:
+        del event["detail"]["requestParameters"]["cluster"]
+    else:
+        event["detail"]["requestParameters"]["cluster"] = cluster
+    return event
+
+
+def test_sample_events_clusters():
+    """The premise of the cluster tests below: 09 runs in batch; 14, 15 and 16 in jobs, all named by ARN."""
+    for prefix, name in STARTED_EVENTS.items():
+        assert load_event(prefix)["detail"]["requestParameters"]["cluster"] == CLUSTER_ARN.format(name), prefix
+    for prefix, name in STOPPED_EVENTS.items():
+        assert load_event(prefix)["detail"]["clusterArn"] == CLUSTER_ARN.format(name), prefix
+
+
+@pytest.mark.parametrize("value", STORE_VALUES)
+@pytest.mark.parametrize("clusters", ["batch,jobs", "jobs,default", "default", "batch,defaults"])
+def test_new_rules_cluster_filter_patterns(template, value, clusters):
+    names = clusters.split(",")
+    failed = rendered_pattern(template, Clusters=clusters)
+    started = rendered_pattern(template, "StartedRunTaskRule", RerunStoppedTasks=value, Clusters=clusters)
+    stopped = rendered_pattern(template, "StoppedTaskRule", RerunStoppedTasks=value, Clusters=clusters)
+    # the RunTask record rule filters exactly like FailedRunTaskRule (names, ARN suffixes, absent with default)
+    assert started["detail"]["requestParameters"] == failed["detail"]["requestParameters"]
+    # the task state change: the ARN suffix only, "default" included like any other name
+    assert stopped["detail"]["clusterArn"] == [{"suffix": f":cluster/{n}"} for n in names]
+    # the rest of both patterns is what it is without Clusters
+    for rule, pattern in [("StartedRunTaskRule", started), ("StoppedTaskRule", stopped)]:
+        unfiltered = rendered_pattern(template, rule, RerunStoppedTasks=value)
+        assert not {"requestParameters", "clusterArn"} & set(unfiltered["detail"]), rule
+        rest = copy.deepcopy(pattern)
+        rest["detail"].pop("requestParameters", None)
+        rest["detail"].pop("clusterArn", None)
+        assert rest == unfiltered, rule
+
+
+STARTED_CLUSTER_CASES = [
+    # (Clusters, cluster of the RunTask record, delivered)
+    ("batch,jobs", "keep", True),  # 09 in batch, 14 in jobs, named by ARN
+    ("batch,jobs", "batch", True),
+    ("batch,jobs", "jobs", True),
+    ("batch,jobs", CLUSTER_ARN.format("jobs"), True),
+    ("batch,jobs", "web", False),
+    ("batch,jobs", CLUSTER_ARN.format("web"), False),
+    ("batch,jobs", CLUSTER_ARN.format("myjobs"), False),
+    ("batch,jobs", "myjobs", False),
+    ("batch,jobs", None, False),  # ran on "default", not listed
+    ("batch,jobs", "default", False),
+    ("jobs,default", None, True),  # ... here it is
+    ("jobs,default", "default", True),
+    ("jobs,default", CLUSTER_ARN.format("default"), True),
+    ("jobs,default", CLUSTER_ARN.format("jobs"), True),
+    ("jobs,default", CLUSTER_ARN.format("batch"), False),
+    ("jobs,default", CLUSTER_ARN.format("mydefault"), False),
+    ("default", "keep", False),  # batch / jobs are not watched
+    ("default", None, True),
+    ("default", CLUSTER_ARN.format("default"), True),
+    ("", "keep", True),  # no filter: every cluster, named or not
+    ("", "web", True),
+    ("", CLUSTER_ARN.format("web"), True),
+    ("", None, True),
+]
+
+
+STOPPED_CLUSTER_CASES = [
+    # (Clusters, cluster of the stopped task (name -> its ARN), delivered)
+    ("batch,jobs", "keep", True),  # 15 and 16 in jobs
+    ("batch,jobs", "batch", True),
+    ("batch,jobs", "web", False),
+    ("batch,jobs", "myjobs", False),
+    ("batch,jobs", "default", False),
+    ("jobs,default", "default", True),
+    ("jobs,default", "jobs", True),
+    ("jobs,default", "batch", False),
+    ("jobs,default", "mydefault", False),
+    ("default", "keep", False),
+    ("default", "default", True),
+    ("", "keep", True),  # no filter: every cluster
+    ("", "web", True),
+    ("", "default", True),
+]
+
+# What a rule must still refuse in a watched cluster: the cluster filter adds to its other conditions.
+SPOILERS = {
+    "StartedRunTaskRule": [lambda d: d["userIdentity"].update(invokedBy="batch.amazonaws.com")],
+    "StoppedTaskRule": [lambda d: d.update(group="service:web"), lambda d: d.update(lastStatus="RUNNING")],
+}
+RULE_SAMPLES = {"StartedRunTaskRule": STARTED_EVENTS, "StoppedTaskRule": STOPPED_EVENTS}
+
+
+@pytest.mark.parametrize("value", STORE_VALUES)
+@pytest.mark.parametrize("rule, clusters, cluster, want", [
+    *[("StartedRunTaskRule", *case) for case in STARTED_CLUSTER_CASES],
+    *[("StoppedTaskRule", *case) for case in STOPPED_CLUSTER_CASES],
+])
+def test_new_rules_honour_clusters(template, engine, value, rule, clusters, cluster, want):
+    pattern = rendered_pattern(template, rule, RerunStoppedTasks=value, Clusters=clusters)
+    for prefix in RULE_SAMPLES[rule]:
+        event = in_cluster(prefix, cluster)
+        assert engine(pattern, event) is want, (prefix, clusters, cluster)
+        for spoil in SPOILERS[rule]:
+            spoiled = copy.deepcopy(event)
+            spoil(spoiled["detail"])
+            assert not engine(pattern, spoiled), (prefix, clusters, cluster)
+
+
+@pytest.mark.parametrize("value", STORE_VALUES)
+@pytest.mark.parametrize("clusters, cluster, want", STOPPED_CLUSTER_CASES)
+def test_spot_stops_only_in_watched_clusters(template, engine, value, clusters, cluster, want):
+    """Spot stops: still only with failed-to-start-and-spot, and only in a watched cluster (17 is in jobs)."""
+    pattern = rendered_pattern(template, "StoppedTaskRule", RerunStoppedTasks=value, Clusters=clusters)
+    spot = in_cluster("17-", cluster)
+    spot["detail"].update(lastStatus="STOPPED", stopCode="SpotInterruption")
+    assert engine(pattern, spot) is (want and value == "failed-to-start-and-spot"), (clusters, cluster)
+
+
+@pytest.mark.parametrize("clusters", ["", "batch,jobs", "jobs,default"])
+def test_new_rules_with_clusters_still_leave_out_other_events(template, engine, clusters):
+    """Whatever Clusters is, each new rule still takes only its own kind of event."""
+    value = "failed-to-start-and-spot"
+    started = rendered_pattern(template, "StartedRunTaskRule", RerunStoppedTasks=value, Clusters=clusters)
+    stopped = rendered_pattern(template, "StoppedTaskRule", RerunStoppedTasks=value, Clusters=clusters)
+    for prefix in [*FAILURE_EVENTS, "10-", "11-", "12-", "13-", "15-", "16-", "17-"]:
+        assert not engine(started, load_event(prefix)), prefix
+    for prefix in [*FAILURE_EVENTS, "09-", "10-", "11-", "12-", "13-", "14-", "17-"]:
+        assert not engine(stopped, load_event(prefix)), prefix
