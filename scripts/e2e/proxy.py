@@ -17,6 +17,8 @@ What it adds to moto:
       - the same token with the same parameters gets that stored answer again, and nothing starts;
       - the same token with other parameters gets a ConflictException whose `resourceIds` are the
         task ARNs the token started;
+      - calls with the same token that overlap are handled one after the other (the later one gets
+        the stored answer), so concurrent deliveries cannot start a token's tasks twice;
       - an error answer may or may not have started tasks (`error_after_start` vs `error`): one that
         started tasks is stored (ECS answers a retry with those tasks), one that started nothing is not
         (the token is still unused, as ECS keeps it).
@@ -139,6 +141,7 @@ class ProxyState:
         self.scripts: dict[str, list[dict]] = {}
         self.log: list[dict] = []
         self.tokens: dict[tuple[str, str], dict] = {}
+        self.token_locks: dict[tuple[str, str], threading.Lock] = {}   # one call of a token at a time
         self.created: dict[str, float] = {}       # taskArn -> createdAt (epoch seconds)
         self.whole_calls: dict[str, dict] = {}    # amz-sdk-invocation-id -> the action for all its tries
         self.delay_cap_s: int | None = None       # the time warp of SendMessage's DelaySeconds (off)
@@ -376,12 +379,23 @@ class Handler(BaseHTTPRequestHandler):
         return {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": str(uuid.uuid4())}
 
     def _run_task(self, params: dict) -> None:
-        st = self.server.state
+        """One RunTask; calls with the same (cluster, clientToken) are handled one after the other, as ECS
+        does not start a token's tasks twice when its calls overlap (the second gets the first's answer)."""
+        arrived = time.time()
         cluster = _cluster_name(params.get("cluster"))
         token = params.get("clientToken")
+        if not token:
+            return self._run_task_one(params, cluster, token, arrived)
+        with self.server.state.lock:
+            lock = self.server.state.token_locks.setdefault((cluster, token), threading.Lock())
+        with lock:
+            return self._run_task_one(params, cluster, token, arrived)
+
+    def _run_task_one(self, params: dict, cluster: str, token: str | None, arrived: float) -> None:
+        st = self.server.state
         invocation = self.headers.get("amz-sdk-invocation-id")
         fp = fingerprint(params)
-        entry = {"t": time.time(), "service": "ecs", "op": "RunTask", "cluster": cluster,
+        entry = {"t": arrived, "service": "ecs", "op": "RunTask", "cluster": cluster,
                  "clientToken": token, "count": params.get("count", 1),
                  "taskDefinition": params.get("taskDefinition"),
                  "tags": {t.get("key"): t.get("value") for t in params.get("tags") or []},

@@ -32,6 +32,7 @@ SPOT = "17-spot-notice-running.json"           # its 2nd task, Spot notice while
 NOT_AS_RECORDED = {"clientToken", "count", "taskDefinition", "tags"}
 NOT_RECORDED = "stopped before its start was recorded"
 DAY_S = 24 * 3600
+SLOW_MS = 1500      # a slow ECS or SNS call: long enough for a concurrent delivery to arrive meanwhile
 
 
 def guard(stack, name: str = STARTED) -> dict:
@@ -231,26 +232,45 @@ def test_same_permanent_stop_event_twice_notifies_once(fresh):
 
 
 def test_same_stop_event_twice_at_once(fresh):
-    """15 delivered twice at the same moment (the emulator runs both invocations at once): one task."""
+    """15 delivered twice at the same moment (the emulator runs both invocations at once; the first
+    RunTask takes 1.5 s, so the second arrives while it is in flight): one task, no notification."""
     guard(fresh)
     ev = retime(event(THROTTLED))
-    results = fresh.invoke_concurrently([ev, ev], fresh=False)
+    fresh.control.script({"ecs:RunTask": [{"do": "pass", "delay_ms": SLOW_MS}]})
+    try:
+        results = fresh.invoke_concurrently([ev, ev], fresh=False)
+    finally:
+        fresh.control.clear_script()
     assert all(r.ok for r in results), [r.error for r in results]
+    calls = job_calls(fresh)
+    assert len(calls) == 2, [(c["clientToken"], c["action"]) for c in calls]
+    assert abs(calls[1]["t"] - calls[0]["t"]) < SLOW_MS / 1000, "the two deliveries did not overlap"
+    assert len(token_groups(calls)) == 1, [(c["clientToken"], c["action"]) for c in calls]
     assert sorted(r.response["outcome"] for r in results) in (["recovered", "recovered"],
                                                                ["already_started", "recovered"]), \
         [r.response for r in results]
-    assert len(token_groups(job_calls(fresh))) == 1
     assert len(fresh.tasks()) == 1
     assert fresh.notifications() == []
 
 
 def test_same_permanent_stop_event_twice_at_once_notifies_once(fresh):
-    """16 delivered twice at the same moment: the notification's claim (a conditional PutItem) lets one
-    publish; the other publishes nothing, or fails while the claim is pending and, delivered again (as
-    Lambda retries a failed asynchronous invocation), finds it sent. One notification either way."""
+    """16 delivered twice at the same moment, SNS slow (1.5 s), so the second delivery claims the
+    notification while the first is publishing it: the claim (a conditional PutItem) lets one publish;
+    the other fails while the claim is pending and, delivered again (as Lambda retries a failed
+    asynchronous invocation), finds it sent. One notification."""
     guard(fresh)
     ev = retime(event(NOT_FOUND))
-    results = fresh.invoke_concurrently([ev, ev], fresh=False)
+    fresh.control.script({"sns:Publish": [{"do": "pass", "delay_ms": SLOW_MS}]})
+    try:
+        results = fresh.invoke_concurrently([ev, ev], fresh=False)
+    finally:
+        fresh.control.clear_script()
+    log = fresh.control.log()
+    publish = [e for e in log if e.get("op") == "Publish"]
+    claims = [e for e in log if e.get("op") == "PutItem" and any(k.startswith("notice|") for k in e["keys"])]
+    assert len(publish) == 1 and len(claims) == 2, ([e["op"] for e in publish], claims)
+    # The Publish is logged with the time it arrived; it was answered SLOW_MS later.
+    assert claims[1]["t"] < publish[0]["t"] + SLOW_MS / 1000, "the second claim came after the publish ended"
     for r in results:
         assert r.ok or "another delivery is publishing" in (r.error or ""), r.error
     assert sum(1 for r in results if r.ok and r.response["notified"]) == 1, [r.response for r in results]
