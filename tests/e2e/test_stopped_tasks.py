@@ -327,3 +327,37 @@ def test_stop_whose_record_never_arrives_is_notified_once(qfresh):
     assert notes[0]["attributes"]["outcome"] == "not_retryable"
     assert notes[0]["message"]["event_id"] == event(THROTTLED)["id"]
     assert NOT_RECORDED in notes[0]["raw_message"], notes[0]["raw_message"][:400]
+
+
+def test_recheck_delivered_twice_starts_one_task(qfresh):
+    """SQS delivers the recheck of 15 twice (a copy, same body), after 14 arrived: both deliveries find
+    the launch and rerun the task with the same token; one task, nothing notified."""
+    qfresh.control.config(sqs_delay_cap_s=1)
+    with qfresh.pump.pause():
+        first = qfresh.invoke(retime(event(THROTTLED)), fresh=False)
+        assert first.ok and first.response["outcome"] == "waiting", first.error or first.response
+        guard(qfresh)
+        qfresh.pump.duplicate_next(1)
+    qfresh.settle(60)
+    ep = qfresh.episode(event_id_of(event(THROTTLED)))
+    copies = [d for d in ep.deliveries if d.duplicate_of]
+    assert len(copies) == 1 and '"recheck"' in copies[0].body, [(d.body[:60], d.duplicate_of) for d in ep.deliveries]
+    assert ep.finals and all(f["outcome"] in ("recovered", "already_started") for f in ep.finals), ep.reports
+    assert len(token_groups(run_task_calls(ep))) == 1, [(c["clientToken"], c["action"]) for c in run_task_calls(ep)]
+    assert len(job_tasks(qfresh, record(STARTED))) == 1
+    assert qfresh.notifications() == []
+
+
+def test_recheck_delivered_twice_never_found_notifies_once(qfresh):
+    """The first recheck of 15 (no 14 ever) is delivered twice: the episode forks, each fork looks again
+    on its own schedule and concludes; one notification all the same (claimed once per task)."""
+    qfresh.control.config(sqs_delay_cap_s=1)
+    qfresh.pump.duplicate_next(1)
+    ep = run_episode(qfresh, THROTTLED, timeout=90)
+    assert [d for d in ep.deliveries if d.duplicate_of], "the recheck was not delivered twice"
+    assert [f["outcome"] for f in ep.finals] == ["not_retryable", "not_retryable"], ep.reports
+    assert sorted(f["notified"] for f in ep.finals) == [False, True], ep.finals
+    assert run_task_calls(ep) == []
+    notes = qfresh.notifications()
+    assert len(notes) == 1, [n["subject"] for n in notes]
+    assert NOT_RECORDED in notes[0]["raw_message"]
