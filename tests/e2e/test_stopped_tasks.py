@@ -17,6 +17,8 @@ import copy
 import time
 import uuid
 
+import pytest
+
 from e2e_support import (ATTEMPT_TAG, OWN_TOKEN, event, invoke, job_tasks, record, run_episode, run_task_calls,
                          tags_of, token_groups)
 from proxy import prune
@@ -72,8 +74,10 @@ def assert_rerun_as_recorded(call: dict, recorded: dict, revision: str, attempt:
     assert sent["taskDefinition"] == revision, (sent["taskDefinition"], revision)
     assert sent["count"] == 1
     assert OWN_TOKEN.match(sent["clientToken"]) and sent["clientToken"] != recorded.get("clientToken")
-    user = {t["key"]: t["value"] for t in recorded.get("tags") or []}
-    assert call["tags"] == {**user, ATTEMPT_TAG: str(attempt), CALL_TAG: recorded["clientToken"]}, call["tags"]
+    user = [(t["key"], t["value"]) for t in recorded.get("tags") or []]
+    sent_tags = [(t["key"], t["value"]) for t in sent.get("tags") or []]
+    assert sorted(sent_tags) == sorted(user + [(ATTEMPT_TAG, str(attempt)), (CALL_TAG, recorded["clientToken"])]), \
+        sent_tags
 
 
 # ---- the successful record -------------------------------------------------------------------------
@@ -107,18 +111,37 @@ def test_successful_runtask_is_stored_under_each_task_arn(fresh):
 
 # ---- a task that failed to start -----------------------------------------------------------------------
 
-def test_pull_throttled_task_is_rerun_with_its_stored_request(fresh):
-    """14 started two tasks; the first stopped, its image pull throttled (15): one RunTask with 14's stored
-    request (capacity provider strategy, network configuration, overrides, group, startedBy, tags,
-    propagateTags, enableECSManagedTags, platformVersion...), pinned to etl-load:12, count 1; exactly
+def ec2_stop_event() -> dict:
+    """A TaskFailedToStart change (pull throttled) for the EC2 task that record 09 started."""
+    started = record("09-successful-runtask.json")["responseElements"]["tasks"][0]
+    ev = stop_event(started["taskArn"])
+    ev["detail"].update(clusterArn=started["clusterArn"], taskDefinitionArn=started["taskDefinitionArn"],
+                        launchType="EC2", group="family:nightly-report", startedBy="events-rule/nightly-report")
+    ev["detail"].pop("capacityProviderName", None)
+    ev["detail"].pop("attachments", None)
+    for c in ev["detail"]["containers"]:
+        c["name"] = "app"
+    return ev
+
+
+@pytest.mark.parametrize("launch, stop", [
+    (STARTED, THROTTLED),                       # Fargate, capacity provider strategy, awsvpc
+    ("09-successful-runtask.json", "ec2"),      # EC2, placement strategy, enableExecuteCommand
+], ids=["fargate-14-15", "ec2-09"])
+def test_pull_throttled_task_is_rerun_with_its_stored_request(fresh, launch, stop):
+    """A task of a guarded launch stopped, its image pull throttled (15 for 14's first task; the same for
+    09's EC2 task): one RunTask with the launch's stored request (capacity provider strategy or launch
+    type, network configuration, placement, overrides, group, startedBy, tags, propagateTags,
+    enableECSManagedTags, platformVersion...), pinned to the revision the task ran, count 1; exactly
     one new task, which is stored in turn (call 1 of the job); nothing notified."""
-    recorded = guard(fresh)["requestParameters"]
-    stopped = record(THROTTLED)
-    res = invoke(fresh, THROTTLED)
+    recorded = guard(fresh, launch)["requestParameters"]
+    ev = event(stop) if stop != "ec2" else ec2_stop_event()
+    stopped = ev["detail"]
+    res = invoke(fresh, ev)
     assert res.ok, res.error
     r = res.response
     assert (r["outcome"], r["attempts"], r["tasks_started"], r["notified"]) == ("recovered", 1, 1, False), r
-    assert r["event_id"] == event(THROTTLED)["id"]
+    assert r["event_id"] == ev["id"]
 
     calls = run_task_calls(res)
     assert len(calls) == 1, [(c["clientToken"], c["action"]) for c in calls]
@@ -129,7 +152,8 @@ def test_pull_throttled_task_is_rerun_with_its_stored_request(fresh):
     task = tasks[0]
     assert task["taskArn"] == calls[0]["response"]["tasks"][0]["taskArn"]
     assert task["taskDefinitionArn"] == stopped["taskDefinitionArn"]
-    assert (task["group"], task["startedBy"]) == ("etl", "etl-scheduler")
+    assert task["startedBy"] == recorded["startedBy"]
+    assert task["group"] == recorded.get("group", stopped["group"])
     assert task["overrides"]["containerOverrides"] == recorded["overrides"]["containerOverrides"]
     assert tags_of(task)[ATTEMPT_TAG] == "1" and tags_of(task)["team"] == "data"
     item = fresh.launch_item(task["taskArn"])
