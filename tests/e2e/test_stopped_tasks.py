@@ -19,10 +19,10 @@ import uuid
 
 import pytest
 
-from e2e_support import (ATTEMPT_TAG, OWN_TOKEN, event, invoke, job_tasks, record, run_episode, run_task_calls,
+from e2e_support import (ATTEMPT_TAG, OWN_TOKEN, ROOT, event, invoke, job_tasks, record, run_episode, run_task_calls,
                          tags_of, token_groups)
 from proxy import prune
-from stack import event_id_of, retime
+from stack import Stack, event_id_of, retime
 
 CALL_TAG = "ecs-rerun:call"
 STARTED = "14-started-fargate.json"           # a Fargate RunTask that started 2 tasks
@@ -385,3 +385,26 @@ def test_recheck_delivered_twice_never_found_notifies_once(qfresh):
     notes = qfresh.notifications()
     assert len(notes) == 1, [n["subject"] for n in notes]
     assert NOT_RECORDED in notes[0]["raw_message"]
+
+
+# ---- without the store (the feature is opt-in) -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bare_stack():
+    """A stack whose function has no ECS_RERUN_STORE_TABLE (and moto no table)."""
+    with Stack(quiet=True, log_dir=ROOT / ".tools" / "e2e" / "pytest-no-store", store=False) as s:
+        yield s
+
+
+def test_without_the_store_nothing_is_guarded_or_rerun(bare_stack):
+    """A deployment without the table: the successful record (14) and the stopped task (15) are both
+    ignored; no DynamoDB call, no RunTask, no task, no notification."""
+    bare_stack.reset()
+    bare_stack.notifications()
+    assert bare_stack.client("dynamodb").list_tables()["TableNames"] == []
+    for name in (STARTED, THROTTLED):
+        res = invoke(bare_stack, name)
+        assert res.ok and res.response["outcome"] == "ignored", res.error or res.response
+        assert "ECS_RERUN_STORE_TABLE" in res.response["reason"] or name == THROTTLED, res.response
+        assert [c for c in res.calls if c.get("service") == "dynamodb" or c.get("op") in ("RunTask", "Publish")] == []
+    assert bare_stack.tasks() == [] and bare_stack.notifications() == []
