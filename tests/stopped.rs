@@ -14,7 +14,7 @@ use ecs_rerun::core::plan::Outcome;
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::ports::clock::Clock;
-use ecs_rerun::ports::store::{Claim, LaunchStore, MemoryStore, NOTICE_LEASE};
+use ecs_rerun::ports::store::{Claim, LaunchStore, MemoryStore};
 use serde_json::{Value, json};
 
 /// The fakes' clock starts here.
@@ -49,6 +49,16 @@ impl World {
     /// A handler on this world's ports; waits go through the queue (the tests deliver it).
     fn handler(&self, extra: &[(&str, &str)]) -> TestHandler {
         self.handler_with(extra, self.sns.clone())
+    }
+
+    /// A handler on this world's ECS, topic and clock, without queue or store.
+    fn storeless(&self) -> Handler<FakeEcs, FakeSns, FakeClock> {
+        Handler::new(
+            config(&[]),
+            self.ecs.clone(),
+            self.sns.clone(),
+            self.clock.clone(),
+        )
     }
 
     fn handler_with(&self, extra: &[(&str, &str)], sns: FakeSns) -> TestHandler {
@@ -363,13 +373,15 @@ async fn a_notification_claimed_by_another_delivery_fails_until_it_is_sent_or_it
     world.run(launch(&world)).await;
     let task2 = "arn:aws:ecs:us-east-1:111122223333:task/jobs/6f2a1d3b0c4e5f9ab8d7c6e5f4a3b2c1";
     let stopped = stop(&world, "16-stopped-image-not-found.json", task2);
-    // Another delivery claimed it and died before publishing.
+    // Another delivery claimed it and may still be publishing: its claim holds until its
+    // deadline, a minute away.
     let key = format!("task|{task2}");
     let now = world.clock.now();
+    let deadline = now + Duration::from_secs(60);
     assert_eq!(
         world
             .store
-            .claim_notice(&key, now, now)
+            .claim_notice(&key, now, deadline, now)
             .await
             .expect("claim"),
         Claim::Granted
@@ -378,7 +390,8 @@ async fn a_notification_claimed_by_another_delivery_fails_until_it_is_sent_or_it
     assert!(matches!(err, HandlerError::NoticeInFlight { .. }), "{err}");
     assert!(world.sns.sent().is_empty());
 
-    world.clock.advance(NOTICE_LEASE + Duration::from_secs(1));
+    // Past its deadline that invocation is gone (Lambda's retry comes a minute after a failure).
+    world.clock.advance(Duration::from_secs(61));
     let report = world.run(stopped).await;
     assert!(report.notified);
     assert_eq!(world.sns.sent().len(), 1);
@@ -414,12 +427,7 @@ async fn duplicate_deliveries_of_a_failed_call_notify_once() {
 #[tokio::test]
 async fn without_a_store_stopped_tasks_and_launches_are_ignored_with_the_reason() {
     let world = World::new(vec![]);
-    let handler = Handler::new(
-        config(&[]),
-        world.ecs.clone(),
-        world.sns.clone(),
-        world.clock.clone(),
-    );
+    let handler = world.storeless();
     let invocation = Invocation::default();
     let launched = handler
         .handle(launch(&world), &invocation)
@@ -483,4 +491,121 @@ async fn every_sample_event_has_its_expected_dry_run_outcome_played_in_order() {
             "{file}: a dry run launches nothing"
         );
     }
+}
+
+/// Sample 14 as one call of one task: `T1` started by the caller's SDK retry of a throttled try.
+fn one_task_launch(world: &World) -> Value {
+    let mut e = launch(world);
+    e["detail"]["requestParameters"]["count"] = json!(1);
+    e["detail"]["responseElements"]["tasks"] =
+        json!([{"taskArn": "arn:aws:ecs:us-east-1:111122223333:task/jobs/t0"}]);
+    e
+}
+
+#[tokio::test]
+async fn a_stopped_task_found_by_the_exact_replay_and_by_its_record_is_rerun_once() {
+    // Review finding: the caller's throttled try (record R1) and its SDK retry that started T1
+    // (record R2) both put T1 in the store, ecs-rerun's exact replay with one call, the record
+    // with none; whichever comes last, T1's rerun must send the same token.
+    let world = World::new(vec![]);
+    let r2 = one_task_launch(&world);
+    let mut r1 = r2.clone();
+    r1["detail"]["errorCode"] = json!("ThrottlingException");
+    r1["detail"]["errorMessage"] = json!("Rate exceeded");
+    r1["detail"]["responseElements"] = Value::Null;
+    r1["detail"]["eventID"] = json!("r1-throttled-try");
+    let request: RunTaskRequest =
+        serde_json::from_value(r2["detail"]["requestParameters"].clone()).unwrap();
+    world.ecs.caller_calls(&request);
+    let t1 = "arn:aws:ecs:us-east-1:111122223333:task/jobs/t0";
+
+    let replay = world.run(r1).await;
+    assert_eq!(replay.outcome, Outcome::AlreadyStarted, "{}", replay.reason);
+    world.run(throttled(&world, t1)).await;
+    assert_eq!(world.ecs.tasks_started(), 2, "T1 and its rerun");
+
+    // The record of the successful try comes last, then another change of T1.
+    world.run(r2).await;
+    let mut again = throttled(&world, t1);
+    again["id"] = json!("another-change-of-t1");
+    world.run(again).await;
+    assert_eq!(world.ecs.tasks_started(), 2, "T1 is rerun once");
+}
+
+#[tokio::test]
+async fn a_step_functions_task_interrupted_by_spot_is_left_to_its_workflow() {
+    // Review finding: the caller's rule must see every stop, not only TaskFailedToStart.
+    let world = World::new(vec![]);
+    let mut record = launch(&world);
+    record["detail"]["userIdentity"]["invokedBy"] = json!("states.amazonaws.com");
+    world.run(record).await;
+    let mut interrupted = stop(&world, "17-spot-notice-running.json", TASK);
+    interrupted["detail"]["lastStatus"] = json!("STOPPED");
+    let rules = r#"[{"onStopCode": "SpotInterruption", "action": "retry"}]"#;
+    let report = world
+        .run_with(&[("ECS_RERUN_RULES", rules)], interrupted)
+        .await
+        .expect("handled");
+    assert_eq!(report.outcome, Outcome::NotRetryable, "{}", report.reason);
+    assert_eq!(world.ecs.tasks_started(), 0);
+}
+
+/// A store whose confirmations fail (DynamoDB throttled after the publish went out).
+#[derive(Default)]
+struct UnconfirmedStore(MemoryStore);
+
+impl LaunchStore for UnconfirmedStore {
+    async fn guard(
+        &self,
+        task_arns: &[String],
+        launch: &ecs_rerun::core::guard::GuardedLaunch,
+        expires: SystemTime,
+    ) -> Result<(), ecs_rerun::ports::store::StoreError> {
+        self.0.guard(task_arns, launch, expires).await
+    }
+
+    async fn find(
+        &self,
+        task_arn: &str,
+        now: SystemTime,
+    ) -> Result<Option<ecs_rerun::core::guard::GuardedLaunch>, ecs_rerun::ports::store::StoreError>
+    {
+        self.0.find(task_arn, now).await
+    }
+
+    async fn claim_notice(
+        &self,
+        key: &str,
+        now: SystemTime,
+        lease: SystemTime,
+        expires: SystemTime,
+    ) -> Result<Claim, ecs_rerun::ports::store::StoreError> {
+        self.0.claim_notice(key, now, lease, expires).await
+    }
+
+    async fn confirm_notice(&self, _: &str) -> Result<(), ecs_rerun::ports::store::StoreError> {
+        Err(ecs_rerun::ports::store::StoreError {
+            table: "t".into(),
+            cause: "ProvisionedThroughputExceededException".into(),
+        })
+    }
+
+    async fn release_notice(&self, key: &str) -> Result<(), ecs_rerun::ports::store::StoreError> {
+        self.0.release_notice(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_confirmation_after_the_publish_does_not_fail_the_invocation() {
+    // Review finding: failing here would make the redelivery publish a second time.
+    let world = World::new(vec![]);
+    let handler = world.storeless().with_store(UnconfirmedStore::default());
+    let mut record = event("06-attribute.json");
+    record["detail"]["eventTime"] = json!(utc(world.clock.now()));
+    let report = handler
+        .handle(record, &Invocation::default())
+        .await
+        .expect("the invocation succeeds");
+    assert!(report.notified);
+    assert_eq!(world.sns.sent().len(), 1);
 }

@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::delete_item::{DeleteItemError, DeleteItemOutput};
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use ecs_rerun::aws::dynamodb::DynamoStore;
 use ecs_rerun::core::decode::Origin;
@@ -66,49 +65,30 @@ fn conditional_failure() -> ConditionalCheckFailedException {
 }
 
 #[tokio::test]
-async fn a_launch_is_written_once_per_task_with_its_expiry_and_unprocessed_items_are_sent_again() {
+async fn a_launch_is_written_per_task_with_its_expiry_and_never_lowers_a_kept_call_count() {
     let second = "arn:aws:ecs:us-east-1:111122223333:task/jobs/t2";
     let body = serde_json::to_string(&launch()).unwrap();
-    let expected_body = body.clone();
-    let unprocessed = WriteRequest::builder()
-        .put_request(
-            PutRequest::builder()
-                .item("pk", s(second))
-                .item("launch", s(&body))
-                .item("expiresAt", AttributeValue::N("1086400".into()))
-                .build()
-                .unwrap(),
-        )
-        .build();
-    let first_call = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+    let written = mock!(aws_sdk_dynamodb::Client::put_item)
         .match_requests(move |r| {
-            let items = &r.request_items().unwrap()[TABLE];
-            items.len() == 2
-                && items.iter().all(|w| {
-                    let put = w.put_request().unwrap().item();
-                    put["launch"] == AttributeValue::S(expected_body.clone())
-                        && put["expiresAt"] == AttributeValue::N("1086400".into())
-                })
+            let item = r.item().unwrap();
+            item["pk"] == s(TASK)
+                && item["launch"] == AttributeValue::S(body.clone())
+                && item["calls"] == AttributeValue::N("0".into())
+                && item["expiresAt"] == AttributeValue::N("1086400".into())
+                && r.condition_expression() == Some("attribute_not_exists(pk) OR calls <= :calls")
         })
-        .then_output(move || {
-            BatchWriteItemOutput::builder()
-                .unprocessed_items(TABLE, vec![unprocessed.clone()])
-                .build()
-        });
-    let second_call = mock!(aws_sdk_dynamodb::Client::batch_write_item)
-        .match_requests(move |r| r.request_items().unwrap()[TABLE].len() == 1)
-        .then_output(|| BatchWriteItemOutput::builder().build());
-    let client = mock_client!(
-        aws_sdk_dynamodb,
-        RuleMode::Sequential,
-        [&first_call, &second_call]
-    );
+        .then_output(|| PutItemOutput::builder().build());
+    // The second task is kept already, from a later call of the job: not overwritten.
+    let kept = mock!(aws_sdk_dynamodb::Client::put_item)
+        .match_requests(move |r| r.item().unwrap()["pk"] == s(second))
+        .then_error(|| PutItemError::ConditionalCheckFailedException(conditional_failure()));
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&written, &kept]);
     let store = DynamoStore::new(client, TABLE.into());
     store
         .guard(&[TASK.into(), second.into()], &launch(), at(1_086_400))
         .await
-        .expect("written");
-    assert_eq!((first_call.num_calls(), second_call.num_calls()), (1, 1));
+        .expect("written, and the kept one left alone");
+    assert_eq!((written.num_calls(), kept.num_calls()), (1, 1));
 }
 
 #[tokio::test]
@@ -158,8 +138,9 @@ async fn a_claim_is_granted_by_a_conditional_put_and_refused_as_sent_or_pending(
             r.condition_expression()
                 .is_some_and(|c| c.contains("attribute_not_exists(pk)"))
                 && r.item().unwrap()["pk"] == s("notice|k1")
-                && r.expression_attribute_values().unwrap()[":stale"]
-                    == AttributeValue::N("820".into())
+                && r.item().unwrap()["claimedUntil"] == AttributeValue::N("1060".into())
+                && r.expression_attribute_values().unwrap()[":now"]
+                    == AttributeValue::N("1000".into())
         })
         .then_output(|| PutItemOutput::builder().build());
     let taken = || {
@@ -177,7 +158,7 @@ async fn a_claim_is_granted_by_a_conditional_put_and_refused_as_sent_or_pending(
             .set_item(Some(item(&[
                 ("pk", s("notice|k3")),
                 ("state", s("claimed")),
-                ("claimedAt", AttributeValue::N("990".into())),
+                ("claimedUntil", AttributeValue::N("1030".into())),
             ])))
             .build()
     });
@@ -187,18 +168,14 @@ async fn a_claim_is_granted_by_a_conditional_put_and_refused_as_sent_or_pending(
         [&granted, &taken_sent, &sent, &taken_pending, &claimed]
     );
     let store = DynamoStore::new(client, TABLE.into());
-    let now = at(1000);
+    let (now, lease, expires) = (at(1000), at(1060), at(9000));
+    let claim = |key| store.claim_notice(key, now, lease, expires);
+    assert_eq!(claim("k1").await.unwrap(), Claim::Granted);
+    assert_eq!(claim("k2").await.unwrap(), Claim::Sent);
     assert_eq!(
-        store.claim_notice("k1", now, at(9000)).await.unwrap(),
-        Claim::Granted
-    );
-    assert_eq!(
-        store.claim_notice("k2", now, at(9000)).await.unwrap(),
-        Claim::Sent
-    );
-    assert_eq!(
-        store.claim_notice("k3", now, at(9000)).await.unwrap(),
-        Claim::Pending
+        claim("k3").await.unwrap(),
+        Claim::Pending,
+        "its claimant's deadline is 30 s away"
     );
 }
 

@@ -2,21 +2,22 @@
 //!
 //! Items, all under the string key `pk`, with the TTL attribute `expiresAt` (epoch seconds;
 //! DynamoDB deletes expired items up to two days late, so reads ignore them):
-//! - a task ARN → `launch`: the [`GuardedLaunch`] as JSON. One `BatchWriteItem` per guarded
-//!   launch, one item per task ARN (at most ten).
-//! - `notice|KEY` → `state` (`claimed`, with `claimedAt`, or `sent`): the one notification of an
-//!   episode, claimed with a conditional `PutItem`.
+//! - a task ARN → `launch`: the [`GuardedLaunch`] as JSON, and `calls`, the job's call count.
+//!   One conditional `PutItem` per task (most launches start one; at most ten), which never
+//!   lowers `calls`.
+//! - `notice|KEY` → `state` (`claimed`, with `claimedUntil`, the claimant's deadline, or
+//!   `sent`): the one notification of an episode, claimed with a conditional `PutItem`.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::core::guard::GuardedLaunch;
-use crate::ports::store::{Claim, LaunchStore, NOTICE_LEASE, NoticeState, StoreError};
-
-/// How often unprocessed items of a `BatchWriteItem` are sent again before the call fails.
-const MAX_BATCH_ROUNDS: u32 = 4;
+use crate::ports::store::{Claim, LaunchStore, NoticeState, StoreError};
 
 /// The store in a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -52,7 +53,7 @@ impl DynamoStore {
         Ok(item.map(|item| match text(&item, "state") {
             Some("sent") => NoticeState::Sent,
             _ => NoticeState::Claimed(
-                number(&item, "claimedAt")
+                number(&item, "claimedUntil")
                     .map_or(UNIX_EPOCH, |t| UNIX_EPOCH + Duration::from_secs(t)),
             ),
         }))
@@ -67,40 +68,37 @@ impl LaunchStore for DynamoStore {
         expires: SystemTime,
     ) -> Result<(), StoreError> {
         let body = serde_json::to_string(launch).map_err(|e| self.error(e))?;
-        let mut requests = task_arns
-            .iter()
-            .map(|arn| {
-                PutRequest::builder()
-                    .item("pk", s(arn.clone()))
-                    .item("launch", s(body.clone()))
-                    .item("expiresAt", n(epoch(expires)))
-                    .build()
-                    .map(|put| WriteRequest::builder().put_request(put).build())
-                    .map_err(|e| self.error(e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        for _ in 0..MAX_BATCH_ROUNDS {
-            if requests.is_empty() {
-                return Ok(());
-            }
-            let answer = self
+        for arn in task_arns {
+            // Never lower a task's call count: the caller's record may arrive after ecs-rerun
+            // stored the same task from its exact replay, and the count caps the job's calls.
+            let put = self
                 .client
-                .batch_write_item()
-                .request_items(&self.table, requests)
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(arn.clone()))
+                .item("launch", s(body.clone()))
+                .item("calls", n(u64::from(launch.calls)))
+                .item("expiresAt", n(epoch(expires)))
+                .condition_expression("attribute_not_exists(pk) OR calls <= :calls")
+                .expression_attribute_values(":calls", n(u64::from(launch.calls)))
                 .send()
-                .await
-                .map_err(|e| self.error(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-            requests = answer
-                .unprocessed_items
-                .and_then(|mut left| left.remove(&self.table))
-                .unwrap_or_default();
+                .await;
+            match put {
+                Ok(_) => {}
+                Err(e)
+                    if condition_failed(
+                        &e,
+                        PutItemError::is_conditional_check_failed_exception,
+                    ) =>
+                {
+                    tracing::debug!(task = %arn, calls = launch.calls, "the store holds this task with more calls already; kept");
+                }
+                Err(e) => {
+                    return Err(self.error(aws_sdk_dynamodb::error::DisplayErrorContext(e)));
+                }
+            }
         }
-        match requests.len() {
-            0 => Ok(()),
-            left => Err(self.error(format!(
-                "{left} item(s) still unprocessed after {MAX_BATCH_ROUNDS} BatchWriteItem calls"
-            ))),
-        }
+        Ok(())
     }
 
     async fn find(
@@ -145,31 +143,28 @@ impl LaunchStore for DynamoStore {
         &self,
         key: &str,
         now: SystemTime,
+        lease: SystemTime,
         expires: SystemTime,
     ) -> Result<Claim, StoreError> {
-        let stale = now.checked_sub(NOTICE_LEASE).unwrap_or(UNIX_EPOCH);
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(notice_key(key)))
             .item("state", s("claimed".to_owned()))
-            .item("claimedAt", n(epoch(now)))
+            .item("claimedUntil", n(epoch(lease)))
             .item("expiresAt", n(epoch(expires)))
             .condition_expression(
-                "attribute_not_exists(pk) OR (#state = :claimed AND claimedAt < :stale)",
+                "attribute_not_exists(pk) OR (#state = :claimed AND claimedUntil < :now)",
             )
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":claimed", s("claimed".to_owned()))
-            .expression_attribute_values(":stale", n(epoch(stale)))
+            .expression_attribute_values(":now", n(epoch(now)))
             .send()
             .await;
         match put {
             Ok(_) => Ok(Claim::Granted),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if condition_failed(&e, PutItemError::is_conditional_check_failed_exception) => {
                 // Taken: by a delivery that published, or by one still publishing.
                 Ok(self
                     .notice_state(key)
@@ -209,14 +204,19 @@ impl LaunchStore for DynamoStore {
             Ok(_) => Ok(()),
             // Confirmed meanwhile, or gone: nothing to release.
             Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                if condition_failed(&e, DeleteItemError::is_conditional_check_failed_exception) =>
             {
                 Ok(())
             }
             Err(e) => Err(self.error(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
         }
     }
+}
+
+/// Whether a conditional write was refused because its condition did not hold (`refused` is
+/// the operation's `is_conditional_check_failed_exception`).
+fn condition_failed<E>(error: &SdkError<E>, refused: impl Fn(&E) -> bool) -> bool {
+    error.as_service_error().is_some_and(refused)
 }
 
 fn notice_key(key: &str) -> String {

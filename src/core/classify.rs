@@ -592,7 +592,8 @@ impl Rules {
 
     /// Classifies a task that stopped with `stop_code` before it ran: `reason` (its
     /// `stoppedReason`, with the containers' reasons in `detail` after it) against `onReason`,
-    /// `detail` against `onMessage`. A rule that names no `onStopCode` is for `TaskFailedToStart`.
+    /// `detail` against `onMessage`. A rule that names no `onStopCode` is for `TaskFailedToStart`,
+    /// unless it names a caller: then it is for every stop.
     pub fn stopped(
         &self,
         stop_code: &str,
@@ -607,9 +608,12 @@ impl Rules {
         };
         let mut verdict = self.first_match(&shown, |r| {
             r.on_error_code.is_none()
-                && r.on_stop_code
-                    .as_ref()
-                    .map_or(stop_code == FAILED_TO_START, |g| g.matches(stop_code))
+                && r.on_stop_code.as_ref().map_or(
+                    // A caller's rule concerns every stop of its tasks: a Step Functions `.sync`
+                    // state retries an interrupted task as it retries one that failed to start.
+                    stop_code == FAILED_TO_START || r.on_caller.is_some(),
+                    |g| g.matches(stop_code),
+                )
                 && r.on_reason.as_ref().is_none_or(|g| g.matches(&shown))
                 && r.on_message.as_ref().is_none_or(|g| g.matches(detail))
                 && r.concerns(subject)

@@ -88,8 +88,9 @@ pub struct StartedRunTask {
 }
 
 /// A task that ECS accepted and then stopped before it ran (`TaskFailedToStart`), or that Spot
-/// capacity took away, from its `ECS Task State Change` event.
-#[derive(Debug, Clone, PartialEq)]
+/// capacity took away, from its `ECS Task State Change` event. Small, so that a recheck
+/// carries it through the delay queue instead of the whole event.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct StoppedTask {
     /// The event's `id`.
     pub event_id: String,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::core::decode::Origin;
+use crate::core::decode::{Origin, StoppedTask};
 use crate::core::plan::Episode;
 
 /// The longest delay SQS accepts for one message.
@@ -97,13 +97,13 @@ impl Hop {
     }
 }
 
-/// A task state change to handle again later: the store did not know the task's launch yet.
+/// A stopped task to look for again later: the store did not know its launch yet.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recheck {
     /// [`VERSION`].
     pub version: u32,
-    /// The `ECS Task State Change` event, as it arrived.
-    pub recheck: Value,
+    /// The task, as its state change said.
+    pub recheck: StoppedTask,
     /// Looks made so far.
     pub tries: u32,
 }
@@ -114,7 +114,7 @@ pub enum Message {
     /// An episode between two calls.
     Hop(Box<Hop>),
     /// A stopped task to look for again.
-    Recheck(Recheck),
+    Recheck(Box<Recheck>),
 }
 
 impl Recheck {
@@ -139,7 +139,7 @@ impl Message {
                 recheck.version
             )));
         }
-        Ok(Self::Recheck(recheck))
+        Ok(Self::Recheck(Box::new(recheck)))
     }
 }
 

@@ -587,7 +587,7 @@ impl Episode {
         if call > self.max_attempts {
             let why = format!(
                 "{} call(s) made, {}; last failure: {}",
-                self.max_attempts,
+                self.calls(),
                 self.missing_phrase(),
                 self.last_failure()
             );
@@ -856,7 +856,7 @@ impl Episode {
     fn current_token(&self) -> String {
         match self.phase {
             Phase::Original => self.recorded.client_token.clone().unwrap_or_default(),
-            Phase::Lookup | Phase::Own => marks::own_token(&self.key, self.own_attempt),
+            Phase::Lookup | Phase::Own => self.own_token(),
         }
     }
 
@@ -887,7 +887,7 @@ impl Episode {
     fn own_request(&self) -> RunTaskRequest {
         let mut request = self.template.clone();
         request.count = Some(self.missing);
-        request.client_token = Some(marks::own_token(&self.key, self.own_attempt));
+        request.client_token = Some(self.own_token());
         request.reference_id = None;
         request.tags = marks::retry_tags(
             self.template.tags.as_deref(),
@@ -895,6 +895,13 @@ impl Episode {
             self.own_attempt,
         );
         request
+    }
+
+    /// The token of the current own attempt. Numbered within this episode's key, not by the
+    /// job's earlier calls: a stopped task's store entry may say 0 or 1 earlier calls depending
+    /// on which record came last, and its rerun must send the same token either way.
+    fn own_token(&self) -> String {
+        marks::own_token(&self.key, self.own_attempt.saturating_sub(self.prior_calls))
     }
 
     fn ambiguous_token(&self) -> Option<String> {

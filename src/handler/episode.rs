@@ -20,7 +20,7 @@ use crate::ports::clock::Clock;
 use crate::ports::launch::TaskLauncher;
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
-use crate::ports::store::{Claim, LaunchStore};
+use crate::ports::store::{Claim, LaunchStore, NOTICE_LEASE_WITHOUT_DEADLINE};
 
 /// How far an invocation took an episode.
 enum Progress {
@@ -90,7 +90,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             Decision::Ignore(why) => Ok(ignored(Some(failed.origin.event_id.clone()), &why)),
             Decision::Conclude(conclusion) => {
                 log_failure(failed);
-                self.finish(&origin, conclusion).await
+                self.finish(&origin, conclusion, invocation).await
             }
             Decision::Retry(episode) => {
                 log_failure(failed);
@@ -107,7 +107,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
         match self.run(origin, episode, invocation).await? {
-            Progress::Done(conclusion) => self.finish(origin, conclusion).await,
+            Progress::Done(conclusion) => self.finish(origin, conclusion, invocation).await,
             Progress::Waiting { call, wait, delay } => {
                 Ok(self.waiting_report(origin, call, wait, delay))
             }
@@ -120,6 +120,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         &self,
         origin: &Origin,
         conclusion: Conclusion,
+        invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
         let secrets: Vec<&str> = origin.request.environment_values().collect();
         let outcome = conclusion.outcome;
@@ -135,7 +136,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         let note = wants_note
             .then(|| message::compose(origin, &conclusion, self.notifier.max_message_size()));
         let sent = match &note {
-            Some(note) => self.notify_once(origin, note).await?,
+            Some(note) => self.notify_once(origin, note, invocation).await?,
             None => false,
         };
         let subject = note.filter(|_| sent).map(|n| n.subject);
@@ -160,6 +161,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         &self,
         origin: &Origin,
         note: &message::Notification,
+        invocation: &Invocation,
     ) -> Result<bool, HandlerError> {
         let key = if origin.key.is_empty() {
             &origin.event_id
@@ -167,9 +169,13 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             &origin.key
         };
         let now = self.clock.now();
+        // The claim holds while this invocation can live: after its deadline, Lambda has ended it.
+        let lease = invocation
+            .deadline
+            .unwrap_or(now + NOTICE_LEASE_WITHOUT_DEADLINE);
         match self
             .store
-            .claim_notice(key, now, now + self.config.store_ttl)
+            .claim_notice(key, now, lease, now + self.config.store_ttl)
             .await?
         {
             Claim::Sent => {
@@ -190,7 +196,10 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             }
             return Err(err.into());
         }
-        self.store.confirm_notice(key).await?;
+        // Published: failing now would make the redelivery publish again once the lease is over.
+        if let Err(err) = self.store.confirm_notice(key).await {
+            tracing::warn!(error = %err, "notification published, but its claim could not be confirmed; a redelivery after the lease could publish it again");
+        }
         Ok(true)
     }
 

@@ -20,7 +20,6 @@ use crate::core::classify::ReasonClass;
 use crate::core::decode::{self, DecodeError, Decoded, Ignored, Origin};
 use crate::core::hop::{HopError, Message};
 use crate::core::plan::Outcome;
-use crate::core::task_change::TASK_CHANGE_DETAIL_TYPE;
 use crate::ports::clock::Clock;
 use crate::ports::launch::TaskLauncher;
 use crate::ports::notify::{Notifier, PublishError};
@@ -234,12 +233,6 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
         let event_id = event_id_of(&event);
-        // Kept for a recheck: decoding consumes the event.
-        let task_change = self
-            .store
-            .enabled()
-            .then(|| event.clone())
-            .filter(is_task_change);
         let decoded = decode::decode(event).inspect_err(|err| {
             tracing::error!(error = %err, "cannot decode the event; failing the invocation so that it is retried and then dead-lettered, not lost");
         })?;
@@ -250,7 +243,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
                 self.guard_started(&failed).await?;
                 self.begin(&failed, invocation).await
             }
-            Decoded::Stopped(stopped) => self.stopped(&stopped, task_change, 0, invocation).await,
+            Decoded::Stopped(stopped) => self.stopped(&stopped, 0, invocation).await,
         }
     }
 
@@ -264,16 +257,8 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         match Message::from_json(body)? {
             Message::Hop(hop) => self.resume(*hop, invocation).await,
             Message::Recheck(recheck) => {
-                let event = recheck.recheck.clone();
-                match decode::decode(recheck.recheck)? {
-                    Decoded::Stopped(stopped) => {
-                        self.stopped(&stopped, Some(event), recheck.tries, invocation)
-                            .await
-                    }
-                    other => Err(HandlerError::Hop(HopError::new(format!(
-                        "a recheck carries a task that failed to start, not {other:?}"
-                    )))),
-                }
+                self.stopped(&recheck.recheck, recheck.tries, invocation)
+                    .await
             }
         }
     }
@@ -329,8 +314,4 @@ fn event_id_of(event: &Value) -> Option<String> {
         .or_else(|| event.get("id"))
         .and_then(Value::as_str)
         .map(str::to_owned)
-}
-
-fn is_task_change(event: &Value) -> bool {
-    event.get("detail-type").and_then(Value::as_str) == Some(TASK_CHANGE_DETAIL_TYPE)
 }

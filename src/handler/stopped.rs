@@ -4,8 +4,6 @@
 //! plan-and-launch path. Not there yet, it is looked for again through the delay queue for a
 //! quarter of an hour (CloudTrail's record of its launch may be that late), then notified.
 
-use serde_json::Value;
-
 use super::{Handler, HandlerError, Invocation, Report, ignored};
 use crate::core::classify::{ReasonClass, Subject};
 use crate::core::decode::{Ignored, Origin, StoppedTask};
@@ -24,17 +22,15 @@ use crate::ports::store::LaunchStore;
 const BATCH_CLUSTER_PREFIX: &str = "AWSBatch-";
 
 impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
-    /// Handles a stopped task; `event` is its state change (for a recheck), `tries` the looks
-    /// made before.
+    /// Handles a stopped task; `tries` is the looks made before.
     pub(super) async fn stopped(
         &self,
         stopped: &StoppedTask,
-        event: Option<Value>,
         tries: u32,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
         let event_id = Some(stopped.event_id.clone());
-        let (true, Some(event)) = (self.store.enabled(), event) else {
+        if !self.store.enabled() {
             tracing::warn!(task = %stopped.task_arn, "a task failed to start, but no launch store is configured (ECS_RERUN_STORE_TABLE): not rerun");
             return Ok(ignored(event_id, &Ignored::NoStore));
         };
@@ -62,7 +58,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         if let Some(&delay) = delay {
             let recheck = Recheck {
                 version: VERSION,
-                recheck: event,
+                recheck: stopped.clone(),
                 tries: tries + 1,
             };
             tracing::info!(task = %stopped.task_arn, tries, delay_s = delay.as_secs(), "the store does not know this task's launch yet; looking again later");
@@ -101,9 +97,9 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             format!(
                 "stopped before its start was recorded: not rerun. The store had no launch for \
                  task {} after {} look(s) over {} s: its caller may be one the guard leaves out \
-                 (ecs-rerun itself, AWS Batch), its record may have come later than CloudTrail \
-                 usually is, or the feature was turned on after it started. Start it again by \
-                 hand if it is missing",
+                 (AWS Batch, StartTask), its record may have come later than CloudTrail usually \
+                 is, or the feature was turned on after it started. Its launcher may retry it \
+                 itself (AWS Batch does): check before you start it again by hand",
                 stopped.task_arn,
                 tries + 1,
                 looked
@@ -111,7 +107,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             verdicts,
             1,
         );
-        self.finish(&origin, conclusion).await
+        self.finish(&origin, conclusion, invocation).await
     }
 }
 

@@ -14,10 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::core::guard::GuardedLaunch;
 
-/// How long a claimed notification may stay unconfirmed before another delivery takes it
-/// over: longer than any invocation (the template's timeout is 60 s), so that a claim is only
-/// taken over from an invocation that died between claiming and publishing.
-pub const NOTICE_LEASE: Duration = Duration::from_secs(180);
+/// How long a claim holds when the invocation has no deadline (local runs). In Lambda a claim
+/// holds until the claimant's deadline: after it, Lambda has ended that invocation, so a claim
+/// still unconfirmed then was left by one that died between claiming and publishing, and the
+/// next delivery (Lambda's retry comes a minute or more after a failure) takes it over.
+pub const NOTICE_LEASE_WITHOUT_DEADLINE: Duration = Duration::from_secs(180);
 
 /// The store could not be read or written. The invocation fails, so that the event is
 /// delivered again instead of a launch going unguarded or a notification unsent.
@@ -40,8 +41,8 @@ pub enum Claim {
     Granted,
     /// Already published by another delivery: publish nothing.
     Sent,
-    /// Claimed by another delivery that has not confirmed yet: try again later (a claim left
-    /// by an invocation that died is taken over after [`NOTICE_LEASE`]).
+    /// Claimed by another delivery that may still be publishing: try again later (a claim is
+    /// taken over once its lease, the claimant's deadline, is over).
     Pending,
 }
 
@@ -53,7 +54,9 @@ pub trait LaunchStore {
     }
 
     /// Keeps `launch` under each of `task_arns` (at most ten: RunTask's own limit) until
-    /// `expires`; writing it again is harmless.
+    /// `expires`, unless the store holds a task with more calls already (the caller's record
+    /// may come after ecs-rerun stored the task from its own call); writing it again is
+    /// harmless.
     fn guard(
         &self,
         task_arns: &[String],
@@ -68,11 +71,12 @@ pub trait LaunchStore {
         now: SystemTime,
     ) -> impl Future<Output = Result<Option<GuardedLaunch>, StoreError>> + Send;
 
-    /// Claims the one notification of the episode `key` at `now`.
+    /// Claims the one notification of the episode `key` at `now`, holding it until `lease`.
     fn claim_notice(
         &self,
         key: &str,
         now: SystemTime,
+        lease: SystemTime,
         expires: SystemTime,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
@@ -109,6 +113,7 @@ impl LaunchStore for NoStore {
     async fn claim_notice(
         &self,
         _: &str,
+        _: SystemTime,
         _: SystemTime,
         _: SystemTime,
     ) -> Result<Claim, StoreError> {
@@ -157,11 +162,12 @@ impl<S: LaunchStore + Sync> LaunchStore for Option<S> {
         &self,
         key: &str,
         now: SystemTime,
+        lease: SystemTime,
         expires: SystemTime,
     ) -> Result<Claim, StoreError> {
         match self {
-            Some(store) => store.claim_notice(key, now, expires).await,
-            None => NoStore.claim_notice(key, now, expires).await,
+            Some(store) => store.claim_notice(key, now, lease, expires).await,
+            None => NoStore.claim_notice(key, now, lease, expires).await,
         }
     }
 
@@ -207,9 +213,10 @@ impl<S: LaunchStore + Send + Sync> LaunchStore for std::sync::Arc<S> {
         &self,
         key: &str,
         now: SystemTime,
+        lease: SystemTime,
         expires: SystemTime,
     ) -> Result<Claim, StoreError> {
-        self.as_ref().claim_notice(key, now, expires).await
+        self.as_ref().claim_notice(key, now, lease, expires).await
     }
 
     async fn confirm_notice(&self, key: &str) -> Result<(), StoreError> {
@@ -224,7 +231,7 @@ impl<S: LaunchStore + Send + Sync> LaunchStore for std::sync::Arc<S> {
 /// A notification's claim, as both the memory and the DynamoDB store keep it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeState {
-    /// Claimed at this time, not yet confirmed.
+    /// Claimed, not yet confirmed; the claim holds until this time.
     Claimed(SystemTime),
     /// Published.
     Sent,
@@ -235,9 +242,7 @@ impl NoticeState {
     pub fn claim(self, now: SystemTime) -> Claim {
         match self {
             Self::Sent => Claim::Sent,
-            Self::Claimed(at) if now.duration_since(at).unwrap_or_default() > NOTICE_LEASE => {
-                Claim::Granted
-            }
+            Self::Claimed(until) if now > until => Claim::Granted,
             Self::Claimed(_) => Claim::Pending,
         }
     }
@@ -274,7 +279,13 @@ impl LaunchStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut launches = self.launches.lock().map_err(poisoned)?;
         for arn in task_arns {
-            launches.insert(arn.clone(), (launch.clone(), expires));
+            // As the DynamoDB store: a task's call count is never lowered.
+            if launches
+                .get(arn)
+                .is_none_or(|(kept, _)| kept.calls <= launch.calls)
+            {
+                launches.insert(arn.clone(), (launch.clone(), expires));
+            }
         }
         Ok(())
     }
@@ -295,6 +306,7 @@ impl LaunchStore for MemoryStore {
         &self,
         key: &str,
         now: SystemTime,
+        lease: SystemTime,
         _expires: SystemTime,
     ) -> Result<Claim, StoreError> {
         let mut notices = self.notices.lock().map_err(poisoned)?;
@@ -302,7 +314,7 @@ impl LaunchStore for MemoryStore {
             .get(key)
             .map_or(Claim::Granted, |state| state.claim(now));
         if claim == Claim::Granted {
-            notices.insert(key.to_owned(), NoticeState::Claimed(now));
+            notices.insert(key.to_owned(), NoticeState::Claimed(lease));
         }
         Ok(claim)
     }
