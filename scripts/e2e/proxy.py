@@ -31,9 +31,9 @@ What it adds to moto:
   * Subnet-id translation: the sample events name subnets that cannot exist in moto (moto picks its own
     ids), so the ids in `awsvpcConfiguration.subnets` are mapped to subnets seeded in moto.
   * A log of every ECS and SNS call it saw (decoded request, what it did, decoded response), and of the
-    function's SQS calls (SendMessage to the delay queue: the queue, `DelaySeconds`, the decoded body
-    and the episode's `event_id` it carries: a hop's `origin.event_id`, a recheck's task state change
-    `id`); SQS calls pass through unscripted.
+    function's SQS calls (SendMessage to the delay queue: the queue, `DelaySeconds`, the decoded body,
+    its `kind` (hop or recheck) and the episode's `event_id` it carries, see `delay_message`); SQS calls
+    pass through unscripted.
   * DynamoDB (the launch store, JSON protocol, X-Amz-Target DynamoDB_20120810.*) passes through
     untouched, body and headers as sent (its x-amz-crc32 too); each call is logged: the operation, the
     table, the key (`pk`) it names, the HTTP status and the error type of a failed call (a conditional
@@ -564,13 +564,22 @@ def _sqs_entry(op: str, params: dict) -> dict:
     if op == "SendMessage":
         body = params.get("MessageBody")
         decoded = _maybe_json(body.encode()) if isinstance(body, str) else body
-        origin = decoded.get("origin") if isinstance(decoded, dict) else None
-        recheck = decoded.get("recheck") if isinstance(decoded, dict) else None
-        event_id = (origin.get("event_id") if isinstance(origin, dict)
-                    else recheck.get("id") if isinstance(recheck, dict) else None)
-        out.update(delay_seconds=int(params.get("DelaySeconds") or 0), body=decoded, event_id=event_id,
-                   kind="hop" if isinstance(origin, dict) else "recheck" if isinstance(recheck, dict) else None)
+        kind, event_id = delay_message(decoded)
+        out.update(delay_seconds=int(params.get("DelaySeconds") or 0), body=decoded, event_id=event_id, kind=kind)
     return out
+
+
+def delay_message(body) -> tuple[str | None, str | None]:
+    """What a delay-queue message (decoded JSON) is, and the episode it belongs to: ("hop", its
+    `origin.event_id`), ("recheck", the stopped task's `event_id`: its state change's id; an older
+    format carried the whole event, whose `id` it is), or (None, None) for anything else."""
+    if not isinstance(body, dict):
+        return None, None
+    if isinstance(body.get("origin"), dict):
+        return "hop", body["origin"].get("event_id")
+    if isinstance(body.get("recheck"), dict):
+        return "recheck", body["recheck"].get("event_id") or body["recheck"].get("id")
+    return None, None
 
 
 def _dynamodb_entry(params: dict, status: int, data: bytes) -> dict:

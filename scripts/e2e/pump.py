@@ -28,7 +28,7 @@ the function's log lines (JSON lines: the stack sets `AWS_LAMBDA_LOG_FORMAT=JSON
 logging controls do): "waiting in the delay queue" (outcome `waiting`), "episode finished" with the
 metrics line (EMF) that follows it (the final outcome), or "delay-queue message failed" (the error, by
 message id). A recheck (issue 13: a stopped task whose launch the store did not know yet, looked for
-again) belongs to the episode of its task state change (`id`); "the store does not know this task's
+again) belongs to the episode of its task state change (its `id`, see proxy.delay_message); "the store does not know this task's
 launch yet" ends one that is sent on again (outcome `waiting`). The function logs that line, and the
 final one of a task never found, outside the episode's span: such a line goes to the delivery of the
 batch that no line with its span's event id matched, in order. `Stack.episode(event_id)` puts an episode's invocations together; `Stack.settle()` waits
@@ -48,6 +48,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from proxy import delay_message
 
 BATCH_SIZE = 5
 MAX_RECEIVE_COUNT = 5
@@ -175,14 +177,9 @@ def _span_event_id(line: dict) -> str | None:
 
 def _event_id_of(body: str) -> str | None:
     try:
-        hop = json.loads(body)
+        return delay_message(json.loads(body))[1]
     except ValueError:
         return None
-    origin = hop.get("origin") if isinstance(hop, dict) else None
-    if isinstance(origin, dict):
-        return origin.get("event_id")
-    recheck = hop.get("recheck") if isinstance(hop, dict) else None
-    return recheck.get("id") if isinstance(recheck, dict) else None
 
 
 class Pump:
