@@ -11,6 +11,10 @@ final outcome, the notifications as delivered (read back from the SQS queue subs
 the tasks the endpoint now holds with their retry tags, and a one-line summary. Exits 1 if an
 event's final outcome differs from the "local" entry for it in the expectations file.
 
+The function runs with the launch store (ECS_RERUN_STORE_TABLE, a DynamoDB table in moto, issue 13): a
+successful RunTask record is guarded, and a task state change of one of its tasks that failed to start
+(sent after it: the files go in the order given) is rerun with the stored request or notified.
+
 With --no-delay-queue the function runs without ECS_RERUN_DELAY_QUEUE_URL: one invocation sleeps through
 the whole episode, as a deployment without the queue does.
 
@@ -178,7 +182,8 @@ def main(argv=None) -> int:
         ctx = Stack(event_files=args.events, delay_queue=args.delay_queue)
         stack = ctx.__enter__()
         out(c("Function settings for this local run: ECS_RERUN_BASE_DELAY_MS=200 ECS_RERUN_MAX_DELAY_MS=1000 "
-              "(production: unset, each failure class on its own schedule), ECS_RERUN_MAX_ATTEMPTS=3, AWS_LAMBDA_FUNCTION_NAME=ecs-rerun", "2"))
+              "(production: unset, each failure class on its own schedule), ECS_RERUN_MAX_ATTEMPTS=3, AWS_LAMBDA_FUNCTION_NAME=ecs-rerun, "
+              f"ECS_RERUN_STORE_TABLE={stack.seeded.get('store_table')} (the launch store, in moto's DynamoDB)", "2"))
         if args.delay_queue:
             out(c(f"Delay queue: ECS_RERUN_DELAY_QUEUE_URL={stack.function_queue_url()} "
                   f"ECS_RERUN_HOP_AFTER_MS={stack.function_env['ECS_RERUN_HOP_AFTER_MS']} (production: 5000): every "
