@@ -10,7 +10,9 @@
 //! first client is built (during the Lambda init, before the first event), by
 //! `rustls-native-certs`: when `SSL_CERT_FILE` and/or `SSL_CERT_DIR` are set, exactly the
 //! certificates in that file and in the files of those directories (PEM); otherwise the system's
-//! store (on Lambda's Amazon Linux, `/etc/pki/tls/certs/ca-bundle.crt`). Nothing is compiled in:
+//! store where OpenSSL looks for it (the first bundle file found, on Lambda's Amazon Linux
+//! `/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem`, and the certificate directories that
+//! exist, `/etc/ssl/certs`, `/etc/pki/tls/certs`). Nothing is compiled in:
 //! a local endpoint behind TLS (the bench, a local stack) is trusted by adding its CA to the file
 //! `SSL_CERT_FILE` names, as before.
 
