@@ -53,8 +53,9 @@ pub async fn aws_config() -> SdkConfig {
 /// agrees on X25519 (or a NIST curve), as with any TLS 1.3 client without ML-KEM.
 ///
 /// One client for the whole process: the ECS, SNS and SQS clients share its connectors (one per
-/// timeout setting, all built with the same settings here) and so its connection pool, and the
-/// trust store is parsed once instead of once per client.
+/// timeout setting; they all use the same) and so its connection pool. The connector, whose rustls
+/// configuration holds the parsed trust store, is built by the process's first call (the init's
+/// topic read), no longer by the first call of each client (the first event's RunTask).
 pub fn http_client() -> SharedHttpClient {
     // `build_with_connector_fn` is how aws-smithy-runtime builds its own default client; it caches
     // one connector per timeout setting.
