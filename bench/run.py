@@ -1,12 +1,22 @@
 """`make bench`: ecs-rerun's numbers, one table, written to bench/results.md.
 
-    .tools/bench/bin/python bench/run.py [--runs 15] [--burst 1000] [--skip-core] [--skip-size]
+bench/results.md links to bench/first-call.md (issue 14's hand-made trace analysis of the first AWS call),
+which this script does not write: hand-written text belongs there, not in results.md.
+
+    .tools/bench/bin/python bench/run.py [--runs 15] [--burst 1000] [--guarded 500] [--skip-core] [--skip-size]
+        [--skip-cold] [--skip-burst] [--skip-guarded] [--skip-outage] [--rust-bin PATH]
+
+A run with any --skip-* or --rust-bin is partial (a quick check): it writes bench/out/results-partial.md,
+and only a full run rewrites bench/results.md. E.g. the guarded records alone, 100 of them:
+    .tools/bench/bin/python bench/run.py --skip-core --skip-size --skip-cold --skip-burst --skip-outage --guarded 100
 
 Benchmarks, not tests: they report and never fail on a number (the exit status is non-zero only
 when something could not be measured at all, e.g. the binary did not start).
 
 1. Core: `cargo bench --bench core` (criterion, benches/core.rs): median time per event of decode +
-   classify + plan, and of parsing the event JSON alone, on the failure sample events and a large one.
+   classify + plan, and of parsing the event JSON alone, on the failure sample events (01-07) and a large
+   one; and on the successful RunTask sample 09 (decode + the item the launch store would get, as JSON),
+   labelled as a guarded record and kept out of the failures' median.
 2. Size: the arm64 release bootstrap and zip that `make build` produces (cargo lambda build), against
    the budget (4 MB zipped).
 3. Cold start: the real x86_64 release `ecs-rerun` bootstrap started against a fake Lambda Runtime API
@@ -33,6 +43,12 @@ when something could not be measured at all, e.g. the binary did not start).
    exact replay of an API-error record carries, untagged), each group must belong to one event and
    hold at most ECS_RERUN_MAX_ATTEMPTS calls, no job may get more tasks than its record missed, and the
    endpoint's counts must match the reports (attempts, tasks started).
+4b. Guarded records (issue 13, the launch store): --guarded successful RunTask records (samples 09 and 14,
+   each its own eventID, clientToken and task ARNs, retimed like the others) handed back to back to one
+   `ecs-rerun` process run with ECS_RERUN_STORE_TABLE (the stack's table in moto's DynamoDB, reached
+   through the proxy over plain HTTP; the cold start and the failure burst run without the store, as
+   before issue 13). Events per second, CPU per event, delivered → response, peak RSS after; checks:
+   every record came back `guarded`, and the table, read from moto directly, holds one item per task ARN.
 5. Mass outage (bench/outage.py, issue 12): a few hundred placement failures at once, 5 slots, capacity
    back after 4, 10 and 30 minutes, time scaled down 60x; today's design (waits in the invocation) against
    the delay queue (waits in SQS). Its own section of bench/results.md.
@@ -70,6 +86,8 @@ SIZE_BUDGET_ZIP = 4_000_000              # the README's budget: under 4 MB zippe
 MAX_ATTEMPTS = 3
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:111122223333:function:ecs-rerun"
 FAILURE_EVENTS = sorted((ROOT / "events").glob("0[1-7]-*.json"))
+GUARDED_EVENTS = [ROOT / "events" / "09-successful-runtask.json", ROOT / "events" / "14-started-fargate.json"]
+FIRST_CALL_DOC = "bench/first-call.md"   # issue 14's hand-made trace analysis; results.md links to it
 LARGE_EVENT = ROOT / "bench" / "events" / "large.json"
 COLD_EVENT = ROOT / "events" / "01-agent-ec2.json"
 CAPACITY = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
@@ -433,8 +451,10 @@ def function_env(stack, endpoint: str | dict[str, str], ca_bundle: Path | None) 
     return env
 
 
-def drive(argv: list[str], env: dict, events: list[dict], stack, timeout: float, log: Path) -> dict:
-    """Start a function process, hand it `events` one after the other, then kill it; timings and rusage."""
+def drive(argv: list[str], env: dict, events: list[dict], stack, timeout: float, log: Path,
+          services: tuple[str, ...] = ("ecs", "sns")) -> dict:
+    """Start a function process, hand it `events` one after the other, then kill it; timings and rusage.
+    `calls`: the endpoint's log entries of `services` made meanwhile."""
     api = RuntimeAPI()
     ids = api.load(events)
     env = {**env, "AWS_LAMBDA_RUNTIME_API": api.address}
@@ -455,7 +475,7 @@ def drive(argv: list[str], env: dict, events: list[dict], stack, timeout: float,
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = -9
         api.close()
-    calls = [e for e in stack.control.log(since) if e.get("service") in ("ecs", "sns")]
+    calls = [e for e in stack.control.log(since) if e.get("service") in services]
     result = {"t0": t0, "ready": api.first_next, "ids": ids, "delivered": dict(api.delivered),
               "responses": dict(api.responses), "calls": calls, "maxrss_kb": peak_kb,
               "cpu_s": usage.ru_utime + usage.ru_stime, "finished": finished, "init_error": api.init_error}
@@ -628,6 +648,55 @@ def burst(stack, endpoint: str, ca_bundle: Path | None, rust_bin: Path, n: int) 
                                       if rep.get("reason_class") == "unknown")}
 
 
+def guarded_copy(event: dict, n: int) -> dict:
+    """A successful-RunTask sample as a launch of its own: `job_copy` (own event IDs and clientToken) and
+    its own task ARNs (the recorded task IDs replaced by fresh ones everywhere in the record, containers
+    included), so that each copy's tasks get items of their own in the store."""
+    ev = job_copy(event, n, "guarded")
+    text = json.dumps(ev)
+    for task in ev["detail"]["responseElements"]["tasks"]:
+        old = task["taskArn"].rsplit("/", 1)[1]
+        text = text.replace(old, uuid.uuid4().hex)
+    return json.loads(text)
+
+
+def guarded_burst(stack, endpoint: str, rust_bin: Path, n: int) -> dict:
+    """The launch store's cost (issue 13): `n` successful-RunTask records (samples 09 and 14, each a launch
+    of its own, `guarded_copy`) handed back to back to one process run with ECS_RERUN_STORE_TABLE; each
+    must come back `guarded`, and the table (read from moto directly) must hold one item per task ARN."""
+    from stack import STORE_TABLE
+
+    samples = [json.loads(p.read_text()) for p in GUARDED_EVENTS]
+    events = [guarded_copy(samples[i % len(samples)], i) for i in range(n)]
+    arns = [t["taskArn"] for ev in events for t in ev["detail"]["responseElements"]["tasks"]]
+    env = {**function_env(stack, endpoint, None), "ECS_RERUN_STORE_TABLE": STORE_TABLE}
+    before = set(stack.store_items())
+    r = drive([str(rust_bin)], env, events, stack, 900, OUT / "guarded-rust.log",
+              services=("ecs", "sns", "sqs", "dynamodb"))
+    if "error" in r:
+        raise RuntimeError(f"guarded burst: {r['error']}")
+    reports = [r["responses"][i][1] or {} for i in r["ids"]]
+    kinds = _count(r["responses"][i][2] for i in r["ids"])
+    outcomes = _count(rep.get("outcome", "error") for rep in reports)
+    latencies = sorted((r["responses"][i][0] - r["delivered"][i]) * 1000 for i in r["ids"])
+    first = min(r["delivered"].values())
+    last = max(t for t, _, _ in r["responses"].values())
+    items = stack.store_items()
+    new = {k: v for k, v in items.items() if k not in before}
+    puts = [c for c in r["calls"] if c.get("service") == "dynamodb" and c.get("op") == "PutItem"]
+    return {"events": n, "task_arns": len(arns), "distinct_task_arns": len(set(arns)),
+            "seconds": last - first, "per_second": n / (last - first),
+            "cpu_ms_per_event": r["cpu_s"] * 1000 / n, "cpu_s": r["cpu_s"], "maxrss_mb": r["maxrss_kb"] / 1024,
+            "ms_median": statistics.median(latencies), "ms_p90": latencies[int(0.9 * (n - 1))],
+            "ms_max": latencies[-1], "kinds": kinds, "outcomes": outcomes,
+            "all_guarded": outcomes == {"guarded": n} and kinds == {"response": n},
+            "ops": _count(f"{c.get('service')}:{c.get('op')}" for c in r["calls"]),
+            "put_items": len(puts), "put_statuses": _count(str(c.get("status")) for c in puts),
+            "items_new": len(new), "items_missing": len(set(arns) - set(new)),
+            "items_extra": len(set(new) - set(arns)),
+            "items_without_launch": sum(1 for k in set(arns) & set(new) if not new[k].get("launch"))}
+
+
 def _count(items) -> dict[str, int]:
     out: dict[str, int] = {}
     for i in items:
@@ -657,19 +726,24 @@ def ratio(a: float | None, b: float | None) -> str:
     return "" if not a or not b else f"{b / a:.1f}×"
 
 
-def table(m: dict, core: dict | None, sz: dict | None, cold: dict | None, bst: dict | None, args) -> list[str]:
+def table(m: dict, core: dict | None, sz: dict | None, cold: dict | None, bst: dict | None, args,
+          grd: dict | None = None) -> list[str]:
     rows = [("Measure", "ecs-rerun (Rust)", "Python baseline (boto3)", "Python ÷ Rust / note")]
     if core:
-        names = [n for n in core if n != "large"] + (["large"] if "large" in core else [])
+        failures = [p.stem for p in FAILURE_EVENTS if p.stem in core]       # 01-07: the failure samples
+        guarded = [p.stem for p in GUARDED_EVENTS if p.stem in core]         # 09: a successful RunTask
+        names = failures + (["large"] if "large" in core else []) + guarded
         for n in names:
             c, p = core[n].get("core"), core[n].get("parse")
-            rows.append((f"Core per event, `{n}` (median)", f"{fmt_us(c)} (parse alone {fmt_us(p)})", "",
+            label = (f"Core per event, `{n}` (guarded successful RunTask: decode + the stored item as JSON; "
+                     "median)" if n in guarded else f"Core per event, `{n}` (median)")
+            rows.append((label, f"{fmt_us(c)} (parse alone {fmt_us(p)})", "",
                          f"core / parse = {c / p:.2f}" if c and p else ""))
-        small = [core[n]["core"] for n in names if n != "large" and "core" in core[n]]
-        psmall = [core[n]["parse"] for n in names if n != "large" and "parse" in core[n]]
+        small = [core[n]["core"] for n in failures if "core" in core[n]]
+        psmall = [core[n]["parse"] for n in failures if "parse" in core[n]]
         if small:
-            rows.append(("Core per event, median of the 7 sample failures", f"{fmt_us(statistics.median(small))} "
-                         f"(parse alone {fmt_us(statistics.median(psmall))})", "",
+            rows.append((f"Core per event, median of the {len(small)} sample failures (01–07)",
+                         f"{fmt_us(statistics.median(small))} (parse alone {fmt_us(statistics.median(psmall))})", "",
                          f"core / parse = {statistics.median(small) / statistics.median(psmall):.2f}"))
     if cold:
         rs, py = cold["rust"], cold["python"]
@@ -736,6 +810,27 @@ def table(m: dict, core: dict | None, sz: dict | None, cold: dict | None, bst: d
                      f"{bst['tasks_missing']} missing", "",
                      f"{bst['events_over_missing']} events over; {bst['reported_tasks_started']} reported started; "
                      f"endpoint: {', '.join(f'{k} {v}' for k, v in sorted(bst['runtask_answers'].items()))}"))
+    if grd:
+        ok = (grd["all_guarded"] and grd["items_missing"] == 0 and grd["items_extra"] == 0
+              and grd["items_new"] == grd["distinct_task_arns"] == grd["task_arns"]
+              and grd["items_without_launch"] == 0)
+        others = ", ".join(f"{k} {v}" for k, v in sorted(grd["ops"].items()))
+        rows.append((f"Guarded records (launch store, issue 13): {grd['events']} successful RunTask records "
+                     f"(samples 09, 14), one process", f"{grd['per_second']:.0f} events/s ({grd['seconds']:.1f} s)", "",
+                     f"endpoint-bound (moto's DynamoDB); one conditional PutItem per task ARN "
+                     f"({grd['task_arns']} tasks); endpoint calls: {others}"))
+        rows.append(("Guarded records: function CPU per event; peak RSS after them",
+                     f"{grd['cpu_ms_per_event']:.2f} ms; {grd['maxrss_mb']:.1f} MB", "", ""))
+        rows.append(("Guarded records: delivered → response, median (p90, max)",
+                     f"{fmt_ms(grd['ms_median'])} ({fmt_ms(grd['ms_p90'])}, {fmt_ms(grd['ms_max'])})", "",
+                     "one or two PutItem round trips to moto each"))
+        rows.append(("Guarded records: every one `guarded`, one item per task ARN in the table",
+                     f"{'yes' if ok else 'NO'}: outcomes "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(grd['outcomes'].items()))}; "
+                     f"{grd['items_new']} items for {grd['task_arns']} task ARNs", "",
+                     f"read from moto: {grd['items_missing']} missing, {grd['items_extra']} extra, "
+                     f"{grd['items_without_launch']} without the stored launch; PutItem answers: "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(grd['put_statuses'].items()))}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     return [line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows[1:])]
@@ -745,12 +840,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=15, help="cold-start runs per implementation (default 15)")
     ap.add_argument("--burst", type=int, default=1000, help="events in the burst (default 1000)")
+    ap.add_argument("--guarded", type=int, default=500,
+                    help="successful-RunTask records for the launch-store cost (default 500)")
     ap.add_argument("--no-tls", dest="tls", action="store_false",
                     help="cold start over plain HTTP (default: through a local TLS terminator, as in AWS)")
     ap.add_argument("--skip-core", action="store_true")
     ap.add_argument("--skip-size", action="store_true")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-burst", action="store_true")
+    ap.add_argument("--skip-guarded", action="store_true")
     ap.add_argument("--skip-outage", action="store_true")
     ap.add_argument("--rust-bin", type=Path, help="use this ecs-rerun binary instead of building the release one")
     args = ap.parse_args()
@@ -766,8 +864,8 @@ def main() -> int:
         m["load_core"] = load.stop()
     sz = None if args.skip_size else size()
 
-    cold = bst = outage = None
-    if not (args.skip_cold and args.skip_burst and args.skip_outage):
+    cold = bst = grd = outage = None
+    if not (args.skip_cold and args.skip_burst and args.skip_guarded and args.skip_outage):
         rust_bin = args.rust_bin
         if rust_bin is None:
             run(["cargo", "build", "--locked", "--release", "--bin", "ecs-rerun"])
@@ -787,14 +885,17 @@ def main() -> int:
             if not args.skip_burst:         # plain HTTP: the burst measures throughput, not handshakes
                 stack.reset()
                 bst = burst(stack, stack.proxy.url, None, rust_bin, args.burst)
+            if not args.skip_guarded:       # plain HTTP too; a fresh, empty table
+                stack.reset()
+                grd = guarded_burst(stack, stack.proxy.url, rust_bin, args.guarded)
             m["load"] = load.stop()
             if not args.skip_outage:        # bench/outage.py: resets the stack before each of its runs
                 import outage as outage_bench
                 outage = outage_bench.run_all(stack, rust_bin)
 
-    lines = table(m, core, sz, cold, bst, args)
+    lines = table(m, core, sz, cold, bst, args, grd)
     print("\n".join(lines))
-    (OUT / "raw.json").write_text(json.dumps({"machine": m, "core_ns": core, "cold": cold, "burst": bst,
+    (OUT / "raw.json").write_text(json.dumps({"machine": m, "core_ns": core, "cold": cold, "burst": bst, "guarded": grd,
                                               "outage": outage,
                                               "size": {k: str(v) for k, v in (sz or {}).items()}}, indent=1))
     header = [
@@ -804,7 +905,7 @@ def main() -> int:
         f"RAM, {m['arch']} Linux {m['kernel']}; {m['rustc']}; Python {m['python']}."
         + "".join(f" Load average (1 min) during {what}: median {m[k]['median']:.1f}, max {m[k]['max']:.1f}."
                   for k, what in (("load_core", "the core bench (with its compile)"),
-                                  ("load", "the cold start and burst")) if m.get(k))
+                                  ("load", "the cold start, bursts and guarded records")) if m.get(k))
         + (" The bench's own processes account for about 1; other work on the machine slows every figure."
            if m.get("load") or m.get("load_core") else ""),
         "",
@@ -822,7 +923,14 @@ def main() -> int:
         "Every event is a job of its own (own event IDs and clientToken; a record without a token, "
         "own startedBy) and is retimed to the moment it is handed over (`time`, `detail.eventTime`): "
         "the samples date from 2025 and ecs-rerun does not rerun a record older than an hour. "
-        "Waits between attempts: ECS_RERUN_BASE_DELAY_MS = ECS_RERUN_MAX_DELAY_MS = 0.",
+        "Waits between attempts: ECS_RERUN_BASE_DELAY_MS = ECS_RERUN_MAX_DELAY_MS = 0. "
+        "The cold start and the failure burst run without the launch store (ECS_RERUN_STORE_TABLE unset), as "
+        "before issue 13; guarded records = successful RunTask records (samples 09 and 14, each its own "
+        "eventID, clientToken and task ARNs, retimed) handed back to back to one process run with "
+        "ECS_RERUN_STORE_TABLE (moto's DynamoDB, plain HTTP), each checked `guarded`, the table read back.",
+        "",
+        f"The first AWS call of a cold start, where its time went (issue 14, a hand-made trace analysis, not "
+        f"rewritten by this script): [{FIRST_CALL_DOC.split('/')[-1]}]({FIRST_CALL_DOC.split('/')[-1]}).",
         "",
     ]
     if outage:
@@ -830,8 +938,8 @@ def main() -> int:
         section = outage_bench.section(outage, outage[0]["jobs"])
         print("\n".join(section))
         lines = [*lines, "", *section]
-    partial = (args.skip_core or args.skip_size or args.skip_cold or args.skip_burst or args.skip_outage
-               or args.rust_bin)
+    partial = (args.skip_core or args.skip_size or args.skip_cold or args.skip_burst or args.skip_guarded
+               or args.skip_outage or args.rust_bin)
     target = OUT / "results-partial.md" if partial else RESULTS   # only a full run updates bench/results.md
     target.write_text("\n".join(header + lines) + "\n")
     say(f"wrote {target.relative_to(ROOT)} (raw numbers: {(OUT / 'raw.json').relative_to(ROOT)})")
