@@ -86,7 +86,7 @@ build: $(BENCH_VENV)/.installed ## arm64 release build for Lambda, zipped: targe
 	PATH="$(BENCH_VENV)/bin:$$PATH" cargo lambda build --release --arm64 --locked --bin ecs-rerun --output-format zip
 	@ls -l target/lambda/ecs-rerun/bootstrap.zip
 
-bench: build $(BENCH_VENV)/.installed ## benchmarks (core, cold start vs Python, size, burst): one table, bench/results.md
+bench: build $(BENCH_VENV)/.installed ## benchmarks (core, cold start vs Python, size, burst, guarded records, mass outage): one table, bench/results.md
 	$(BENCH_PY) bench/run.py $(BENCH_ARGS)
 
 clean: ## remove build output and local tools
