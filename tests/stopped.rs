@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{Answer, FakeClock, FakeEcs, FakeQueue, FakeSns, config, event, fail, tag};
@@ -23,7 +22,7 @@ const NOW: u64 = 1_800_000_000;
 const TASK: &str = "arn:aws:ecs:us-east-1:111122223333:task/jobs/5e1f0c2a9b3d4e8fa7c6b5d4e3f2a1b0";
 const REVISION: &str = "arn:aws:ecs:us-east-1:111122223333:task-definition/etl-load:12";
 
-type TestHandler = Handler<FakeEcs, FakeSns, FakeClock, FakeQueue, Arc<MemoryStore>>;
+type TestHandler = Handler<FakeEcs, FakeSns, FakeClock, FakeQueue, MemoryStore>;
 
 /// One world: ECS, a topic, a clock, the delay queue and the store.
 struct World {
@@ -31,7 +30,7 @@ struct World {
     sns: FakeSns,
     clock: FakeClock,
     queue: FakeQueue,
-    store: Arc<MemoryStore>,
+    store: MemoryStore,
 }
 
 impl World {
@@ -42,7 +41,7 @@ impl World {
             sns: FakeSns::default(),
             clock,
             queue: FakeQueue::default(),
-            store: Arc::default(),
+            store: MemoryStore::default(),
         }
     }
 

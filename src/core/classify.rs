@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use wildmatch::WildMatchPattern;
 
-use crate::core::decode::Failure;
+use crate::core::decode::{Failure, Origin};
 use crate::core::event::PlacementFailure;
 use crate::core::schedule::{Jitter, Schedule};
 use crate::core::task_change::{FAILED_TO_START, INTERRUPTED};
@@ -56,6 +56,18 @@ pub struct Subject {
     pub cluster: String,
     /// The task family.
     pub family: String,
+}
+
+impl Subject {
+    /// What rules may know about the call of `origin`, its caller included.
+    pub fn of(origin: &Origin) -> Self {
+        Self {
+            caller: Some(origin.called_by.name().to_owned()),
+            account: origin.account.clone(),
+            cluster: origin.request.cluster_name().to_owned(),
+            family: origin.request.task_family().unwrap_or_default().to_owned(),
+        }
+    }
 }
 
 /// The class of a failure, as shown in notifications and metrics.

@@ -117,6 +117,15 @@ pub struct StoppedTask {
 }
 
 impl StoppedTask {
+    /// How it failed, for the rules.
+    pub fn failure(&self) -> Failure {
+        Failure::Stopped {
+            stop_code: self.stop_code.clone(),
+            reason: self.reason.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+
     /// The origin of its rerun: the task's own key, time and place, with `request`, caller and
     /// call tag of its launch (or what the event alone says, and none).
     pub fn origin(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::decode::{FailedRunTask, Failure, Origin, StoppedTask};
+use crate::core::decode::{FailedRunTask, Origin, StoppedTask};
 use crate::core::request::RunTaskRequest;
 
 /// How long the store keeps a launch by default: a task that has not failed to start within a
@@ -84,11 +84,7 @@ impl GuardedLaunch {
                 self.origin.call_tag,
             ),
             caller_arn: None,
-            failure: Failure::Stopped {
-                stop_code: stopped.stop_code.clone(),
-                reason: stopped.reason.clone(),
-                detail: stopped.detail.clone(),
-            },
+            failure: stopped.failure(),
             started_arns: Vec::new(),
             replay_blocker: self.replay_blocker,
             prior_calls: self.calls,

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -86,14 +87,7 @@ impl Hop {
 
     /// Reads a message body.
     pub fn from_json(body: &str) -> Result<Self, HopError> {
-        let hop: Self = serde_json::from_str(body).map_err(|e| HopError(e.to_string()))?;
-        if hop.version != VERSION {
-            return Err(HopError(format!(
-                "version {}, this function reads version {VERSION}",
-                hop.version
-            )));
-        }
-        Ok(hop)
+        read(parse(body)?)
     }
 }
 
@@ -127,19 +121,29 @@ impl Recheck {
 impl Message {
     /// Reads a message body: a [`Recheck`] has a `recheck` field, anything else must be a [`Hop`].
     pub fn from_json(body: &str) -> Result<Self, HopError> {
-        let value: Value = serde_json::from_str(body).map_err(|e| HopError(e.to_string()))?;
-        if value.get("recheck").is_none() {
-            return Hop::from_json(body).map(|hop| Self::Hop(Box::new(hop)));
+        let value = parse(body)?;
+        if value.get("recheck").is_some() {
+            read(value).map(|recheck| Self::Recheck(Box::new(recheck)))
+        } else {
+            read(value).map(|hop| Self::Hop(Box::new(hop)))
         }
-        let recheck: Recheck =
-            serde_json::from_value(value).map_err(|e| HopError(e.to_string()))?;
-        if recheck.version != VERSION {
-            return Err(HopError(format!(
-                "version {}, this function reads version {VERSION}",
-                recheck.version
-            )));
+    }
+}
+
+fn parse(body: &str) -> Result<Value, HopError> {
+    serde_json::from_str(body).map_err(|e| HopError(e.to_string()))
+}
+
+/// A message of this [`VERSION`], refused before its fields are read when of another.
+fn read<T: DeserializeOwned>(value: Value) -> Result<T, HopError> {
+    match value.get("version").and_then(Value::as_u64) {
+        Some(version) if version == u64::from(VERSION) => {
+            serde_json::from_value(value).map_err(|e| HopError(e.to_string()))
         }
-        Ok(Self::Recheck(Box::new(recheck)))
+        version => Err(HopError(format!(
+            "version {}, this function reads version {VERSION}",
+            version.map_or_else(|| "missing".to_owned(), |v| v.to_string())
+        ))),
     }
 }
 

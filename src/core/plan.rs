@@ -311,12 +311,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     }
 
     let origin = &failed.origin;
-    let subject = Subject {
-        caller: Some(origin.called_by.name().to_owned()),
-        account: origin.account.clone(),
-        cluster: origin.request.cluster_name().to_owned(),
-        family: origin.request.task_family().unwrap_or_default().to_owned(),
-    };
+    let subject = Subject::of(origin);
     let original = rules.failure(&failed.failure, &subject);
     let missing =
         failed.origin.request.requested_count() - i32::try_from(failed.origin.started).unwrap_or(0);
@@ -430,10 +425,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         );
     };
 
-    let key = match failed.origin.key.as_str() {
-        "" => failed.origin.event_id.clone(),
-        key => key.to_owned(),
-    };
+    let key = failed.origin.key.clone();
     let schedule = lead.schedule;
     // The age that counts is the record's when the first call goes out: a recorded token is
     // only good while ECS remembers it.

@@ -78,19 +78,12 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             .take(usize::try_from(tries).unwrap_or(usize::MAX))
             .map(|d| d.as_secs())
             .sum::<u64>();
-        let verdicts = self.config.rules.failure(
-            &crate::core::decode::Failure::Stopped {
-                stop_code: stopped.stop_code.clone(),
-                reason: stopped.reason.clone(),
-                detail: stopped.detail.clone(),
-            },
-            &Subject {
-                caller: None,
-                account: origin.account.clone(),
-                cluster: cluster.to_owned(),
-                family: origin.request.task_family().unwrap_or_default().to_owned(),
-            },
-        );
+        // Nothing is known of its caller: no onCaller rule concerns it.
+        let subject = Subject {
+            caller: None,
+            ..Subject::of(&origin)
+        };
+        let verdicts = self.config.rules.failure(&stopped.failure(), &subject);
         let conclusion = Conclusion::at_once(
             Outcome::NotRetryable,
             ReasonClass::NotReplayable,

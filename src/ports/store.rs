@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::core::guard::GuardedLaunch;
@@ -186,48 +186,6 @@ impl<S: LaunchStore + Sync> LaunchStore for Option<S> {
     }
 }
 
-/// A store shared by several handlers (the replay command's, a test's).
-impl<S: LaunchStore + Send + Sync> LaunchStore for std::sync::Arc<S> {
-    fn enabled(&self) -> bool {
-        self.as_ref().enabled()
-    }
-
-    async fn guard(
-        &self,
-        task_arns: &[String],
-        launch: &GuardedLaunch,
-        expires: SystemTime,
-    ) -> Result<(), StoreError> {
-        self.as_ref().guard(task_arns, launch, expires).await
-    }
-
-    async fn find(
-        &self,
-        task_arn: &str,
-        now: SystemTime,
-    ) -> Result<Option<GuardedLaunch>, StoreError> {
-        self.as_ref().find(task_arn, now).await
-    }
-
-    async fn claim_notice(
-        &self,
-        key: &str,
-        now: SystemTime,
-        lease: SystemTime,
-        expires: SystemTime,
-    ) -> Result<Claim, StoreError> {
-        self.as_ref().claim_notice(key, now, lease, expires).await
-    }
-
-    async fn confirm_notice(&self, key: &str) -> Result<(), StoreError> {
-        self.as_ref().confirm_notice(key).await
-    }
-
-    async fn release_notice(&self, key: &str) -> Result<(), StoreError> {
-        self.as_ref().release_notice(key).await
-    }
-}
-
 /// A notification's claim, as both the memory and the DynamoDB store keep it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoticeState {
@@ -249,11 +207,12 @@ impl NoticeState {
 }
 
 /// The store in memory, with DynamoDB's semantics (expiry ignored on read, conditional
-/// claims): for the replay command and tests.
-#[derive(Debug, Default)]
+/// claims): for the replay command and tests. Its clones share one store, as several
+/// handlers share one table.
+#[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    launches: Mutex<HashMap<String, (GuardedLaunch, SystemTime)>>,
-    notices: Mutex<HashMap<String, NoticeState>>,
+    launches: Arc<Mutex<HashMap<String, (GuardedLaunch, SystemTime)>>>,
+    notices: Arc<Mutex<HashMap<String, NoticeState>>>,
 }
 
 impl MemoryStore {
