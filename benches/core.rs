@@ -76,7 +76,7 @@ fn core(event: Value, rules: &Rules, policy: &Policy, now: SystemTime) -> usize 
     };
     match decode(event) {
         Ok(Decoded::Failed(failed)) => match decide(&failed, rules, policy, ctx) {
-            Decision::Retry(mut episode) => match episode.next(policy, None) {
+            Decision::Retry(mut episode) => match episode.next(policy, now, None) {
                 Step::Launch { request, .. } => usize::from(request.overrides.is_some()) + 2,
                 Step::Lookup { query, .. } => query.family.len() + 2,
                 Step::Done(conclusion) => conclusion.attempts.len() + 1,

@@ -74,15 +74,17 @@ fn episode(failed: &FailedRunTask) -> Episode {
     }
 }
 
-fn launch(episode: &mut Episode) -> (u32, RunTaskRequest) {
-    match episode.next(&Policy::default(), None) {
+/// The next call of `episode`, asked for at `now`.
+fn launch(episode: &mut Episode, now: SystemTime) -> (u32, RunTaskRequest) {
+    match episode.next(&Policy::default(), now, None) {
         Step::Launch { call, request, .. } => (call, *request),
         other => panic!("expected a launch, got {other:?}"),
     }
 }
 
-fn done(episode: &mut Episode) -> Conclusion {
-    match episode.next(&Policy::default(), None) {
+/// How `episode` ends, asked at `now`.
+fn done(episode: &mut Episode, now: SystemTime) -> Conclusion {
+    match episode.next(&Policy::default(), now, None) {
         Step::Done(conclusion) => conclusion,
         other => panic!("expected the end, got {other:?}"),
     }
@@ -658,7 +660,7 @@ fn first_retry_asks_for_the_missing_tasks_without_the_reference_id() {
     e["detail"]["requestParameters"]["referenceId"] = "ecs-internal".into();
     let failed = failed_from(e);
     let mut episode = episode(&failed);
-    let (call, request) = launch(&mut episode);
+    let (call, request) = launch(&mut episode, just_after(&failed));
     assert_eq!(call, 1);
     assert_eq!(request.count, Some(3));
     assert_eq!(request.reference_id, None);
@@ -690,7 +692,7 @@ fn server_exception_with_reference() -> FailedRunTask {
 fn an_api_error_record_with_a_token_is_first_replayed_as_the_very_same_call() {
     let failed = server_exception_with_reference();
     let mut episode = episode(&failed);
-    let (call, replay) = launch(&mut episode);
+    let (call, replay) = launch(&mut episode, just_after(&failed));
     assert_eq!(call, 1);
     let mut expected = failed.origin.request.clone();
     // Only the reserved `aws:` tag is left out: a caller other than AWS may not set it.
@@ -710,7 +712,7 @@ fn an_api_error_record_with_a_token_is_first_replayed_as_the_very_same_call() {
         SystemTime::now(),
         &Rules::defaults(),
     );
-    let (call, own) = launch(&mut episode);
+    let (call, own) = launch(&mut episode, just_after(&failed));
     assert_eq!(call, 2);
     assert_eq!(own.count, Some(2));
     assert_eq!(own.reference_id, None);
@@ -727,7 +729,7 @@ fn an_api_error_record_with_a_token_is_first_replayed_as_the_very_same_call() {
 fn the_replay_finds_the_job_the_callers_own_retry_started_and_starts_nothing() {
     let failed = server_exception_with_reference();
     let mut episode = episode(&failed);
-    let (_, replay) = launch(&mut episode);
+    let (_, replay) = launch(&mut episode, just_after(&failed));
     let sent_at = just_after(&failed);
     // The caller's SDK retried the 5xx with the same token and started both tasks before the
     // replay: ECS answers the replay with them.
@@ -743,7 +745,7 @@ fn the_replay_finds_the_job_the_callers_own_retry_started_and_starts_nothing() {
         sent_at,
         &Rules::defaults(),
     );
-    let c = done(&mut episode);
+    let c = done(&mut episode, just_after(&failed));
     assert_eq!(c.outcome, Outcome::AlreadyStarted, "{}", c.why);
     assert_eq!(
         (c.started_by_retries, c.already_running, c.still_missing),
@@ -760,7 +762,7 @@ fn the_replay_finds_the_job_the_callers_own_retry_started_and_starts_nothing() {
         ..earlier(i)
     };
     let mut episode = self::episode(&failed);
-    launch(&mut episode);
+    launch(&mut episode, just_after(&failed));
     episode.record(
         LaunchResult::Placed {
             tasks: vec![later(0), later(1)],
@@ -769,7 +771,7 @@ fn the_replay_finds_the_job_the_callers_own_retry_started_and_starts_nothing() {
         sent_at,
         &Rules::defaults(),
     );
-    let c = done(&mut episode);
+    let c = done(&mut episode, just_after(&failed));
     assert_eq!(c.outcome, Outcome::Recovered, "{}", c.why);
     assert_eq!(c.started_by_retries, 2);
 }
@@ -784,7 +786,7 @@ fn a_conflict_naming_tasks_counts_them_as_started_and_one_naming_none_stops() {
         existing,
     };
     let mut episode = episode(&failed);
-    launch(&mut episode);
+    launch(&mut episode, just_after(&failed));
     episode.record(
         conflict(vec![
             "arn:aws:ecs:us-east-1:111122223333:task/batch/x".into(),
@@ -792,7 +794,7 @@ fn a_conflict_naming_tasks_counts_them_as_started_and_one_naming_none_stops() {
         just_after(&failed),
         &Rules::defaults(),
     );
-    let c = done(&mut episode);
+    let c = done(&mut episode, just_after(&failed));
     assert_eq!(c.outcome, Outcome::AlreadyStarted, "{}", c.why);
     assert_eq!((c.already_running, c.still_missing), (1, 0));
     assert_eq!(
@@ -801,13 +803,13 @@ fn a_conflict_naming_tasks_counts_them_as_started_and_one_naming_none_stops() {
     );
 
     let mut episode = self::episode(&failed);
-    launch(&mut episode);
+    launch(&mut episode, just_after(&failed));
     episode.record(
         conflict(Vec::new()),
         just_after(&failed),
         &Rules::defaults(),
     );
-    let c = done(&mut episode);
+    let c = done(&mut episode, just_after(&failed));
     assert_eq!(c.outcome, Outcome::NotRetryable, "no guess: {}", c.why);
     assert_eq!((c.attempts.len(), c.still_missing), (1, 1));
 }
@@ -817,7 +819,7 @@ fn an_api_error_record_without_a_token_looks_for_the_callers_retry_first() {
     let failed = failed("04-throttling.json");
     assert_eq!(failed.origin.request.client_token, None);
     let policy = Policy::default();
-    let query = |episode: &mut Episode| match episode.next(&policy, None) {
+    let query = |episode: &mut Episode| match episode.next(&policy, just_after(&failed), None) {
         Step::Lookup { query, .. } => query,
         other => panic!("expected a look-up, got {other:?}"),
     };
@@ -844,7 +846,7 @@ fn an_api_error_record_without_a_token_looks_for_the_callers_retry_first() {
         }
     );
     found.record_lookup(Lookup::Found(vec![theirs.clone()]));
-    let c = done(&mut found);
+    let c = done(&mut found, just_after(&failed));
     assert_eq!(c.outcome, Outcome::AlreadyStarted, "{}", c.why);
     assert!(c.attempts.is_empty());
     assert_eq!(c.task_arns, [theirs.arn.as_str()]);
@@ -862,7 +864,7 @@ fn an_api_error_record_without_a_token_looks_for_the_callers_retry_first() {
         call,
         wait,
         request,
-    } = missing.next(&policy, None)
+    } = missing.next(&policy, just_after(&failed), None)
     else {
         panic!("expected a launch")
     };
@@ -873,7 +875,7 @@ fn an_api_error_record_without_a_token_looks_for_the_callers_retry_first() {
     let mut unknown = episode(&failed);
     query(&mut unknown);
     unknown.record_lookup(Lookup::Failed("AccessDeniedException".into()));
-    let c = done(&mut unknown);
+    let c = done(&mut unknown, just_after(&failed));
     assert_eq!(c.outcome, Outcome::NotRetryable, "{}", c.why);
     assert!(c.attempts.is_empty());
 }
@@ -883,19 +885,19 @@ fn the_token_moves_on_only_after_ecs_answered_with_tasks_or_failures() {
     let failed = failed("01-agent-ec2.json");
     let mut episode = episode(&failed);
     let now = just_after(&failed);
-    let (_, first) = launch(&mut episode);
+    let (_, first) = launch(&mut episode, just_after(&failed));
     episode.record(
         rejected("ThrottlingException", false),
         now,
         &Rules::defaults(),
     );
-    let (_, after_throttle) = launch(&mut episode);
+    let (_, after_throttle) = launch(&mut episode, just_after(&failed));
     assert_eq!(
         after_throttle, first,
         "a throttled call is resent as it was: same token, same tags"
     );
     episode.record(placed(0, "AGENT"), now, &Rules::defaults());
-    let (_, after_answer) = launch(&mut episode);
+    let (_, after_answer) = launch(&mut episode, just_after(&failed));
     assert_ne!(after_answer.client_token, first.client_token);
     assert_eq!(tag(&after_answer, ATTEMPT_TAG), Some("2"));
 }
@@ -906,7 +908,7 @@ fn an_unclear_last_call_says_the_tasks_may_have_started() {
     let mut episode = episode(&failed);
     let mut tokens = Vec::new();
     for _ in 0..3 {
-        let (_, request) = launch(&mut episode);
+        let (_, request) = launch(&mut episode, just_after(&failed));
         tokens.push(request.client_token.unwrap());
         episode.record(
             rejected("ServerException", true),
@@ -914,11 +916,71 @@ fn an_unclear_last_call_says_the_tasks_may_have_started() {
             &Rules::defaults(),
         );
     }
-    let c = done(&mut episode);
+    let c = done(&mut episode, just_after(&failed));
     assert_eq!(c.outcome, Outcome::GaveUp);
     assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
     assert_eq!(c.may_have_started.as_deref(), Some(tokens[0].as_str()));
     assert!(c.why.contains("may have started"), "{}", c.why);
+}
+
+#[test]
+fn no_call_resends_a_token_ecs_may_have_forgotten() {
+    // ECS keeps a token at least an hour after its first use; past the record-age limit (an
+    // hour by default) a resend could meet a forgotten token and start the job a second time.
+    let hour = Duration::from_secs(3600);
+    let minute = Duration::from_secs(60);
+    let stale = |c: &Conclusion, since: &str| {
+        assert_eq!(c.outcome, Outcome::Stale, "{}", c.why);
+        assert!(c.why.contains(since), "{}", c.why);
+    };
+
+    // The recorded call's token, resent after throttling that lasted past the limit.
+    let with_token = server_exception_with_reference();
+    let recorded = with_token.origin.recorded_at.unwrap();
+    let mut replay = episode(&with_token);
+    launch(&mut replay, recorded + minute);
+    replay.record(
+        rejected("ThrottlingException", false),
+        recorded + minute,
+        &Rules::defaults(),
+    );
+    let c = done(&mut replay, recorded + hour + minute);
+    stale(&c, "the failed call was recorded 1h 1m before it");
+    assert_eq!(c.attempts.len(), 1);
+
+    // An own token that got no clear answer, resent more than an hour later: it may have
+    // started the job, so the notification names it.
+    let failed = failed("01-agent-ec2.json");
+    let sent = just_after(&failed);
+    let mut unclear = episode(&failed);
+    let (_, request) = launch(&mut unclear, sent);
+    unclear.record(rejected("ServerException", true), sent, &Rules::defaults());
+    let c = done(&mut unclear, sent + hour + minute);
+    stale(
+        &c,
+        "its token first went out, with no clear answer, 1h 1m before it",
+    );
+    assert_eq!(c.may_have_started, request.client_token);
+
+    // Within the hour the same resend goes out, as the same call.
+    let mut unclear = episode(&failed);
+    launch(&mut unclear, sent);
+    unclear.record(rejected("ServerException", true), sent, &Rules::defaults());
+    let (call, again) = launch(&mut unclear, sent + 50 * minute);
+    assert_eq!((call, again), (2, request));
+
+    // A hop: any delivery of its message may have sent its call from the moment it was due.
+    let policy = Policy::default();
+    let mut deferred = episode(&failed);
+    let Step::Launch { wait, .. } = deferred.next(&policy, sent, None) else {
+        panic!("expected a launch")
+    };
+    deferred.defer(wait, sent);
+    let mut redriven = deferred.clone();
+    let c = done(&mut redriven, sent + wait + hour + minute);
+    stale(&c, "its delay-queue message was due 1h 1m before it");
+    let (call, _) = launch(&mut deferred, sent + wait + 30 * minute);
+    assert_eq!(call, 1, "a late but safe delivery still makes its call");
 }
 
 /// The throttled try and the final answer of one SDK call: two records, two eventIDs, one token.
@@ -943,17 +1005,17 @@ fn every_record_of_one_call_leads_to_the_same_requests() {
     // The throttled record replays the call; ECS answers with what the token holds, the
     // failures of the final try. Then its own attempt follows.
     let mut from_throttled = episode(&throttled);
-    let (_, replay) = launch(&mut from_throttled);
+    let (_, replay) = launch(&mut from_throttled, just_after(&throttled));
     assert_eq!(replay.client_token.as_deref(), Some("sdk-token-1"));
     from_throttled.record(
         placed(0, "AGENT"),
         just_after(&answered),
         &Rules::defaults(),
     );
-    let (_, own_a) = launch(&mut from_throttled);
+    let (_, own_a) = launch(&mut from_throttled, just_after(&answered));
 
     let mut from_answered = episode(&answered);
-    let (_, own_b) = launch(&mut from_answered);
+    let (_, own_b) = launch(&mut from_answered, just_after(&answered));
     assert_eq!(
         own_a, own_b,
         "same token and tags, so ECS starts the missing task once"
@@ -1117,7 +1179,7 @@ fn with_a_redacted_environment_the_look_up_still_finds_the_callers_retry() {
     ) else {
         panic!("retries without the environment, as configured")
     };
-    let Step::Lookup { .. } = episode.next(&policy, None) else {
+    let Step::Lookup { .. } = episode.next(&policy, just_after(&failed), None) else {
         panic!("looks first")
     };
     // The caller's own retry ran with the environment CloudTrail hid; DescribeTasks shows it.
@@ -1141,7 +1203,7 @@ fn with_a_redacted_environment_the_look_up_still_finds_the_callers_retry() {
         call_tag: None,
     };
     episode.record_lookup(Lookup::Found(vec![theirs]));
-    let step = episode.next(&policy, None);
+    let step = episode.next(&policy, just_after(&failed), None);
     assert!(
         matches!(&step, Step::Done(c) if c.outcome == Outcome::AlreadyStarted),
         "the job would start twice: {step:?}"
@@ -1812,7 +1874,7 @@ fn refused_everywhere(
         })
         .collect();
     for _ in 0..3 {
-        launch(&mut episode);
+        launch(&mut episode, just_after(&failed));
         episode.record(
             LaunchResult::Placed {
                 tasks: Vec::new(),
@@ -1822,7 +1884,7 @@ fn refused_everywhere(
             &Rules::defaults(),
         );
     }
-    let c = done(&mut episode);
+    let c = done(&mut episode, just_after(&failed));
     assert_eq!(c.outcome, Outcome::GaveUp, "{}", c.why);
     (failed, c)
 }

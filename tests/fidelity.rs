@@ -354,7 +354,7 @@ fn planned(event: Value) -> RunTaskRequest {
     else {
         panic!("retries")
     };
-    let mut step = episode.next(&policy, None);
+    let mut step = episode.next(&policy, ctx.now, None);
     if let Step::Lookup { query, .. } = &step {
         // A record without a token: first the look-up for the caller's own retry, scoped to
         // the call's cluster and family; it finds nothing here.
@@ -365,7 +365,7 @@ fn planned(event: Value) -> RunTaskRequest {
         );
         assert_eq!(failed.origin.request.client_token, None);
         episode.record_lookup(Lookup::Found(Vec::new()));
-        step = episode.next(&policy, None);
+        step = episode.next(&policy, ctx.now, None);
     }
     let Step::Launch { request, .. } = step else {
         panic!("launches: {step:?}")

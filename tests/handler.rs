@@ -1134,6 +1134,51 @@ async fn a_hop_is_not_judged_stale_by_the_time_it_arrives() {
 }
 
 #[tokio::test]
+async fn a_hop_redriven_after_ecs_forgot_its_token_does_not_start_the_job_again() {
+    // The delayed call went out and started the job; the invocation then failed (the store was
+    // down, say), its message ended in the dead-letter queue, and the operator redrove it the
+    // next morning. The job had finished long before, and ECS has forgotten its token.
+    let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 900,
+                    "MaxDelaySeconds": 900, "JitterStrategy": "NONE"}]"#;
+    let q = Queued::new(vec![]);
+    let handler = q.handler(&[("ECS_RERUN_RULES", rules)]);
+    let invocation = Invocation::default();
+    q.begin(&handler, fresh("01-agent-ec2.json")).await;
+    let (body, delay) = q.queue.pop().expect("the first call waits in the queue");
+    q.world.clock.advance(delay);
+    let first = handler.handle_message(&body, &invocation).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Recovered);
+
+    // A duplicate within the hour: ECS still knows the token and answers with the same task.
+    q.world.clock.advance(Duration::from_secs(20 * 60));
+    q.world.ecs.stop_all();
+    let duplicate = handler.handle_message(&body, &invocation).await.unwrap();
+    assert_eq!(
+        duplicate.outcome,
+        Outcome::AlreadyStarted,
+        "{}",
+        duplicate.reason
+    );
+    assert_eq!(q.world.ecs.tasks_started(), 1);
+
+    // The redrive, ten hours after it was due: not sent, notified.
+    q.world.clock.advance(Duration::from_secs(10 * 3600));
+    let redriven = handler.handle_message(&body, &invocation).await.unwrap();
+    assert_eq!(redriven.outcome, Outcome::Stale, "{}", redriven.reason);
+    assert_eq!(q.world.ecs.tasks_started(), 1, "the job ran once");
+    let sent = q.world.sns.sent();
+    assert_eq!(sent.len(), 1, "the operator hears of it once");
+    assert_eq!(sent[0].attributes["outcome"], "stale");
+    assert!(
+        redriven
+            .reason
+            .contains("its delay-queue message was due 10h 20m before it"),
+        "{}",
+        redriven.reason
+    );
+}
+
+#[tokio::test]
 async fn in_a_mass_outage_no_job_waits_for_another() {
     // 50 jobs fail at once. Each invocation returns after deciding; every job's first call is
     // due on its own schedule, counted from its own failure.

@@ -95,7 +95,10 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
                 format!("ecs-rerun stopped; {missing_now}.")
             }
             Outcome::NotRetryable => "ecs-rerun will not retry it.".to_owned(),
-            Outcome::Stale => "ecs-rerun did not rerun it: the record is too old.".to_owned(),
+            Outcome::Stale =>
+                "ecs-rerun did not rerun it: too long after the failed call (or the call that \
+                 was to follow it) to rerun without risking a second run."
+                    .to_owned(),
             Outcome::WouldRetry => "Dry run: ecs-rerun would retry it.".to_owned(),
             Outcome::Left => format!(
                 "ecs-rerun left it to the caller ({}), which retries by itself.",
@@ -324,7 +327,7 @@ fn what_to_do(conclusion: &Conclusion) -> &'static str {
             "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on."
         }
         (Outcome::Stale, _) => {
-            "Check whether the job ran (it may have been started by hand or by a later schedule); if not, start it again yourself. Records older than ECS_RERUN_MAX_RECORD_AGE_S are never rerun."
+            "Check whether the job ran (it may have been started by hand or by a later schedule); if not, start it again yourself. No call goes out once its record, or the token it would resend, is older than ECS_RERUN_MAX_RECORD_AGE_S: ECS may have forgotten the token, and the call could start the job a second time."
         }
         (Outcome::GaveUp | Outcome::NotRetryable, _) if conclusion.may_have_started.is_some() => {
             "Before rerunning, check whether the task started: list the cluster's tasks of this family, or look for the token named in may_have_started_token. The last call got no clear answer, so ECS may have started it."

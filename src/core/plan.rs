@@ -49,7 +49,8 @@ pub struct Policy {
     pub deadline_reserve: Duration,
     /// Replay a request whose environment overrides CloudTrail redacted, without them.
     pub replay_redacted_env: bool,
-    /// Records older than this are not rerun: their tokens may be gone.
+    /// Records older than this are not rerun, and no call resends a token older than this:
+    /// ECS may have forgotten it.
     pub max_record_age: Duration,
 }
 
@@ -91,7 +92,7 @@ pub enum Outcome {
     GaveUp,
     /// The failure needs a person: permanent, unknown, not replayable, or another account's.
     NotRetryable,
-    /// The record is too old to rerun safely.
+    /// The record, or the token the next call would resend, is too old to rerun safely.
     Stale,
     /// Dry run: a retry would have been issued.
     WouldRetry,
@@ -485,6 +486,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         token_sends: 0,
         token_ambiguous: original_ambiguous,
         prewaited: None,
+        due: None,
         original,
         attempts: Vec::new(),
         started_by_retries: 0,
@@ -557,6 +559,10 @@ pub struct Episode {
     token_ambiguous: bool,
     /// A wait already spent before the look-up, not to be spent again before the next call.
     prewaited: Option<Duration>,
+    /// When the delay queue was to deliver the next step: from then on, a duplicate or redriven
+    /// delivery of the same message may have sent that step's call (and the ones after it).
+    #[serde(default)]
+    due: Option<SystemTime>,
     original: Vec<Verdict>,
     attempts: Vec<AttemptLog>,
     started_by_retries: u32,
@@ -570,8 +576,8 @@ pub struct Episode {
 }
 
 impl Episode {
-    /// What to do next, given the time left before the deadline (`None`: no deadline).
-    pub fn next(&mut self, policy: &Policy, time_left: Option<Duration>) -> Step {
+    /// What to do next at `now`, given the time left before the deadline (`None`: no deadline).
+    pub fn next(&mut self, policy: &Policy, now: SystemTime, time_left: Option<Duration>) -> Step {
         if let Some((outcome, class, why)) = self.done.take() {
             return Step::Done(self.conclusion(outcome, class, why));
         }
@@ -601,6 +607,22 @@ impl Episode {
                 self.last_failure()
             );
             return Step::Done(self.conclusion(Outcome::GaveUp, ReasonClass::Transient, why));
+        }
+        if let Some((since, what)) = self.exposed_since() {
+            let age = (now + wait).duration_since(since).unwrap_or_default();
+            if age > policy.max_record_age {
+                let why = format!(
+                    "call {call} not sent: {what} {} before it, longer than \
+                     ECS_RERUN_MAX_RECORD_AGE_S ({}); ECS may have forgotten the token (or \
+                     stopped listing the tasks) that keeps it from starting the job twice. A \
+                     delay-queue message redriven long after it was due does this. Check whether \
+                     the job ran, then start it by hand if it did not; {}",
+                    human(age),
+                    human(policy.max_record_age),
+                    self.missing_phrase()
+                );
+                return Step::Done(self.conclusion(Outcome::Stale, ReasonClass::Transient, why));
+            }
         }
         if self.phase == Phase::Lookup {
             if let Some(query) = TaskQuery::for_request(&self.template) {
@@ -771,11 +793,30 @@ impl Episode {
             .collect()
     }
 
-    /// The wait that [`Episode::next`] asked for will be spent elsewhere (in a delay queue):
-    /// the next [`Episode::next`] asks for the same step without it.
-    pub fn defer(&mut self, wait: Duration) {
+    /// The wait that [`Episode::next`] asked for at `now` will be spent elsewhere (in a delay
+    /// queue): the next [`Episode::next`] asks for the same step without it.
+    pub fn defer(&mut self, wait: Duration, now: SystemTime) {
         self.pending = None;
         self.prewaited.get_or_insert(wait);
+        self.due = Some(now + wait);
+    }
+
+    /// Since when the next step may have been carried out by someone else, and by what: ECS
+    /// keeps a token at least an hour after its first use, and lists a stopped task about as
+    /// long (aws-facts §4), so a step is safe only while this is younger than the record-age
+    /// limit. `None`: the next call's token is new.
+    fn exposed_since(&self) -> Option<(SystemTime, &'static str)> {
+        let recorded = matches!(self.phase, Phase::Original | Phase::Lookup)
+            .then_some((self.recorded_at, "the failed call was recorded"));
+        let unclear = self
+            .token_first_sent
+            .filter(|_| self.token_ambiguous)
+            .map(|t| (t, "its token first went out, with no clear answer,"));
+        let due = self.due.map(|t| (t, "its delay-queue message was due"));
+        [recorded, unclear, due]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(t, _)| *t)
     }
 
     fn wait_before(&self, policy: &Policy, call: u32) -> Duration {
@@ -942,7 +983,7 @@ impl Episode {
             still_missing: self.missing.max(0),
             task_arns: self.task_arns.clone(),
             may_have_started: match outcome {
-                Outcome::GaveUp | Outcome::NotRetryable => self.ambiguous_token(),
+                Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale => self.ambiguous_token(),
                 _ => None,
             },
             schedule_ms: Vec::new(),

@@ -215,11 +215,12 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         let dry_run = self.config.dry_run;
         let hops = self.queue.enabled() && !dry_run;
         loop {
+            let now = self.clock.now();
             let time_left = invocation
                 .deadline
-                .map(|d| d.duration_since(self.clock.now()).unwrap_or(Duration::ZERO));
+                .map(|d| d.duration_since(now).unwrap_or(Duration::ZERO));
             // With a queue, a wait that does not fit is carried by the queue, never given up on.
-            let step = episode.next(policy, if hops { None } else { time_left });
+            let step = episode.next(policy, now, if hops { None } else { time_left });
             let (call, wait) = match &step {
                 Step::Done(_) => (0, Duration::ZERO),
                 Step::Lookup { wait, .. } => (episode.calls() + 1, *wait),
@@ -227,7 +228,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             };
             let fits = time_left.is_none_or(|left| wait + policy.deadline_reserve <= left);
             if hops && !matches!(step, Step::Done(_)) && (wait > self.config.hop_after || !fits) {
-                episode.defer(wait);
+                episode.defer(wait, now);
                 let (hop, delay) = Hop::new(origin.clone(), episode, wait);
                 tracing::info!(
                     call,

@@ -123,12 +123,15 @@ pub struct FakeTask {
     pub request: RunTaskRequest,
     /// When.
     pub created_at: SystemTime,
+    /// When it stopped, if it did.
+    pub stopped_at: Option<SystemTime>,
 }
 
 /// A fake ECS that keeps ECS's token table (ECS_Idempotency, aws-facts §4): per (cluster,
 /// token), the same parameters get the stored answer and start nothing; other parameters get
 /// `ConflictException` naming the token's tasks. A call without a token is always new. Only a
-/// call that started tasks or answered 200 leaves its answer behind the token. A scripted
+/// call that started tasks or answered 200 leaves its answer behind the token, and only for
+/// min(24 h, until an hour after its last task stopped): then the token is new again. A scripted
 /// [`Answer::Error`] comes before the table, as ECS throttles a call before it looks at its
 /// token; other scripted answers are for calls the table does not answer. Tests count the tasks
 /// it started, whoever started them.
@@ -138,8 +141,18 @@ pub struct FakeEcs {
     clock: FakeClock,
 }
 
-/// What ECS keeps behind a token: the request (without its token) and its answer.
-type Stored = (RunTaskRequest, Vec<LaunchedTask>, Vec<PlacementFailure>);
+/// What ECS keeps behind a token: the request (without its token), its answer, and when the
+/// token was first used.
+type Stored = (
+    RunTaskRequest,
+    Vec<LaunchedTask>,
+    Vec<PlacementFailure>,
+    SystemTime,
+);
+
+/// How long ECS keeps a token after the last of its tasks stopped, and at most (aws-facts §4).
+const TOKEN_AFTER_STOP: Duration = Duration::from_secs(3600);
+const TOKEN_AT_MOST: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Default)]
 struct FakeEcsState {
@@ -190,6 +203,14 @@ impl FakeEcs {
         self.inner.lock().unwrap().tasks.len()
     }
 
+    /// Every task still running stops now.
+    pub fn stop_all(&self) {
+        let now = self.clock.now();
+        for task in &mut self.inner.lock().unwrap().tasks {
+            task.stopped_at.get_or_insert(now);
+        }
+    }
+
     /// How many look-ups (`ListTasks` + `DescribeTasks`) were made.
     pub fn lookups(&self) -> usize {
         self.inner.lock().unwrap().lookups
@@ -211,7 +232,13 @@ impl FakeEcs {
             state.script.pop_front();
             return rejected(&code);
         }
-        if let Some((stored, tasks, failures)) = key.as_ref().and_then(|k| state.tokens.get(k)) {
+        if let Some(key) = &key
+            && let Some((_, tasks, _, used_at)) = state.tokens.get(key)
+            && now >= state.forgets(tasks, *used_at)
+        {
+            state.tokens.remove(key);
+        }
+        if let Some((stored, tasks, failures, _)) = key.as_ref().and_then(|k| state.tokens.get(k)) {
             return if *stored == params {
                 LaunchResult::Placed {
                     tasks: tasks.clone(),
@@ -244,6 +271,7 @@ impl FakeEcs {
                 arn: arn.clone(),
                 request: request.clone(),
                 created_at: now,
+                stopped_at: None,
             });
             launched.push(LaunchedTask {
                 arn,
@@ -253,7 +281,7 @@ impl FakeEcs {
         if let Some(key) = key {
             state
                 .tokens
-                .insert(key, (params, launched.clone(), failures.clone()));
+                .insert(key, (params, launched.clone(), failures.clone(), now));
         }
         match answer {
             Answer::ServerErrorAfterStart => LaunchResult::Rejected {
@@ -272,6 +300,29 @@ impl FakeEcs {
                 tasks: launched,
                 failures,
             },
+        }
+    }
+}
+
+impl FakeEcsState {
+    /// When ECS forgets the token first used at `used_at` that started `tasks`.
+    fn forgets(&self, tasks: &[LaunchedTask], used_at: SystemTime) -> SystemTime {
+        let stops: Option<Vec<SystemTime>> = tasks
+            .iter()
+            .map(|t| {
+                self.tasks
+                    .iter()
+                    .find(|f| f.arn == t.arn)
+                    .and_then(|f| f.stopped_at)
+            })
+            .collect();
+        let at_most = used_at + TOKEN_AT_MOST;
+        match stops {
+            // Every task stopped (or none started): an hour after the last stop.
+            Some(stops) => {
+                (stops.into_iter().max().unwrap_or(used_at) + TOKEN_AFTER_STOP).min(at_most)
+            }
+            None => at_most,
         }
     }
 }
