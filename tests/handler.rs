@@ -7,34 +7,16 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Answer, FakeClock, FakeEcs, FakeQueue, FakeSns, config, error, event, fail, tag};
+use common::{
+    Answer, FakeClock, FakeEcs, FakeQueue, FakeSns, NOW, World, config, error, event, fail, tag,
+};
 use ecs_rerun::core::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
 use ecs_rerun::core::plan::{LaunchResult, Outcome};
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use serde_json::{Value, json};
 
-/// The fakes' clock starts here; sample records are retimed to a minute before it.
-const NOW: u64 = 1_800_000_000;
-
-/// One world: an ECS, a topic and a clock.
-struct World {
-    ecs: FakeEcs,
-    sns: FakeSns,
-    clock: FakeClock,
-}
-
 impl World {
-    /// An ECS that answers new tokens with `answers`, then starts everything.
-    fn new(answers: Vec<Answer>) -> Self {
-        let clock = FakeClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW));
-        Self {
-            ecs: FakeEcs::scripted(&clock, answers),
-            sns: FakeSns::default(),
-            clock,
-        }
-    }
-
     fn handler(&self, extra: &[(&str, &str)]) -> Handler<FakeEcs, FakeSns, FakeClock> {
         Handler::new(
             config(extra),
@@ -883,11 +865,7 @@ async fn a_task_named_by_a_lookup_and_a_conflict_is_counted_once() {
     ]);
     let mut record = as_throttled(fresh("04-throttling.json"));
     record["detail"]["requestParameters"]["count"] = json!(2);
-    let failing = World {
-        ecs: w.ecs.clone(),
-        sns: FakeSns::failing(),
-        clock: w.clock.clone(),
-    };
+    let failing = w.with_sns(FakeSns::failing());
     assert!(failing.handle(&[], record.clone()).await.is_err());
 
     let report = w.run(record).await;
@@ -950,19 +928,19 @@ async fn an_untokened_server_error_that_started_the_task_before_its_record_is_fo
 /// A world whose function has a delay queue.
 struct Queued {
     world: World,
-    queue: FakeQueue,
 }
 
 impl Queued {
     fn new(answers: Vec<Answer>) -> Self {
         Self {
             world: World::new(answers),
-            queue: FakeQueue::default(),
         }
     }
 
     fn handler(&self, extra: &[(&str, &str)]) -> Handler<FakeEcs, FakeSns, FakeClock, FakeQueue> {
-        self.world.handler(extra).with_queue(self.queue.clone())
+        self.world
+            .handler(extra)
+            .with_queue(self.world.queue.clone())
     }
 
     /// Handles the first invocation of an episode.
@@ -980,7 +958,7 @@ impl Queued {
         let invocation = Invocation::default();
         let mut reports = vec![handler.handle(event, &invocation).await.expect("handled")];
         for _ in 0..20 {
-            let Some((body, delay)) = self.queue.pop() else {
+            let Some((body, delay)) = self.world.queue.pop() else {
                 return reports;
             };
             self.world.clock.advance(delay);
@@ -1027,7 +1005,7 @@ async fn capacity_waits_add_up_to_at_least_fifteen_minutes() {
     q.begin(&handler, fresh("02-resource-memory-partial.json"))
         .await;
     let mut waited = Duration::ZERO;
-    while let Some((body, delay)) = q.queue.pop() {
+    while let Some((body, delay)) = q.world.queue.pop() {
         waited += delay;
         q.world.clock.advance(delay);
         handler.handle_message(&body, &invocation).await.unwrap();
@@ -1054,7 +1032,11 @@ async fn a_redelivered_hop_repeats_the_same_call_and_starts_nothing_twice() {
     let q = Queued::new(vec![fail("AGENT", 0)]);
     let (handler, invocation) = (q.handler(&[]), Invocation::default());
     q.begin(&handler, fresh("01-agent-ec2.json")).await;
-    let (first_hop, delay) = q.queue.pop().expect("the first call waits in the queue");
+    let (first_hop, delay) = q
+        .world
+        .queue
+        .pop()
+        .expect("the first call waits in the queue");
     q.world.clock.advance(delay);
     // SQS delivers the same message twice (or the invocation failed after its call).
     handler
@@ -1065,7 +1047,7 @@ async fn a_redelivered_hop_repeats_the_same_call_and_starts_nothing_twice() {
         .handle_message(&first_hop, &invocation)
         .await
         .unwrap();
-    while let Some((body, delay)) = q.queue.pop() {
+    while let Some((body, delay)) = q.world.queue.pop() {
         q.world.clock.advance(delay);
         handler.handle_message(&body, &invocation).await.unwrap();
     }
@@ -1144,7 +1126,11 @@ async fn a_hop_redriven_after_ecs_forgot_its_token_does_not_start_the_job_again(
     let handler = q.handler(&[("ECS_RERUN_RULES", rules)]);
     let invocation = Invocation::default();
     q.begin(&handler, fresh("01-agent-ec2.json")).await;
-    let (body, delay) = q.queue.pop().expect("the first call waits in the queue");
+    let (body, delay) = q
+        .world
+        .queue
+        .pop()
+        .expect("the first call waits in the queue");
     q.world.clock.advance(delay);
     let first = handler.handle_message(&body, &invocation).await.unwrap();
     assert_eq!(first.outcome, Outcome::Recovered);
@@ -1197,7 +1183,7 @@ async fn in_a_mass_outage_no_job_waits_for_another() {
         "no invocation held a slot while waiting"
     );
     let mut delays = Vec::new();
-    while let Some((_, delay)) = q.queue.pop() {
+    while let Some((_, delay)) = q.world.queue.pop() {
         delays.push(delay);
     }
     assert_eq!(delays.len(), 50);
@@ -1217,7 +1203,7 @@ async fn an_sqs_batch_reports_the_messages_that_failed() {
     let q = Queued::new(vec![fail("AGENT", 0)]);
     let (handler, invocation) = (q.handler(&[]), Invocation::default());
     q.begin(&handler, fresh("01-agent-ec2.json")).await;
-    let (body, delay) = q.queue.pop().unwrap();
+    let (body, delay) = q.world.queue.pop().unwrap();
     q.world.clock.advance(delay);
     let payload = json!({"Records": [
         {"messageId": "good", "body": body, "eventSource": "aws:sqs"},
@@ -1247,7 +1233,7 @@ async fn a_failed_notification_on_a_hop_is_retried_by_redelivery_and_sent_once()
         .handle(fresh("01-agent-ec2.json"), &invocation)
         .await
         .unwrap();
-    let (body, delay) = q.queue.pop().unwrap();
+    let (body, delay) = q.world.queue.pop().unwrap();
     q.world.clock.advance(delay);
     assert!(failing.handle_message(&body, &invocation).await.is_err());
     // SQS delivers it again; the topic works now.
@@ -1275,10 +1261,14 @@ async fn a_hop_carries_verdicts_in_aggregate_and_stays_small() {
     let handler = q.handler(&[]);
     let invocation = Invocation::default();
     handler.handle(record, &invocation).await.unwrap();
-    let (body, delay) = q.queue.pop().unwrap();
+    let (body, delay) = q.world.queue.pop().unwrap();
     q.world.clock.advance(delay);
     handler.handle_message(&body, &invocation).await.unwrap();
-    let (body, _) = q.queue.pop().expect("a second hop after the failed call");
+    let (body, _) = q
+        .world
+        .queue
+        .pop()
+        .expect("a second hop after the failed call");
     assert!(
         body.len() < 32 * 1024,
         "900 failures twice, yet {} bytes (SQS takes 256 KiB)",
@@ -1295,7 +1285,7 @@ async fn a_hop_of_another_version_is_refused_not_guessed() {
         .handle(fresh("01-agent-ec2.json"), &Invocation::default())
         .await
         .unwrap();
-    let (body, _) = q.queue.pop().unwrap();
+    let (body, _) = q.world.queue.pop().unwrap();
     let mut hop: Value = serde_json::from_str(&body).unwrap();
     hop["version"] = json!(2);
     let err = ecs_rerun::core::hop::Hop::from_json(&hop.to_string()).unwrap_err();
@@ -1434,7 +1424,7 @@ async fn a_schedulers_permanent_error_is_notified_not_left() {
 async fn a_hop_written_before_callers_were_named_is_still_read() {
     let q = Queued::new(vec![]);
     q.begin(&q.handler(&[]), fresh("01-agent-ec2.json")).await;
-    let (body, delay) = q.queue.pop().unwrap();
+    let (body, delay) = q.world.queue.pop().unwrap();
     let mut hop: Value = serde_json::from_str(&body).unwrap();
     hop["origin"].as_object_mut().unwrap().remove("called_by");
     hop["episode"].as_object_mut().unwrap().remove("subject");

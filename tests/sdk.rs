@@ -391,51 +391,41 @@ async fn a_failed_look_up_says_which_call_failed() {
 // --- SNS ----------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn the_topics_own_message_size_limit_is_read_at_start() {
-    let rule = mock!(aws_sdk_sns::Client::get_topic_attributes)
+async fn the_topics_own_message_size_limit_is_read_at_start_or_the_default_kept() {
+    let answered = mock!(aws_sdk_sns::Client::get_topic_attributes)
         .match_requests(|r| r.topic_arn() == Some("arn:aws:sns:us-east-1:1:t"))
         .then_output(|| {
             GetTopicAttributesOutput::builder()
                 .attributes("MaximumMessageSize", "65536")
                 .build()
         });
-    let client = mock_client!(aws_sdk_sns, [&rule]);
-    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into());
-    assert_eq!(
-        notifier.max_message_size(),
-        DEFAULT_MAX_MESSAGE_SIZE,
-        "until it answers"
-    );
-    notifier.read_topic_limit().await;
-    assert_eq!(notifier.max_message_size(), 65_536);
-    assert_eq!(rule.num_calls(), 1);
+    let denied = mock!(aws_sdk_sns::Client::get_topic_attributes)
+        .then_error(|| GetTopicAttributesError::AuthorizationErrorException(not_allowed()));
+    for (rule, limit) in [(answered, 65_536), (denied, DEFAULT_MAX_MESSAGE_SIZE)] {
+        let client = mock_client!(aws_sdk_sns, [&rule]);
+        let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into());
+        assert_eq!(
+            notifier.max_message_size(),
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "until it answers"
+        );
+        notifier.read_topic_limit().await;
+        assert_eq!(notifier.max_message_size(), limit);
+        assert_eq!(rule.num_calls(), 1);
+    }
 }
 
-#[tokio::test]
-async fn without_the_topics_limit_the_default_is_kept() {
-    let denied = mock!(aws_sdk_sns::Client::get_topic_attributes).then_error(|| {
-        GetTopicAttributesError::AuthorizationErrorException(
-            aws_sdk_sns::types::error::AuthorizationErrorException::builder()
+/// SNS's answer to a caller its policy does not allow.
+fn not_allowed() -> aws_sdk_sns::types::error::AuthorizationErrorException {
+    aws_sdk_sns::types::error::AuthorizationErrorException::builder()
+        .message("not allowed")
+        .meta(
+            aws_sdk_sns::error::ErrorMetadata::builder()
+                .code("AuthorizationError")
                 .message("not allowed")
-                .meta(
-                    aws_sdk_sns::error::ErrorMetadata::builder()
-                        .code("AuthorizationError")
-                        .message("not allowed")
-                        .build(),
-                )
                 .build(),
         )
-    });
-    let client = mock_client!(aws_sdk_sns, [&denied]);
-    let notifier = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into());
-    assert_eq!(
-        notifier.max_message_size(),
-        DEFAULT_MAX_MESSAGE_SIZE,
-        "until it answers"
-    );
-    notifier.read_topic_limit().await;
-    assert_eq!(notifier.max_message_size(), DEFAULT_MAX_MESSAGE_SIZE);
-    assert_eq!(denied.num_calls(), 1);
+        .build()
 }
 
 fn note() -> Notification {
@@ -472,19 +462,8 @@ async fn publish_sends_subject_body_and_filterable_attributes() {
 
 #[tokio::test]
 async fn publish_failure_is_an_error_naming_the_topic() {
-    let rule = mock!(aws_sdk_sns::Client::publish).then_error(|| {
-        SnsPublishError::AuthorizationErrorException(
-            aws_sdk_sns::types::error::AuthorizationErrorException::builder()
-                .message("not allowed")
-                .meta(
-                    aws_sdk_sns::error::ErrorMetadata::builder()
-                        .code("AuthorizationError")
-                        .message("not allowed")
-                        .build(),
-                )
-                .build(),
-        )
-    });
+    let rule = mock!(aws_sdk_sns::Client::publish)
+        .then_error(|| SnsPublishError::AuthorizationErrorException(not_allowed()));
     let client = mock_client!(aws_sdk_sns, [&rule]);
     let err = SnsNotifier::new(client, "arn:aws:sns:us-east-1:1:t".into())
         .publish(&note())

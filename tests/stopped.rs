@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Answer, FakeClock, FakeEcs, FakeQueue, FakeSns, config, event, fail, tag};
+use common::{FakeClock, FakeEcs, FakeQueue, FakeSns, World, config, event, fail, tag};
 use ecs_rerun::core::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
 use ecs_rerun::core::plan::Outcome;
 use ecs_rerun::core::request::RunTaskRequest;
@@ -16,38 +16,25 @@ use ecs_rerun::ports::clock::Clock;
 use ecs_rerun::ports::store::{Claim, LaunchStore, MemoryStore};
 use serde_json::{Value, json};
 
-/// The fakes' clock starts here.
-const NOW: u64 = 1_800_000_000;
 /// The task sample 15 stops (the first of sample 14's launch) and the revision it ran.
 const TASK: &str = "arn:aws:ecs:us-east-1:111122223333:task/jobs/5e1f0c2a9b3d4e8fa7c6b5d4e3f2a1b0";
 const REVISION: &str = "arn:aws:ecs:us-east-1:111122223333:task-definition/etl-load:12";
 
 type TestHandler = Handler<FakeEcs, FakeSns, FakeClock, FakeQueue, MemoryStore>;
 
-/// One world: ECS, a topic, a clock, the delay queue and the store.
-struct World {
-    ecs: FakeEcs,
-    sns: FakeSns,
-    clock: FakeClock,
-    queue: FakeQueue,
-    store: MemoryStore,
-}
-
 impl World {
-    fn new(answers: Vec<Answer>) -> Self {
-        let clock = FakeClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW));
-        Self {
-            ecs: FakeEcs::scripted(&clock, answers),
-            sns: FakeSns::default(),
-            clock,
-            queue: FakeQueue::default(),
-            store: MemoryStore::default(),
-        }
-    }
-
     /// A handler on this world's ports; waits go through the queue (the tests deliver it).
     fn handler(&self, extra: &[(&str, &str)]) -> TestHandler {
-        self.handler_with(extra, self.sns.clone())
+        let mut vars = vec![("ECS_RERUN_DELAY_QUEUE_URL", "https://sqs.local/delay")];
+        vars.extend_from_slice(extra);
+        Handler::new(
+            config(&vars),
+            self.ecs.clone(),
+            self.sns.clone(),
+            self.clock.clone(),
+        )
+        .with_queue(self.queue.clone())
+        .with_store(self.store.clone())
     }
 
     /// A handler on this world's ECS, topic and clock, without queue or store.
@@ -58,14 +45,6 @@ impl World {
             self.sns.clone(),
             self.clock.clone(),
         )
-    }
-
-    fn handler_with(&self, extra: &[(&str, &str)], sns: FakeSns) -> TestHandler {
-        let mut vars = vec![("ECS_RERUN_DELAY_QUEUE_URL", "https://sqs.local/delay")];
-        vars.extend_from_slice(extra);
-        Handler::new(config(&vars), self.ecs.clone(), sns, self.clock.clone())
-            .with_queue(self.queue.clone())
-            .with_store(self.store.clone())
     }
 
     /// Handles `event`, then delivers every delay-queue message it leads to, advancing the
@@ -402,7 +381,7 @@ async fn a_failed_publish_releases_its_claim_so_the_redelivery_notifies() {
     world.run(launch(&world)).await;
     let task2 = "arn:aws:ecs:us-east-1:111122223333:task/jobs/6f2a1d3b0c4e5f9ab8d7c6e5f4a3b2c1";
     let stopped = stop(&world, "16-stopped-image-not-found.json", task2);
-    let failing = world.handler_with(&[], FakeSns::failing());
+    let failing = world.with_sns(FakeSns::failing()).handler(&[]);
     let err = failing
         .handle(stopped.clone(), &Invocation::default())
         .await

@@ -16,7 +16,51 @@ use ecs_rerun::ports::clock::Clock;
 use ecs_rerun::ports::launch::TaskLauncher;
 use ecs_rerun::ports::notify::{Notifier, PublishError};
 use ecs_rerun::ports::queue::{DelayQueue, QueueError};
+use ecs_rerun::ports::store::MemoryStore;
 use serde_json::Value;
+
+/// The fakes' clock starts here; sample records are retimed relative to it.
+pub const NOW: u64 = 1_800_000_000;
+
+/// One world of fakes: an ECS, a topic, a clock, a delay queue and a launch store. Each test
+/// crate builds its handlers on it in an `impl World` of its own.
+pub struct World {
+    /// ECS, with its token table.
+    pub ecs: FakeEcs,
+    /// The topic.
+    pub sns: FakeSns,
+    /// The clock, at [`NOW`].
+    pub clock: FakeClock,
+    /// The delay queue; the tests deliver its messages.
+    pub queue: FakeQueue,
+    /// The launch store.
+    pub store: MemoryStore,
+}
+
+impl World {
+    /// A world whose ECS answers new tokens with `answers`, then starts everything.
+    pub fn new(answers: Vec<Answer>) -> Self {
+        let clock = FakeClock::at(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW));
+        Self {
+            ecs: FakeEcs::scripted(&clock, answers),
+            sns: FakeSns::default(),
+            clock,
+            queue: FakeQueue::default(),
+            store: MemoryStore::default(),
+        }
+    }
+
+    /// The same world (its state shared) behind another topic: a failing one, say.
+    pub fn with_sns(&self, sns: FakeSns) -> Self {
+        Self {
+            ecs: self.ecs.clone(),
+            sns,
+            clock: self.clock.clone(),
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
 
 /// Path of a file in the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
