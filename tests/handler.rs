@@ -955,16 +955,30 @@ impl Queued {
     /// report of each invocation.
     async fn run(&self, extra: &[(&str, &str)], event: Value) -> Vec<Report> {
         let handler = self.handler(extra);
-        let invocation = Invocation::default();
-        let mut reports = vec![handler.handle(event, &invocation).await.expect("handled")];
+        let first = handler
+            .handle(event, &Invocation::default())
+            .await
+            .expect("handled");
+        let mut reports = vec![first];
+        reports.extend(self.deliver(&handler, Duration::ZERO).await);
+        reports
+    }
+
+    /// Delivers every hop, each `late` after its delay; returns the report of each.
+    async fn deliver(
+        &self,
+        handler: &Handler<FakeEcs, FakeSns, FakeClock, FakeQueue>,
+        late: Duration,
+    ) -> Vec<Report> {
+        let mut reports = Vec::new();
         for _ in 0..20 {
             let Some((body, delay)) = self.world.queue.pop() else {
                 return reports;
             };
-            self.world.clock.advance(delay);
+            self.world.clock.advance(delay + late);
             reports.push(
                 handler
-                    .handle_message(&body, &invocation)
+                    .handle_message(&body, &Invocation::default())
                     .await
                     .expect("hop handled"),
             );
@@ -1096,9 +1110,9 @@ async fn a_wait_longer_than_fifteen_minutes_is_chained() {
 }
 
 #[tokio::test]
-async fn a_hop_is_not_judged_stale_by_the_time_it_arrives() {
-    // The stale-record guard applies when an episode begins; a hop delivered after the record's
-    // age limit (a long schedule, a redrive) still makes its call with its own tokens.
+async fn a_hop_on_schedule_is_not_judged_by_the_records_age() {
+    // The record's age limit applies when an episode begins; a hop on schedule that comes after
+    // it (a long wait) still makes its call with its own, new tokens.
     let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 900,
                     "MaxDelaySeconds": 900, "JitterStrategy": "NONE"}]"#;
     let q = Queued::new(vec![fail("AGENT", 0)]);
@@ -1156,12 +1170,68 @@ async fn a_hop_redriven_after_ecs_forgot_its_token_does_not_start_the_job_again(
     assert_eq!(sent.len(), 1, "the operator hears of it once");
     assert_eq!(sent[0].attributes["outcome"], "stale");
     assert!(
+        sent[0]
+            .body
+            .contains("1 may have started: check task ARNs / token ecs-rerun-"),
+        "the notice does not say the job ran, nor that it is missing: {}",
+        sent[0].body
+    );
+    assert!(
         redriven
             .reason
-            .contains("its delay-queue message was due 10h 20m before it"),
+            .contains("this message's first) may have sent it 10h 21m before"),
         "{}",
         redriven.reason
     );
+}
+
+#[tokio::test]
+async fn a_copy_of_an_episode_that_runs_behind_the_other_does_not_start_the_job_again() {
+    // Delivery A of the event runs on time and starts the job with its second token. Delivery
+    // B comes 54 minutes after the record (within the age limit), and its hops come 8 minutes
+    // late each: it would send A's tokens more than an hour after A did, when ECS has
+    // forgotten them.
+    let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 300,
+                    "MaxDelaySeconds": 300, "JitterStrategy": "NONE"}]"#;
+    let q = Queued::new(vec![fail("AGENT", 0)]);
+    let handler = q.handler(&[("ECS_RERUN_RULES", rules)]);
+    let record = fresh("01-agent-ec2.json");
+    q.begin(&handler, record.clone()).await;
+    let a = q.deliver(&handler, Duration::ZERO).await;
+    assert_eq!(a.last().map(|r| r.outcome), Some(Outcome::Recovered));
+    q.world.clock.advance(Duration::from_secs(60));
+    q.world.ecs.stop_all();
+
+    let since_record = q.world.clock.now_since_start() + Duration::from_secs(60);
+    q.world
+        .clock
+        .advance(Duration::from_secs(54 * 60) - since_record);
+    q.begin(&handler, record).await;
+    let b = q.deliver(&handler, Duration::from_secs(8 * 60)).await;
+    let last = b.last().expect("B waited in the queue");
+    assert_eq!(
+        q.world.ecs.tasks_started(),
+        1,
+        "{:?}: {}",
+        last.outcome,
+        last.reason
+    );
+    assert_eq!(last.outcome, Outcome::Stale);
+}
+
+#[tokio::test]
+async fn a_long_wait_on_schedule_is_never_judged_late() {
+    // A quota rule waits 10 minutes, then 90: the second call goes out 100 minutes after the
+    // record, with a new token, on schedule. It is made.
+    let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 600,
+                    "BackoffRate": 9, "MaxDelaySeconds": 5400, "JitterStrategy": "NONE"}]"#;
+    let q = Queued::new(vec![fail("AGENT", 0)]);
+    let reports = q
+        .run(&[("ECS_RERUN_RULES", rules)], fresh("01-agent-ec2.json"))
+        .await;
+    let last = reports.last().expect("reports");
+    assert_eq!(last.outcome, Outcome::Recovered, "{}", last.reason);
+    assert_eq!(q.world.ecs.tasks_started(), 1);
 }
 
 #[tokio::test]

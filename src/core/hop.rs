@@ -11,7 +11,8 @@
 //! yet, to be looked for again (CloudTrail is later than ECS's own events).
 //!
 //! A hop trusts the queue's delay: it carries the wait still to go (SQS delays at most 15
-//! minutes, so a longer wait is chained), never a due time compared against a clock.
+//! minutes, so a longer wait is chained), never a due time compared against a clock. Only
+//! the plan looks at the clock, to stop an episode that runs too far behind its schedule.
 
 use std::time::Duration;
 

@@ -95,10 +95,11 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
                 format!("ecs-rerun stopped; {missing_now}.")
             }
             Outcome::NotRetryable => "ecs-rerun will not retry it.".to_owned(),
-            Outcome::Stale =>
-                "ecs-rerun did not rerun it: too long after the failed call (or the call that \
-                 was to follow it) to rerun without risking a second run."
-                    .to_owned(),
+            Outcome::Stale if unclear.is_some() => format!(
+                "ecs-rerun stopped: its next call came too late to send without risking a \
+                 second run; {missing_now}."
+            ),
+            Outcome::Stale => "ecs-rerun did not rerun it: the record is too old.".to_owned(),
             Outcome::WouldRetry => "Dry run: ecs-rerun would retry it.".to_owned(),
             Outcome::Left => format!(
                 "ecs-rerun left it to the caller ({}), which retries by itself.",
@@ -326,8 +327,11 @@ fn what_to_do(conclusion: &Conclusion) -> &'static str {
         (Outcome::Recovered | Outcome::AlreadyStarted, _) => {
             "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on."
         }
+        (Outcome::Stale, _) if conclusion.may_have_started.is_some() => {
+            "Check whether the job ran before you start it by hand: ecs-rerun's next call would have resent a token ECS may have forgotten, and an earlier send of it (another delivery of this episode, or the caller's) may have started the job. List the cluster's tasks of this family, or look for the token named in may_have_started_token."
+        }
         (Outcome::Stale, _) => {
-            "Check whether the job ran (it may have been started by hand or by a later schedule); if not, start it again yourself. No call goes out once its record, or the token it would resend, is older than ECS_RERUN_MAX_RECORD_AGE_S: ECS may have forgotten the token, and the call could start the job a second time."
+            "Check whether the job ran (it may have been started by hand or by a later schedule); if not, start it again yourself. Records older than ECS_RERUN_MAX_RECORD_AGE_S are never rerun."
         }
         (Outcome::GaveUp | Outcome::NotRetryable, _) if conclusion.may_have_started.is_some() => {
             "Before rerunning, check whether the task started: list the cluster's tasks of this family, or look for the token named in may_have_started_token. The last call got no clear answer, so ECS may have started it."

@@ -486,7 +486,6 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         token_sends: 0,
         token_ambiguous: original_ambiguous,
         prewaited: None,
-        due: None,
         original,
         attempts: Vec::new(),
         started_by_retries: 0,
@@ -559,10 +558,6 @@ pub struct Episode {
     token_ambiguous: bool,
     /// A wait already spent before the look-up, not to be spent again before the next call.
     prewaited: Option<Duration>,
-    /// When the delay queue was to deliver the next step: from then on, a duplicate or redriven
-    /// delivery of the same message may have sent that step's call (and the ones after it).
-    #[serde(default)]
-    due: Option<SystemTime>,
     original: Vec<Verdict>,
     attempts: Vec<AttemptLog>,
     started_by_retries: u32,
@@ -608,21 +603,23 @@ impl Episode {
             );
             return Step::Done(self.conclusion(Outcome::GaveUp, ReasonClass::Transient, why));
         }
-        if let Some((since, what)) = self.exposed_since() {
-            let age = (now + wait).duration_since(since).unwrap_or_default();
-            if age > policy.max_record_age {
-                let why = format!(
-                    "call {call} not sent: {what} {} before it, longer than \
-                     ECS_RERUN_MAX_RECORD_AGE_S ({}); ECS may have forgotten the token (or \
-                     stopped listing the tasks) that keeps it from starting the job twice. A \
-                     delay-queue message redriven long after it was due does this. Check whether \
-                     the job ran, then start it by hand if it did not; {}",
-                    human(age),
-                    human(policy.max_record_age),
-                    self.missing_phrase()
-                );
-                return Step::Done(self.conclusion(Outcome::Stale, ReasonClass::Transient, why));
-            }
+        let (age, used) = self.token_age(now + wait, wait);
+        if age > policy.max_record_age {
+            let token = self.current_token();
+            let why = format!(
+                "call {call} not sent: {used} {} before, longer than \
+                 ECS_RERUN_MAX_RECORD_AGE_S ({}); ECS may have forgotten the token (or stopped \
+                 listing the tasks) that keeps the call from starting the job twice. An event \
+                 or a delay-queue message delivered long after its time (a redrive from a \
+                 dead-letter queue) does this. {} task(s) may have started: check the task ARNs \
+                 / token {token}, then start the job by hand if it did not run",
+                human(age),
+                human(policy.max_record_age),
+                self.missing
+            );
+            let mut stale = self.conclusion(Outcome::Stale, ReasonClass::Transient, why);
+            stale.may_have_started = Some(token);
+            return Step::Done(stale);
         }
         if self.phase == Phase::Lookup {
             if let Some(query) = TaskQuery::for_request(&self.template) {
@@ -793,30 +790,45 @@ impl Episode {
             .collect()
     }
 
-    /// The wait that [`Episode::next`] asked for at `now` will be spent elsewhere (in a delay
-    /// queue): the next [`Episode::next`] asks for the same step without it.
-    pub fn defer(&mut self, wait: Duration, now: SystemTime) {
+    /// The wait that [`Episode::next`] asked for will be spent elsewhere (in a delay queue):
+    /// the next [`Episode::next`] asks for the same step without it.
+    pub fn defer(&mut self, wait: Duration) {
         self.pending = None;
         self.prewaited.get_or_insert(wait);
-        self.due = Some(now + wait);
     }
 
-    /// Since when the next step may have been carried out by someone else, and by what: ECS
-    /// keeps a token at least an hour after its first use, and lists a stopped task about as
-    /// long (aws-facts §4), so a step is safe only while this is younger than the record-age
-    /// limit. `None`: the next call's token is new.
-    fn exposed_since(&self) -> Option<(SystemTime, &'static str)> {
+    /// How long before `at` the next call's token (or, in the look-up, the job) may first have
+    /// been used, and by whom. ECS keeps a token at least an hour after its first use, and
+    /// lists a stopped task about as long (aws-facts §4): a call is safe only while this is
+    /// within the record-age limit.
+    fn token_age(&self, at: SystemTime, wait: Duration) -> (Duration, &'static str) {
+        let since = |t: SystemTime| at.duration_since(t).unwrap_or_default();
+        // Every copy of this episode (another delivery of the event, another record of the same
+        // call, a redriven delay-queue message) sends the same tokens on the same schedule,
+        // counted from the record: one that runs behind it may send a token that an on-time
+        // copy used that much earlier.
+        let scheduled: u64 = self.attempts.iter().map(|a| a.waited_ms).sum();
+        let scheduled = Duration::from_millis(scheduled) + self.prewaited.unwrap_or(wait);
+        let behind = (
+            since(self.recorded_at).saturating_sub(scheduled),
+            "a copy of this episode on schedule (another delivery, or this message's first) may \
+             have sent it",
+        );
         let recorded = matches!(self.phase, Phase::Original | Phase::Lookup)
-            .then_some((self.recorded_at, "the failed call was recorded"));
+            .then(|| (since(self.recorded_at), "the recorded call used it"));
         let unclear = self
             .token_first_sent
             .filter(|_| self.token_ambiguous)
-            .map(|t| (t, "its token first went out, with no clear answer,"));
-        let due = self.due.map(|t| (t, "its delay-queue message was due"));
-        [recorded, unclear, due]
+            .map(|t| (since(t), "it went out with no clear answer"));
+        [recorded, unclear]
             .into_iter()
             .flatten()
-            .min_by_key(|(t, _)| *t)
+            .fold(
+                behind,
+                |oldest, other| {
+                    if other.0 > oldest.0 { other } else { oldest }
+                },
+            )
     }
 
     fn wait_before(&self, policy: &Policy, call: u32) -> Duration {
@@ -983,7 +995,7 @@ impl Episode {
             still_missing: self.missing.max(0),
             task_arns: self.task_arns.clone(),
             may_have_started: match outcome {
-                Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale => self.ambiguous_token(),
+                Outcome::GaveUp | Outcome::NotRetryable => self.ambiguous_token(),
                 _ => None,
             },
             schedule_ms: Vec::new(),

@@ -228,7 +228,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             };
             let fits = time_left.is_none_or(|left| wait + policy.deadline_reserve <= left);
             if hops && !matches!(step, Step::Done(_)) && (wait > self.config.hop_after || !fits) {
-                episode.defer(wait, now);
+                episode.defer(wait);
                 let (hop, delay) = Hop::new(origin.clone(), episode, wait);
                 tracing::info!(
                     call,
