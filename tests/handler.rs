@@ -1220,6 +1220,47 @@ async fn a_copy_of_an_episode_that_runs_behind_the_other_does_not_start_the_job_
 }
 
 #[tokio::test]
+async fn a_late_copy_that_stops_stale_does_not_silence_the_copy_still_running() {
+    // With the launch store each episode notifies once. A second delivery of the event comes
+    // after the record's age limit and stops `stale`, saying so; the first delivery, still on
+    // its 30-minute schedule, later gives up, and the operator hears that too.
+    let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 1800,
+                    "MaxDelaySeconds": 1800, "JitterStrategy": "NONE"}]"#;
+    let q = Queued::new(vec![fail("AGENT", 0), fail("AGENT", 0), fail("AGENT", 0)]);
+    let handler = q
+        .handler(&[("ECS_RERUN_RULES", rules)])
+        .with_store(q.world.store.clone());
+    let invocation = Invocation::default();
+    let record = fresh("01-agent-ec2.json");
+    handler.handle(record.clone(), &invocation).await.unwrap();
+    let (mut last, mut late) = (None, None);
+    while let Some((body, delay)) = q.world.queue.pop() {
+        q.world.clock.advance(delay);
+        last = Some(handler.handle_message(&body, &invocation).await.unwrap());
+        let hour_on = q.world.clock.now_since_start() >= Duration::from_secs(3600);
+        if late.is_none() && hour_on {
+            late = Some(handler.handle(record.clone(), &invocation).await.unwrap());
+        }
+    }
+    let late = late.expect("the second delivery came");
+    assert_eq!(late.outcome, Outcome::Stale, "{}", late.reason);
+    assert_eq!(
+        q.world.ecs.requests().len(),
+        3,
+        "only the first delivery's calls"
+    );
+    assert_eq!(last.map(|r| r.outcome), Some(Outcome::GaveUp));
+    let outcomes: Vec<_> = q
+        .world
+        .sns
+        .sent()
+        .iter()
+        .map(|n| n.attributes["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, ["stale", "gave_up"]);
+}
+
+#[tokio::test]
 async fn a_long_wait_on_schedule_is_never_judged_late() {
     // A quota rule waits 10 minutes, then 90: the second call goes out 100 minutes after the
     // record, with a new token, on schedule. It is made.

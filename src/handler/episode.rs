@@ -136,7 +136,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         let note = wants_note
             .then(|| message::compose(origin, &conclusion, self.notifier.max_message_size()));
         let sent = match &note {
-            Some(note) => self.notify_once(origin, note, invocation).await?,
+            Some(note) => self.notify_once(origin, outcome, note, invocation).await?,
             None => false,
         };
         let subject = note.filter(|_| sent).map(|n| n.subject);
@@ -160,13 +160,20 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
     async fn notify_once(
         &self,
         origin: &Origin,
+        outcome: Outcome,
         note: &message::Notification,
         invocation: &Invocation,
     ) -> Result<bool, HandlerError> {
-        let key = if origin.key.is_empty() {
+        let episode = if origin.key.is_empty() {
             &origin.event_id
         } else {
             &origin.key
+        };
+        // A copy of the episode that came too late says only that it stopped: it must not take
+        // the notice of a copy still running, whose end may be that the job is still missing.
+        let key = &match outcome {
+            Outcome::Stale => format!("{episode}#stale"),
+            _ => episode.clone(),
         };
         let now = self.clock.now();
         // The claim holds while this invocation can live: after its deadline, Lambda has ended it.
