@@ -964,6 +964,27 @@ impl Queued {
         reports
     }
 
+    /// Runs a copy of the episode of `event` to its end, every hop on time: it must start the
+    /// job, whose tasks stop `runs` later.
+    async fn recover(
+        &self,
+        handler: &Handler<FakeEcs, FakeSns, FakeClock, FakeQueue>,
+        event: Value,
+        runs: Duration,
+    ) {
+        self.begin(handler, event).await;
+        let reports = self.deliver(handler, Duration::ZERO).await;
+        assert_eq!(reports.last().map(|r| r.outcome), Some(Outcome::Recovered));
+        self.world.clock.advance(runs);
+        self.world.ecs.stop_all();
+    }
+
+    /// Moves the clock on to `at` after the record of a [`fresh`] event.
+    fn to_after_record(&self, at: Duration) {
+        let since_record = self.world.clock.now_since_start() + Duration::from_secs(60);
+        self.world.clock.advance(at - since_record);
+    }
+
     /// Delivers every hop, each `late` after its delay; returns the report of each.
     async fn deliver(
         &self,
@@ -1179,7 +1200,7 @@ async fn a_hop_redriven_after_ecs_forgot_its_token_does_not_start_the_job_again(
     assert!(
         redriven
             .reason
-            .contains("this message's first) may have sent it 10h 21m before"),
+            .contains("this copy of the episode runs 10h 21m behind its schedule"),
         "{}",
         redriven.reason
     );
@@ -1196,16 +1217,9 @@ async fn a_copy_of_an_episode_that_runs_behind_the_other_does_not_start_the_job_
     let q = Queued::new(vec![fail("AGENT", 0)]);
     let handler = q.handler(&[("ECS_RERUN_RULES", rules)]);
     let record = fresh("01-agent-ec2.json");
-    q.begin(&handler, record.clone()).await;
-    let a = q.deliver(&handler, Duration::ZERO).await;
-    assert_eq!(a.last().map(|r| r.outcome), Some(Outcome::Recovered));
-    q.world.clock.advance(Duration::from_secs(60));
-    q.world.ecs.stop_all();
-
-    let since_record = q.world.clock.now_since_start() + Duration::from_secs(60);
-    q.world
-        .clock
-        .advance(Duration::from_secs(54 * 60) - since_record);
+    q.recover(&handler, record.clone(), Duration::from_secs(60))
+        .await;
+    q.to_after_record(Duration::from_secs(54 * 60));
     q.begin(&handler, record).await;
     let b = q.deliver(&handler, Duration::from_secs(8 * 60)).await;
     let last = b.last().expect("B waited in the queue");
@@ -1258,6 +1272,90 @@ async fn a_late_copy_that_stops_stale_does_not_silence_the_copy_still_running() 
         .map(|n| n.attributes["outcome"].clone())
         .collect();
     assert_eq!(outcomes, ["stale", "gave_up"]);
+}
+
+#[tokio::test]
+async fn a_copy_throttled_once_sends_each_token_after_the_same_waits_as_its_sibling() {
+    // Two deliveries of one event, on time. A's first call gets AGENT and its second starts the
+    // job; B's first call is throttled and resent. On a growing schedule (30 min, 90 min, ...)
+    // B used to send the second token one step later, hours after A, when ECS had forgotten
+    // it: a new token waits the step of its attempt, not of the call, so B sends it with A.
+    let rules = r#"[{"onReason": "AGENT", "action": "retry", "IntervalSeconds": 1800,
+                    "BackoffRate": 3, "MaxDelaySeconds": 16200, "JitterStrategy": "NONE"}]"#;
+    let q = Queued::new(vec![
+        fail("AGENT", 0),
+        error("ThrottlingException"),
+        common::ok(),
+    ]);
+    let handler = q.handler(&[("ECS_RERUN_RULES", rules)]);
+    let invocation = Invocation::default();
+    let record = fresh("01-agent-ec2.json");
+    q.begin(&handler, record.clone()).await;
+    q.begin(&handler, record).await;
+    // Deliver both copies' messages in the order they fall due; a task runs a minute.
+    let mut pending: Vec<(Duration, String)> = Vec::new();
+    let mut ends = Vec::new();
+    loop {
+        while let Some((body, delay)) = q.world.queue.pop() {
+            pending.push((q.world.clock.now_since_start() + delay, body));
+        }
+        pending.sort_by_key(|(due, _)| *due);
+        if pending.is_empty() {
+            break;
+        }
+        let (due, body) = pending.remove(0);
+        let now = q.world.clock.now_since_start();
+        q.world.clock.advance(due.saturating_sub(now));
+        let report = handler.handle_message(&body, &invocation).await.unwrap();
+        if report.outcome != Outcome::Waiting {
+            q.world.clock.advance(Duration::from_secs(60));
+            q.world.ecs.stop_all();
+            ends.push(report.outcome);
+        }
+    }
+    assert_eq!(q.world.ecs.tasks_started(), 1, "{ends:?}");
+    assert_eq!(ends, [Outcome::Recovered, Outcome::AlreadyStarted]);
+}
+
+#[tokio::test]
+async fn the_throttled_record_of_a_call_does_not_run_a_call_behind_the_final_one() {
+    // One SDK call: a throttled try, then a 200 with a failure. The final record's episode
+    // starts the missing task; the throttled record's comes 53 minutes later, replays the call
+    // first, then sends the same own tokens, after the same waits, not one step later.
+    let rules = r#"[{"onReason": "RESOURCE:MEMORY", "action": "retry", "IntervalSeconds": 300,
+                    "BackoffRate": 2, "MaxDelaySeconds": 900, "JitterStrategy": "NONE"}]"#;
+    let mut final_record = fresh("02-resource-memory-partial.json");
+    final_record["detail"]["requestParameters"]["count"] = json!(2);
+    final_record["detail"]["requestParameters"]["clientToken"] = json!("caller-token-1");
+    let q = Queued::new(vec![fail("RESOURCE:MEMORY", 1), fail("RESOURCE:MEMORY", 0)]);
+    let LaunchResult::Placed { tasks, .. } = q.world.ecs.caller_calls(&request_of(&final_record))
+    else {
+        panic!("the caller's call is answered")
+    };
+    final_record["detail"]["responseElements"] = json!({
+        "tasks": tasks.iter().map(|t| json!({"taskArn": t.arn})).collect::<Vec<_>>(),
+        "failures": [{"reason": "RESOURCE:MEMORY"}]});
+    let mut throttled = final_record.clone();
+    let detail = &mut throttled["detail"];
+    detail["eventID"] = json!("00000000-aaaa-4000-8000-000000000001");
+    detail["errorCode"] = json!("ThrottlingException");
+    detail["errorMessage"] = json!("Rate exceeded");
+    detail["responseElements"] = Value::Null;
+
+    let handler = q.handler(&[("ECS_RERUN_RULES", rules)]);
+    q.recover(&handler, final_record, Duration::from_secs(30))
+        .await;
+    q.to_after_record(Duration::from_secs(53 * 60));
+    q.begin(&handler, throttled).await;
+    let late = q.deliver(&handler, Duration::ZERO).await;
+    let last = late.last().expect("the throttled record's episode waited");
+    assert_eq!(
+        q.world.ecs.tasks_started(),
+        2,
+        "the caller's task and one rerun: {:?}, {}",
+        last.outcome,
+        last.reason
+    );
 }
 
 #[tokio::test]

@@ -510,6 +510,15 @@ fn exact_replay(template: &RunTaskRequest) -> RunTaskRequest {
     request
 }
 
+/// Why the next call's token may be older than it looks.
+#[derive(Debug, Clone, Copy)]
+enum Exposure {
+    /// The recorded call used it (or, for the look-up, started the job) at the record's time.
+    Recorded,
+    /// This copy of the episode runs behind the schedule every copy follows.
+    Behind,
+}
+
 /// Where an episode stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Phase {
@@ -588,7 +597,7 @@ impl Episode {
         }
         let wait = match self.prewaited {
             Some(_) => Duration::ZERO,
-            None => self.wait_before(policy, call),
+            None => self.wait_before(policy),
         };
         if let Some(left) = time_left
             && wait + policy.deadline_reserve > left
@@ -603,17 +612,25 @@ impl Episode {
             );
             return Step::Done(self.conclusion(Outcome::GaveUp, ReasonClass::Transient, why));
         }
-        let (age, used) = self.token_age(now + wait, wait);
+        let (age, exposure) = self.token_age(now + wait, wait);
         if age > policy.max_record_age {
             let token = self.current_token();
+            let used = match exposure {
+                Exposure::Recorded => format!("the recorded call used it {} before", human(age)),
+                Exposure::Behind => format!(
+                    "this copy of the episode runs {} behind its schedule (resent calls, a late \
+                     or redriven delivery), so another copy, or this one's own earlier call, may \
+                     have sent its token that much earlier",
+                    human(age)
+                ),
+            };
             let why = format!(
-                "call {call} not sent: {used} {} before, longer than \
-                 ECS_RERUN_MAX_RECORD_AGE_S ({}); ECS may have forgotten the token (or stopped \
-                 listing the tasks) that keeps the call from starting the job twice. An event \
-                 or a delay-queue message delivered long after its time (a redrive from a \
-                 dead-letter queue) does this. {} task(s) may have started: check the task ARNs \
-                 / token {token}, then start the job by hand if it did not run",
-                human(age),
+                "call {call} not sent: {used}, beyond ECS_RERUN_MAX_RECORD_AGE_S ({}); ECS may \
+                 have forgotten the token (or stopped listing the tasks) that keeps the call from \
+                 starting the job twice. An event or a delay-queue message delivered long after \
+                 its time (a redrive from a dead-letter queue) does this. {} task(s) may have \
+                 started: check the task ARNs / token {token}, then start the job by hand if it \
+                 did not run",
                 human(policy.max_record_age),
                 self.missing
             );
@@ -786,7 +803,7 @@ impl Episode {
     /// The waits before each call if every call failed alike: what a dry run shows.
     pub fn schedule(&self, policy: &Policy) -> Vec<Duration> {
         (self.prior_calls + 1..=self.max_attempts)
-            .map(|call| self.wait_before(policy, call))
+            .map(|step| self.wait_at(policy, step))
             .collect()
     }
 
@@ -801,41 +818,50 @@ impl Episode {
     /// been used, and by whom. ECS keeps a token at least an hour after its first use, and
     /// lists a stopped task about as long (aws-facts §4): a call is safe only while this is
     /// within the record-age limit.
-    fn token_age(&self, at: SystemTime, wait: Duration) -> (Duration, &'static str) {
-        let since = |t: SystemTime| at.duration_since(t).unwrap_or_default();
+    fn token_age(&self, at: SystemTime, wait: Duration) -> (Duration, Exposure) {
+        let since_record = at.duration_since(self.recorded_at).unwrap_or_default();
+        if matches!(self.phase, Phase::Original | Phase::Lookup) {
+            return (since_record, Exposure::Recorded);
+        }
         // Every copy of this episode (another delivery of the event, another record of the same
-        // call, a redriven delay-queue message) sends the same tokens on the same schedule,
-        // counted from the record: one that runs behind it may send a token that an on-time
-        // copy used that much earlier.
-        let scheduled: u64 = self.attempts.iter().map(|a| a.waited_ms).sum();
-        let scheduled = Duration::from_millis(scheduled) + self.prewaited.unwrap_or(wait);
-        let behind = (
-            since(self.recorded_at).saturating_sub(scheduled),
-            "a copy of this episode on schedule (another delivery, or this message's first) may \
-             have sent it",
-        );
-        let recorded = matches!(self.phase, Phase::Original | Phase::Lookup)
-            .then(|| (since(self.recorded_at), "the recorded call used it"));
-        let unclear = self
-            .token_first_sent
-            .filter(|_| self.token_ambiguous)
-            .map(|t| (since(t), "it went out with no clear answer"));
-        [recorded, unclear]
-            .into_iter()
-            .flatten()
-            .fold(
-                behind,
-                |oldest, other| {
-                    if other.0 > oldest.0 { other } else { oldest }
-                },
-            )
+        // call, a redriven delay-queue message) sends the same own tokens after the same waits,
+        // counted from the record (see `wait_before`): one that runs behind that schedule may
+        // send a token that an on-time copy used that much earlier. Only the waits before the
+        // first send of each own token are the schedule; a copy's replay of the recorded call
+        // and its resends after errors are its own, and count as running behind (which also
+        // covers its own unclear sends: the first send of a token is never before schedule).
+        let mut scheduled: u64 = 0;
+        let mut previous: Option<&str> = None;
+        for attempt in &self.attempts {
+            if attempt.attempt.is_some() && previous != Some(attempt.token.as_str()) {
+                scheduled += attempt.waited_ms;
+            }
+            previous = Some(attempt.token.as_str());
+        }
+        let mut scheduled = Duration::from_millis(scheduled);
+        if self.token_sends == 0 {
+            scheduled += self.prewaited.unwrap_or(wait);
+        }
+        (since_record.saturating_sub(scheduled), Exposure::Behind)
     }
 
-    fn wait_before(&self, policy: &Policy, call: u32) -> Duration {
+    /// The wait before the next call. A new token waits the step of its own attempt, not of the
+    /// call: copies of this episode that got the same answers (ECS answers a token alike) then
+    /// send each token after the same waits, however many throttled or unclear calls one of
+    /// them had to resend. A resend waits the step of its own count.
+    fn wait_before(&self, policy: &Policy) -> Duration {
+        let step = match self.token_sends {
+            0 => self.own_attempt,
+            sends => sends + 1,
+        };
+        self.wait_at(policy, step)
+    }
+
+    fn wait_at(&self, policy: &Policy, step: u32) -> Duration {
         policy
             .delay_override
             .unwrap_or(self.schedule)
-            .wait(call, &self.key)
+            .wait(step, &self.key)
     }
 
     fn all_running(&self, log: &AttemptLog) -> (Outcome, ReasonClass, String) {
