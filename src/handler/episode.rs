@@ -1,7 +1,8 @@
 //! The one plan-and-launch path: every kind of event that needs a rerun or a notification
 //! reaches it as a [`FailedRunTask`]. `plan::decide` → the episode's steps (sleep, look up,
 //! launch, guard what started) → at most one notification (claimed in the store, so that
-//! duplicate deliveries send one) → a summary log line and a [`Report`].
+//! duplicate deliveries send one; a copy of the episode that came too late claims its own
+//! `stale` one) → a summary log line and a [`Report`].
 
 use std::time::Duration;
 
@@ -136,7 +137,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         let note = wants_note
             .then(|| message::compose(origin, &conclusion, self.notifier.max_message_size()));
         let sent = match &note {
-            Some(note) => self.notify_once(origin, outcome, note, invocation).await?,
+            Some(note) => self.notify_once(origin, &conclusion, note, invocation).await?,
             None => false,
         };
         let subject = note.filter(|_| sent).map(|n| n.subject);
@@ -160,7 +161,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
     async fn notify_once(
         &self,
         origin: &Origin,
-        outcome: Outcome,
+        conclusion: &Conclusion,
         note: &message::Notification,
         invocation: &Invocation,
     ) -> Result<bool, HandlerError> {
@@ -170,9 +171,12 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             &origin.key
         };
         // A copy of the episode that came too late says only that it stopped: it must not take
-        // the notice of a copy still running, whose end may be that the job is still missing.
-        let key = &match outcome {
-            Outcome::Stale => format!("{episode}#stale"),
+        // the notice of a copy still running, whose end may be that the job is still missing,
+        // nor may a copy that made no call take the notice of one that stopped between calls,
+        // which names the token that may have started the job.
+        let key = &match (conclusion.outcome, conclusion.may_have_started.is_some()) {
+            (Outcome::Stale, false) => format!("{episode}#stale"),
+            (Outcome::Stale, true) => format!("{episode}#stale-call"),
             _ => episode.clone(),
         };
         let now = self.clock.now();
