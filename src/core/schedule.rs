@@ -24,8 +24,9 @@ pub enum Jitter {
     None,
 }
 
-/// One retry schedule: the wait before call *n* is `min(MaxDelaySeconds, IntervalSeconds ×
-/// BackoffRate^(n−1))`, spread by the jitter.
+/// One retry schedule: the wait before step *n* (the job's attempt *n*, or a call's resend
+/// *n − 1*) is `min(MaxDelaySeconds, IntervalSeconds × BackoffRate^(n−1))`, spread by the
+/// jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Schedule {
@@ -74,7 +75,7 @@ impl Schedule {
         }
     }
 
-    /// The wait before call `call` (1-based); `seed` makes the jitter differ per call.
+    /// The wait before step `call` (1-based); `seed` makes the jitter differ per episode.
     pub fn wait(&self, call: u32, seed: &str) -> Duration {
         let exponent = i32::try_from(call.saturating_sub(1)).unwrap_or(i32::MAX);
         let step = (self.interval_seconds * self.backoff_rate.powi(exponent))

@@ -137,7 +137,10 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
         let note = wants_note
             .then(|| message::compose(origin, &conclusion, self.notifier.max_message_size()));
         let sent = match &note {
-            Some(note) => self.notify_once(origin, &conclusion, note, invocation).await?,
+            Some(note) => {
+                self.notify_once(origin, &conclusion, note, invocation)
+                    .await?
+            }
             None => false,
         };
         let subject = note.filter(|_| sent).map(|n| n.subject);
