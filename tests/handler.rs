@@ -462,8 +462,11 @@ async fn when_no_answer_said_whether_the_task_started_the_notification_says_it_m
             "01-agent-ec2.json",
         ),
         (
+            // The first replay is the recorded call's second chance, not one of the job's
+            // three attempts: four calls.
             "the recorded call got a 5xx; every exact replay is throttled",
             vec![
+                error("ThrottlingException"),
                 error("ThrottlingException"),
                 error("ThrottlingException"),
                 error("ThrottlingException"),
@@ -520,6 +523,32 @@ fn one_call_two_records() -> (World, Value, Value) {
     d["responseElements"] = Value::Null;
     w.clock.advance(Duration::from_secs(5));
     (w, throttled, failures_record)
+}
+
+#[tokio::test]
+async fn both_records_of_one_call_make_the_same_attempts_and_end_alike() {
+    // Capacity stays out for two attempts. The throttled record's episode replays the call
+    // first; the replay is not one of the job's attempts, so it sends the same three own tokens
+    // as the final record's episode. It used to give up after two, telling the operator to
+    // start the task by hand, while the other episode's third attempt started it.
+    let (w, throttled, failures) = one_call_two_records();
+    w.ecs
+        .answer_next(vec![fail("RESOURCE:MEMORY", 0), fail("RESOURCE:MEMORY", 0)]);
+    let handler = w.handler(&[]).with_store(w.store.clone());
+    let invocation = Invocation::default();
+    let a = handler.handle(throttled, &invocation).await.unwrap();
+    let b = handler.handle(failures, &invocation).await.unwrap();
+    assert_eq!(
+        (a.outcome, b.outcome),
+        (Outcome::Recovered, Outcome::AlreadyStarted),
+        "{} / {}",
+        a.reason,
+        b.reason
+    );
+    assert!(
+        w.sns.sent().is_empty(),
+        "nobody is told to start it by hand"
+    );
 }
 
 #[tokio::test]

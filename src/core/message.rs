@@ -328,10 +328,10 @@ fn what_to_do(conclusion: &Conclusion) -> &'static str {
             "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on."
         }
         (Outcome::Stale, _) if conclusion.may_have_started.is_some() => {
-            "Check whether the job ran before you start it by hand: ecs-rerun's next call would have resent a token ECS may have forgotten, and an earlier send of it (another delivery of this episode, or the caller's) may have started the job. List the cluster's tasks of this family, or look for the token named in may_have_started_token."
+            "Check whether the job ran before you start it by hand: ecs-rerun's next call would have resent a token ECS may have forgotten, and an earlier send of it (another delivery of this episode, or the caller's) may have started the job. List the cluster's tasks of this family, or look for the token named in may_have_started_token. A delivery of this episode that came on time may also still be rerunning it on its schedule: check again after that schedule's last wait."
         }
         (Outcome::Stale, _) => {
-            "Check whether the job ran (it may have been started by hand or by a later schedule); if not, start it again yourself. Records older than ECS_RERUN_MAX_RECORD_AGE_S are never rerun."
+            "Check whether the job ran (it may have been started by hand, by a later schedule, or by another delivery of this record that came on time and may still be rerunning it on its schedule); if not, start it again yourself. Records older than ECS_RERUN_MAX_RECORD_AGE_S are never rerun."
         }
         (Outcome::GaveUp | Outcome::NotRetryable, _) if conclusion.may_have_started.is_some() => {
             "Before rerunning, check whether the task started: list the cluster's tasks of this family, or look for the token named in may_have_started_token. The last call got no clear answer, so ECS may have started it."

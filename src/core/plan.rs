@@ -39,8 +39,9 @@ const MAX_TASK_ARNS: usize = 10;
 /// How the retries are paced and what may be replayed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// `RunTask` calls per failed call, the exact replay of the recorded call included, unless
-    /// the failure's rule sets its own `MaxAttempts`.
+    /// `RunTask` calls per failed call, resends included, the exact replay of the recorded call
+    /// not (it is that call's second chance), unless the failure's rule sets its own
+    /// `MaxAttempts`.
     pub max_attempts: u32,
     /// One schedule for every failure (`ECS_RERUN_BASE_DELAY_MS` / `ECS_RERUN_MAX_DELAY_MS`),
     /// instead of each rule's own.
@@ -586,7 +587,11 @@ impl Episode {
             return Step::Done(self.conclusion(outcome, class, why));
         }
         let call = self.calls().saturating_add(1);
-        if call > self.max_attempts {
+        // The replay of the recorded call is that call's second chance, not one of the job's
+        // attempts: every copy of one SDK call (from its throttled try, from its final answer)
+        // then makes the same attempts, and none gives up while another still reruns.
+        let replayed = self.attempts.first().is_some_and(|a| a.attempt.is_none());
+        if call - u32::from(replayed) > self.max_attempts {
             let why = format!(
                 "{} call(s) made, {}; last failure: {}",
                 self.calls(),
@@ -848,12 +853,9 @@ impl Episode {
     /// The wait before the next call. A new token waits the step of its own attempt, not of the
     /// call: copies of this episode that got the same answers (ECS answers a token alike) then
     /// send each token after the same waits, however many throttled or unclear calls one of
-    /// them had to resend. A resend waits the step of its own count.
+    /// them had to resend. A resend waits one step more per send of its token.
     fn wait_before(&self, policy: &Policy) -> Duration {
-        let step = match self.token_sends {
-            0 => self.own_attempt,
-            sends => sends + 1,
-        };
+        let step = self.own_attempt + self.token_sends;
         self.wait_at(policy, step)
     }
 

@@ -220,6 +220,14 @@ impl FakeEcs {
         fake
     }
 
+    /// Answers the next new tokens with these, before the ones scripted so far.
+    pub fn answer_next(&self, answers: Vec<Answer>) {
+        let mut state = self.inner.lock().unwrap();
+        for answer in answers.into_iter().rev() {
+            state.script.push_front(answer);
+        }
+    }
+
     /// An ECS whose `ListTasks` fails.
     pub fn failing_lookups(self) -> Self {
         self.inner.lock().unwrap().lookup_fails = true;
