@@ -1353,24 +1353,9 @@ async fn the_throttled_record_of_a_call_does_not_run_a_call_behind_the_final_one
     // first, then sends the same own tokens, after the same waits, not one step later.
     let rules = r#"[{"onReason": "RESOURCE:MEMORY", "action": "retry", "IntervalSeconds": 300,
                     "BackoffRate": 2, "MaxDelaySeconds": 900, "JitterStrategy": "NONE"}]"#;
-    let mut final_record = fresh("02-resource-memory-partial.json");
-    final_record["detail"]["requestParameters"]["count"] = json!(2);
-    final_record["detail"]["requestParameters"]["clientToken"] = json!("caller-token-1");
-    let q = Queued::new(vec![fail("RESOURCE:MEMORY", 1), fail("RESOURCE:MEMORY", 0)]);
-    let LaunchResult::Placed { tasks, .. } = q.world.ecs.caller_calls(&request_of(&final_record))
-    else {
-        panic!("the caller's call is answered")
-    };
-    final_record["detail"]["responseElements"] = json!({
-        "tasks": tasks.iter().map(|t| json!({"taskArn": t.arn})).collect::<Vec<_>>(),
-        "failures": [{"reason": "RESOURCE:MEMORY"}]});
-    let mut throttled = final_record.clone();
-    let detail = &mut throttled["detail"];
-    detail["eventID"] = json!("00000000-aaaa-4000-8000-000000000001");
-    detail["errorCode"] = json!("ThrottlingException");
-    detail["errorMessage"] = json!("Rate exceeded");
-    detail["responseElements"] = Value::Null;
-
+    let (world, throttled, final_record) = one_call_two_records();
+    world.ecs.answer_next(vec![fail("RESOURCE:MEMORY", 0)]);
+    let q = Queued { world };
     let handler = q.handler(&[("ECS_RERUN_RULES", rules)]);
     q.recover(&handler, final_record, Duration::from_secs(30))
         .await;

@@ -241,13 +241,13 @@ impl Conclusion {
         original: Vec<Verdict>,
         still_missing: i32,
     ) -> Self {
-        let lead = classify::overall(&original);
+        let (deciding, rule) = deciding(&original);
         Self {
             outcome,
             class,
             why,
-            deciding: lead.map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone()),
-            rule: lead.map_or_else(|| "no rule matched".to_owned(), |v| v.rule.clone()),
+            deciding,
+            rule,
             attempts: Vec::new(),
             started_by_retries: 0,
             already_running: 0,
@@ -1009,13 +1009,13 @@ impl Episode {
     }
 
     fn conclusion(&self, outcome: Outcome, class: ReasonClass, why: String) -> Conclusion {
-        let lead = classify::overall(self.last_verdicts());
+        let (deciding, rule) = deciding(self.last_verdicts());
         Conclusion {
             outcome,
             class,
             why,
-            deciding: lead.map_or_else(|| "no reason recorded".to_owned(), |v| v.failure.clone()),
-            rule: lead.map_or_else(|| "no rule matched".to_owned(), |v| v.rule.clone()),
+            deciding,
+            rule,
             original: self.original.clone(),
             attempts: self.attempts.clone(),
             started_by_retries: self.started_by_retries,
@@ -1029,6 +1029,19 @@ impl Episode {
             schedule_ms: Vec::new(),
         }
     }
+}
+
+/// The failure that decides among `verdicts`, and the rule that matched it.
+fn deciding(verdicts: &[Verdict]) -> (String, String) {
+    classify::overall(verdicts).map_or_else(
+        || {
+            (
+                "no reason recorded".to_owned(),
+                "no rule matched".to_owned(),
+            )
+        },
+        |lead| (lead.failure.clone(), lead.rule.clone()),
+    )
 }
 
 fn millis(d: Duration) -> u64 {

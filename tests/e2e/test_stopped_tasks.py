@@ -255,16 +255,21 @@ def test_same_permanent_stop_event_twice_notifies_once(fresh):
     assert len(fresh.notifications()) == 1
 
 
+def twice_at_once(fresh, ev, slow):
+    """Delivers `ev` twice at the same moment while the endpoint's `slow` operation takes SLOW_MS,
+    so that the two invocations overlap; returns both results."""
+    fresh.control.script({slow: [{"do": "pass", "delay_ms": SLOW_MS}]})
+    try:
+        return fresh.invoke_concurrently([ev, ev], fresh=False)
+    finally:
+        fresh.control.clear_script()
+
+
 def test_same_stop_event_twice_at_once(fresh):
     """15 delivered twice at the same moment (the emulator runs both invocations at once; the first
     RunTask takes 1.5 s, so the second arrives while it is in flight): one task, no notification."""
     guard(fresh)
-    ev = retime(event(THROTTLED))
-    fresh.control.script({"ecs:RunTask": [{"do": "pass", "delay_ms": SLOW_MS}]})
-    try:
-        results = fresh.invoke_concurrently([ev, ev], fresh=False)
-    finally:
-        fresh.control.clear_script()
+    results = twice_at_once(fresh, retime(event(THROTTLED)), slow="ecs:RunTask")
     assert all(r.ok for r in results), [r.error for r in results]
     calls = job_calls(fresh)
     assert len(calls) == 2, [(c["clientToken"], c["action"]) for c in calls]
@@ -284,11 +289,7 @@ def test_same_permanent_stop_event_twice_at_once_notifies_once(fresh):
     asynchronous invocation), finds it sent. One notification."""
     guard(fresh)
     ev = retime(event(NOT_FOUND))
-    fresh.control.script({"sns:Publish": [{"do": "pass", "delay_ms": SLOW_MS}]})
-    try:
-        results = fresh.invoke_concurrently([ev, ev], fresh=False)
-    finally:
-        fresh.control.clear_script()
+    results = twice_at_once(fresh, ev, slow="sns:Publish")
     log = fresh.control.log()
     publish = [e for e in log if e.get("op") == "Publish"]
     claims = [e for e in log if e.get("op") == "PutItem" and any(k.startswith("notice|") for k in e["keys"])]
