@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help test lint unit replay replay-dry invoke build bench deploy tools clean template-check e2e stack
+.PHONY: help test lint unit replay replay-dry invoke build bench deploy tools clean template-check docs-check e2e stack
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ $(VENV)/.installed: scripts/requirements.txt
 tools: $(VENV)/.installed ## install the Python-side tools into .tools/venv
 
 # --- the two commands of the README ------------------------------------------------------------
-test: lint unit template-check e2e ## formatting, lint and every test (what CI runs)
+test: lint unit template-check docs-check e2e ## formatting, lint and every test (what CI runs)
 
 lint:
 	cargo fmt --all -- --check
@@ -34,7 +34,10 @@ unit:
 	cargo test --locked
 
 template-check: $(VENV)/.installed ## cfn-lint (+ serverless rules) template.yaml, rule pattern vs events/, IAM vs src/
-	$(PY) -m pytest -q tests/template
+	$(PY) -m pytest -q tests/template/test_template.py
+
+docs-check: $(VENV)/.installed ## the docs say what the code does: links, make targets, parameters, env vars, outcomes, metrics
+	$(PY) -m pytest -q tests/template/test_docs.py
 
 deploy: ## sam build --beta-features && sam deploy --guided (needs the AWS SAM CLI and cargo-lambda; see the README, Deploy)
 	@if command -v sam >/dev/null 2>&1; then \

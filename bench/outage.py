@@ -21,9 +21,9 @@ The machinery, all on 127.0.0.1 and stopped at the end:
   * a dispatcher (this module) that plays Lambda: its async queue for the EventBridge events (FIFO,
     maximum event age 1 h scaled: an event older when a slot would take it is dead-lettered unseen;
     a failed invocation is retried once, as the template's MaximumRetryAttempts 1), and, for the
-    delay queue, the SQS event source mapping (batches of 5, at most SLOTS concurrent batches,
-    ReportBatchItemFailures: delete what succeeded; visibility timeout 360 s and maxReceiveCount 5
-    as in template.yaml). Both sources share the SLOTS slots; a free slot alternates between them
+    delay queue, the SQS event source mapping (batches of BATCH, at most SLOTS concurrent batches,
+    ReportBatchItemFailures: delete what succeeded; visibility timeout and maxReceiveCount): every
+    one of these numbers is read from template.yaml (scripts/template_values.py). Both sources share the SLOTS slots; a free slot alternates between them
     when both have work;
   * the delay queue: a minimal SQS in the harness (DelayQueue: SendMessage with DelaySeconds over
     HTTP, which the function reaches through AWS_ENDPOINT_URL_SQS; ECS and SNS stay on the proxy).
@@ -68,19 +68,23 @@ sys.path.insert(0, str(ROOT / "scripts" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 import run as run_bench  # noqa: E402  bench/run.py: its fake Runtime API handler
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from template_values import TEMPLATE, stack_settings  # noqa: E402  the stack `make deploy` creates
+
+STACK = stack_settings()
 SCALE = 60.0                      # a scaled minute is a real second
 JOBS = 283                        # containers-roadmap issue 1705: 283 failed at once
-SLOTS = 5                         # the template's ReservedConcurrency (and the event source's MaximumConcurrency)
-BATCH = 5                         # the template's BatchSize
+SLOTS = STACK.max_concurrency     # the template's ReservedConcurrency (and the event source's MaximumConcurrency)
+BATCH = STACK.batch_size          # the template's BatchSize
 BACK_MINUTES = (4, 10, 30)        # capacity back after, scaled minutes
 MAX_ATTEMPTS = 3                  # ECS_RERUN_MAX_ATTEMPTS (the default)
-MAX_EVENT_AGE_S = 3600            # the template's MaximumEventAgeInSeconds
-ASYNC_RETRIES = 1                 # the template's MaximumRetryAttempts
+MAX_EVENT_AGE_S = STACK.max_event_age_s   # the template's MaximumEventAgeInSeconds
+ASYNC_RETRIES = STACK.async_retries       # the template's MaximumRetryAttempts
 ASYNC_RETRY_DELAY_S = 60          # Lambda waits about a minute before retrying a failed async invocation
-TODAY_TIMEOUT_S = 300             # today's function timeout (the waits live in it)
-QUEUE_TIMEOUT_S = 60              # template.yaml's Timeout with the delay queue
-VISIBILITY_S = 360                # template.yaml: DelayQueue VisibilityTimeout
-MAX_RECEIVE = 5                   # template.yaml: maxReceiveCount
+TODAY_TIMEOUT_S = 300             # the old design's function timeout (the waits lived in it)
+QUEUE_TIMEOUT_S = STACK.timeout_s         # template.yaml's Timeout with the delay queue
+VISIBILITY_S = STACK.visibility_s         # template.yaml: DelayQueue VisibilityTimeout
+MAX_RECEIVE = STACK.max_receive           # template.yaml: maxReceiveCount
 DEADLINE_RESERVE_S = 25           # ECS_RERUN_DEADLINE_RESERVE_MS default
 HOP_AFTER_S = 5                   # ECS_RERUN_HOP_AFTER_MS default
 TODAY_BASE_S, TODAY_MAX_S = 20, 120          # today's backoff: 20 s doubling, cap 120 s, equal jitter
@@ -777,7 +781,9 @@ def section(summaries: list[dict], jobs: int) -> list[str]:
     lines = [
         "## Mass outage (issue 12)",
         "",
-        f"bench/outage.py, {when}, commit {commit}{'+changes' if dirty else ''}, {os.cpu_count()} CPUs. Time scaled down {SCALE:g}× (a minute of outage is a second here). {jobs} RunTask "
+        f"bench/outage.py, {when}, commit {commit}{'+changes' if dirty else ''}, {os.cpu_count()} CPUs. "
+        f"The stack it plays is template.yaml's (sha-256 {hashlib.sha256(TEMPLATE.read_bytes()).hexdigest()[:12]}, "
+        f"its defaults read by scripts/template_values.py). Time scaled down {SCALE:g}× (a minute of outage is a second here). {jobs} RunTask "
         f"placement failures (Fargate \"Capacity is unavailable at this time\", sample 03, each its own job: own "
         f"clientToken, count 1) arrive at once; the real release bootstrap runs in {SLOTS} processes (the "
         f"reserved concurrency), each pulling from its own fake Lambda Runtime API; a dispatcher plays Lambda's "

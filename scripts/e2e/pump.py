@@ -5,7 +5,8 @@ the queue with `DelaySeconds` = the wait and returns `waiting`; the event source
 message back when the delay is over, and the function makes the next call. Locally, moto's SQS is the
 queue and this pump is the event source mapping:
 
-  * ReceiveMessage on the delay queue, batches of up to 5 (`batch_size`), short polls every 0.1 s.
+  * ReceiveMessage on the delay queue, batches of up to the template's BatchSize (`batch_size`, read from
+    template.yaml by scripts/template_values.py: 1, one message per invocation), short polls every 0.1 s.
     moto honours `DelaySeconds` (a delayed message is not received before its time, to the
     millisecond) and the visibility timeout, so the pump adds no delay of its own.
   * Each batch is one invocation of the function, through cargo-lambda's emulator exactly as
@@ -44,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,8 +53,12 @@ from pathlib import Path
 
 from proxy import delay_message
 
-BATCH_SIZE = 5
-MAX_RECEIVE_COUNT = 5
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from template_values import stack_settings  # noqa: E402  scripts/template_values.py
+
+# As the stack deploys them (the visibility timeout below is shortened for the local run).
+BATCH_SIZE = stack_settings().batch_size
+MAX_RECEIVE_COUNT = stack_settings().max_receive
 VISIBILITY_TIMEOUT_S = 30
 RETRY_AFTER_S = 1
 POLL_S = 0.1

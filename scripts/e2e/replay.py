@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenarios import scenario  # noqa: E402
 from stack import RETIME_NOTE, RunningStack, Stack, install_signal_handlers, load_event  # noqa: E402
+from pump import MAX_RECEIVE_COUNT  # noqa: E402
 
 TTY = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
 
@@ -188,7 +189,8 @@ def main(argv=None) -> int:
             out(c(f"Delay queue: ECS_RERUN_DELAY_QUEUE_URL={stack.function_queue_url()} "
                   f"ECS_RERUN_HOP_AFTER_MS={stack.function_env['ECS_RERUN_HOP_AFTER_MS']} (production: 5000): every "
                   "wait goes through moto's SQS (DelaySeconds rounded up to 1 s); a pump plays the event source "
-                  "mapping (batches of 5, partial batch failures, maxReceiveCount 5). --no-delay-queue: waits "
+                  f"mapping (batches of {stack.pump.batch_size}, partial batch failures, maxReceiveCount {MAX_RECEIVE_COUNT}). "
+                  "--no-delay-queue: waits "
                   "inside the invocation", "2"))
     if args.fresh:
         out(c(RETIME_NOTE[0].upper() + RETIME_NOTE[1:] + ".", "2"))

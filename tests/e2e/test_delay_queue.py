@@ -1,7 +1,7 @@
 """End to end, issue 12 ("attempts as delayed, durable steps"): the real bootstrap with a delay queue in
 moto's SQS (ECS_RERUN_DELAY_QUEUE_URL, ECS_RERUN_HOP_AFTER_MS=50, so every wait of the local backoff goes
 through the queue, rounded up to 1 s) and a pump that plays Lambda's SQS event source mapping
-(scripts/e2e/pump.py: batches of up to 5, partial batch failures, redelivery, maxReceiveCount 5, then
+(scripts/e2e/pump.py: batches of the template's BatchSize, partial batch failures, redelivery, maxReceiveCount 5, then
 the dead-letter queue). The stack (`queue_stack`, `qfresh`) is conftest.py's.
 
 Checked by outcome: the tasks moto holds for the job, the notifications in the SQS queue subscribed to
@@ -132,13 +132,16 @@ def test_failed_publish_on_a_hop_is_redelivered_and_notifies_once(qfresh):
     assert notes[0]["message"]["event_id"] == record(name)["eventID"]
 
 
-def test_malformed_messages_fail_alone_then_are_dead_lettered(qfresh):
+def test_malformed_messages_fail_alone_then_are_dead_lettered(qfresh, monkeypatch):
     """Three bodies that are not hops of this function (not JSON, another JSON document, a hop of another
     format version) share a batch with a real hop: the real one goes on (its episode recovers), each
     malformed one is listed in batchItemFailures, delivered 5 times, then moved to the dead-letter queue;
     the function's error for each says what is wrong with it. Nothing is started or notified for them."""
     name = "01-agent-ec2.json"
     qfresh.control.script(SCENARIOS[name]["script"])
+    # The stack delivers one message per invocation (BatchSize 1); an operator may raise it, and a malformed
+    # message must then still fail alone: this test plays a batch of four.
+    monkeypatch.setattr(qfresh.pump, "batch_size", 4)
     with qfresh.pump.pause():
         first = qfresh.invoke(ROOT / "events" / name)
         assert first.ok and first.response["outcome"] == "waiting", first.error or first.response
