@@ -17,18 +17,18 @@ use crate::handler::Report;
 
 /// The CloudWatch namespace.
 pub const NAMESPACE: &str = "EcsRerun";
-/// The self-check's metric.
-pub const SELF_CHECK_METRIC: &str = "SelfCheckFailed";
 
-/// The EMF line for one report, or `None` for ignored events (they are not failures) and for
+/// The EMF line for one report (a self-check's has its own metric), or `None` for ignored events (they are not failures) and for
 /// an episode that waits in the delay queue (its end is counted when it comes).
 pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
-    match report.outcome {
-        Outcome::Ignored | Outcome::Waiting => return None,
-        Outcome::SelfCheckOk | Outcome::SelfCheckFailed => {
-            return Some(self_check_line(report, timestamp_ms));
-        }
-        _ => {}
+    if matches!(
+        report.outcome,
+        Outcome::SelfCheckOk | Outcome::SelfCheckFailed
+    ) {
+        return Some(self_check_line(report, timestamp_ms));
+    }
+    if matches!(report.outcome, Outcome::Ignored | Outcome::Waiting) {
+        return None;
     }
     let seen = match report.outcome {
         Outcome::Guarded => "LaunchesGuarded",
@@ -76,11 +76,11 @@ fn self_check_line(report: &Report, timestamp_ms: u64) -> String {
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [["Check"]],
-                "Metrics": [{"Name": SELF_CHECK_METRIC, "Unit": "Count"}],
+                "Metrics": [{"Name": "SelfCheckFailed", "Unit": "Count"}],
             }],
         },
         "Check": "hearing",
-        SELF_CHECK_METRIC: u8::from(report.outcome == Outcome::SelfCheckFailed),
+        "SelfCheckFailed": u8::from(report.outcome == Outcome::SelfCheckFailed),
         "Outcome": report.outcome.as_str(),
         "Notifications": u8::from(report.notified),
         "reason": report.reason,

@@ -31,7 +31,11 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
         let verdict = self_check::judge(&self.observe().await);
         let summary = verdict.summary();
         let Some(note) = verdict.notification() else {
-            tracing::info!(outcome = Outcome::SelfCheckOk.as_str(), "{summary}");
+            tracing::info!(
+                outcome = Outcome::SelfCheckOk.as_str(),
+                reason = %summary,
+                "self-check passed"
+            );
             return Ok(Report::plain(None, Outcome::SelfCheckOk, summary));
         };
         for problem in &verdict.problems {
