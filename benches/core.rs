@@ -96,7 +96,7 @@ fn core(event: Value, rules: &Rules, policy: &Policy, now: SystemTime) -> usize 
             let launch = GuardedLaunch::recorded(&started.origin, started.replay_blocker);
             serde_json::to_string(&launch).map_or(0, |body| body.len())
         }
-        Ok(Decoded::Ignored(_) | Decoded::Stopped(_)) => 0,
+        Ok(Decoded::Ignored(_) | Decoded::Stopped(_) | Decoded::SelfCheck) => 0,
         Err(err) => panic!("a sample event does not decode: {err}"),
     }
 }

@@ -38,6 +38,9 @@ pub struct Config {
     pub store_table: Option<String>,
     /// How long the store keeps a launch (`ECS_RERUN_STORE_TTL_HOURS`, 24).
     pub store_ttl: Duration,
+    /// The EventBridge rules (default bus) the self-check finds enabled, or complains about
+    /// (`ECS_RERUN_SELF_CHECK_RULES`, comma-separated names).
+    pub self_check_rules: Vec<String>,
 }
 
 /// A configuration problem, naming the variable.
@@ -109,26 +112,22 @@ impl Config {
             Some(json) => Rules::with_overrides(&json)?,
             None => Rules::defaults(),
         };
-        let allowed_accounts = get("ECS_RERUN_ALLOWED_ACCOUNTS")
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| {
-                        if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) {
-                            Ok(a.to_owned())
-                        } else {
-                            Err(ConfigError::Invalid {
-                                var: "ECS_RERUN_ALLOWED_ACCOUNTS",
-                                value: list.clone(),
-                                expected: "a comma-separated list of 12-digit account IDs",
-                            })
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
+        let allowed_accounts = list(
+            &get,
+            "ECS_RERUN_ALLOWED_ACCOUNTS",
+            |a| a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()),
+            "a comma-separated list of 12-digit account IDs",
+        )?;
+        let self_check_rules = list(
+            &get,
+            "ECS_RERUN_SELF_CHECK_RULES",
+            |r| {
+                r.len() <= 64
+                    && r.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            },
+            "a comma-separated list of EventBridge rule names (up to 64 of A-Z a-z 0-9 . - _ each)",
+        )?;
 
         Ok(Self {
             topic_arn,
@@ -166,6 +165,7 @@ impl Config {
                     "hours from 1 to 168 (a week)",
                 )?,
             ),
+            self_check_rules,
         })
     }
 }
@@ -187,6 +187,33 @@ fn number(
                 expected,
             }),
         },
+    }
+}
+
+/// A comma-separated list whose every item is `valid`; empty when unset.
+fn list(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    valid: fn(&str) -> bool,
+    expected: &'static str,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(value) = get(var) else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if items.iter().all(|item| valid(item)) {
+        Ok(items)
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            value,
+            expected,
+        })
     }
 }
 

@@ -5,6 +5,10 @@
 //! metrics in the `EcsRerun` namespace. Dimensions stay few (outcome, and outcome with reason
 //! class) so the metric count, and its cost, is bounded whatever the number of clusters; the
 //! cluster and task family ride along as plain properties, searchable in Logs Insights.
+//!
+//! The scheduled self-check is not a failure: it has a line of its own, `SelfCheckFailed`
+//! (1 when failed `RunTask` calls may not reach the function, 0 when they do), under the one
+//! dimension `Check` = `hearing`, which `SelfCheckAlarm` watches.
 
 use serde_json::{Value, json};
 
@@ -14,9 +18,15 @@ use crate::handler::Report;
 /// The CloudWatch namespace.
 pub const NAMESPACE: &str = "EcsRerun";
 
-/// The EMF line for one report, or `None` for ignored events (they are not failures) and for
+/// The EMF line for one report (a self-check's has its own metric), or `None` for ignored events (they are not failures) and for
 /// an episode that waits in the delay queue (its end is counted when it comes).
 pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
+    if matches!(
+        report.outcome,
+        Outcome::SelfCheckOk | Outcome::SelfCheckFailed
+    ) {
+        return Some(self_check_line(report, timestamp_ms));
+    }
     if matches!(report.outcome, Outcome::Ignored | Outcome::Waiting) {
         return None;
     }
@@ -57,4 +67,23 @@ pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
         fields.insert("TimeToRecovery".to_owned(), Value::from(ms));
     }
     Some(line.to_string())
+}
+
+fn self_check_line(report: &Report, timestamp_ms: u64) -> String {
+    json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Check"]],
+                "Metrics": [{"Name": "SelfCheckFailed", "Unit": "Count"}],
+            }],
+        },
+        "Check": "hearing",
+        "SelfCheckFailed": u8::from(report.outcome == Outcome::SelfCheckFailed),
+        "Outcome": report.outcome.as_str(),
+        "Notifications": u8::from(report.notified),
+        "reason": report.reason,
+    })
+    .to_string()
 }

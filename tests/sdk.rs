@@ -524,3 +524,225 @@ async fn a_queue_that_refuses_fails_the_step_with_what_to_check() {
         "{err}"
     );
 }
+
+// --- the self-check's describe calls (CloudTrail, EventBridge) ----------------------------------
+
+mod hearing {
+    use aws_sdk_cloudtrail::operation::describe_trails::DescribeTrailsOutput;
+    use aws_sdk_cloudtrail::operation::get_event_selectors::GetEventSelectorsOutput;
+    use aws_sdk_cloudtrail::operation::get_trail_status::GetTrailStatusOutput;
+    use aws_sdk_cloudtrail::types::{
+        AdvancedEventSelector, AdvancedFieldSelector, EventSelector, ReadWriteType, Trail,
+    };
+    use aws_sdk_eventbridge::operation::describe_rule::DescribeRuleOutput;
+    use aws_sdk_eventbridge::types::RuleState;
+    use aws_smithy_mocks::{mock, mock_client};
+    use ecs_rerun::aws::hearing::AwsHearing;
+    use ecs_rerun::core::self_check::{ClassicSelector, FieldSelector, Selectors, TrailSummary};
+    use ecs_rerun::ports::hearing::Hearing;
+
+    use super::http_error;
+
+    const ARN: &str = "arn:aws:cloudtrail:eu-west-1:111122223333:trail/org";
+
+    fn hearing(
+        cloudtrail: aws_sdk_cloudtrail::Client,
+        events: aws_sdk_eventbridge::Client,
+    ) -> AwsHearing {
+        AwsHearing::new(cloudtrail, events, "us-east-1".to_owned())
+    }
+
+    fn no_events() -> aws_sdk_eventbridge::Client {
+        let rule = mock!(aws_sdk_eventbridge::Client::describe_rule)
+            .then_http_response(|| http_error(500, "InternalException", "not expected"));
+        mock_client!(aws_sdk_eventbridge, [&rule])
+    }
+
+    fn no_cloudtrail() -> aws_sdk_cloudtrail::Client {
+        let rule = mock!(aws_sdk_cloudtrail::Client::describe_trails)
+            .then_http_response(|| http_error(500, "InternalException", "not expected"));
+        mock_client!(aws_sdk_cloudtrail, [&rule])
+    }
+
+    #[tokio::test]
+    async fn trails_shadow_ones_included_are_listed_with_arn_and_scope() {
+        let rule = mock!(aws_sdk_cloudtrail::Client::describe_trails)
+            .match_requests(|r| r.include_shadow_trails() == Some(true))
+            .then_output(|| {
+                DescribeTrailsOutput::builder()
+                    .trail_list(
+                        Trail::builder()
+                            .name("org")
+                            .trail_arn(ARN)
+                            .home_region("eu-west-1")
+                            .is_multi_region_trail(true)
+                            .build(),
+                    )
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_cloudtrail, [&rule]);
+        let trails = hearing(client, no_events()).trails().await.unwrap();
+        assert_eq!(
+            trails,
+            [TrailSummary {
+                name: "org".into(),
+                arn: ARN.into(),
+                home_region: Some("eu-west-1".into()),
+                multi_region: true,
+            }]
+        );
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn access_denied_names_the_action() {
+        let rule = mock!(aws_sdk_cloudtrail::Client::describe_trails).then_http_response(|| {
+            http_error(
+                400,
+                "AccessDeniedException",
+                "User is not authorized to perform: cloudtrail:DescribeTrails",
+            )
+        });
+        let client = mock_client!(aws_sdk_cloudtrail, [&rule]);
+        let failure = hearing(client, no_events()).trails().await.unwrap_err();
+        assert_eq!(failure.action, "cloudtrail:DescribeTrails");
+        assert_eq!(failure.code, "AccessDeniedException");
+        assert!(failure.denied());
+        assert!(failure.message.contains("not authorized"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn status_and_selectors_are_read_by_arn() {
+        let status = mock!(aws_sdk_cloudtrail::Client::get_trail_status)
+            .match_requests(|r| r.name() == Some(ARN))
+            .then_output(|| GetTrailStatusOutput::builder().is_logging(false).build());
+        let classic = mock!(aws_sdk_cloudtrail::Client::get_event_selectors)
+            .match_requests(|r| r.trail_name() == Some(ARN))
+            .then_output(|| {
+                GetEventSelectorsOutput::builder()
+                    .event_selectors(
+                        EventSelector::builder()
+                            .read_write_type(ReadWriteType::ReadOnly)
+                            .include_management_events(true)
+                            .exclude_management_event_sources("kms.amazonaws.com")
+                            .build(),
+                    )
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_cloudtrail, [&status, &classic]);
+        let hearing = hearing(client, no_events());
+        assert_eq!(hearing.logging(ARN).await, Ok(false));
+        assert_eq!(
+            hearing.selectors(ARN).await,
+            Ok(Selectors::Classic(vec![ClassicSelector {
+                include_management_events: Some(true),
+                read_write_type: Some("ReadOnly".into()),
+                exclude_management_event_sources: vec!["kms.amazonaws.com".into()],
+            }]))
+        );
+    }
+
+    #[tokio::test]
+    async fn advanced_selectors_are_read_whole() {
+        let rule = mock!(aws_sdk_cloudtrail::Client::get_event_selectors).then_output(|| {
+            GetEventSelectorsOutput::builder()
+                .advanced_event_selectors(
+                    AdvancedEventSelector::builder()
+                        .name("management")
+                        .field_selectors(
+                            AdvancedFieldSelector::builder()
+                                .field("eventCategory")
+                                .equals("Management")
+                                .build()
+                                .unwrap(),
+                        )
+                        .field_selectors(
+                            AdvancedFieldSelector::builder()
+                                .field("eventSource")
+                                .not_equals("kms.amazonaws.com")
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+        let client = mock_client!(aws_sdk_cloudtrail, [&rule]);
+        let Ok(Selectors::Advanced(selectors)) = hearing(client, no_events()).selectors(ARN).await
+        else {
+            panic!("advanced selectors expected")
+        };
+        assert_eq!(selectors[0].name.as_deref(), Some("management"));
+        assert_eq!(
+            selectors[0].fields,
+            [
+                FieldSelector {
+                    field: "eventCategory".into(),
+                    equals: vec!["Management".into()],
+                    ..FieldSelector::default()
+                },
+                FieldSelector {
+                    field: "eventSource".into(),
+                    not_equals: vec!["kms.amazonaws.com".into()],
+                    ..FieldSelector::default()
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn rule_state_missing_rule_and_denied_call() {
+        let disabled = mock!(aws_sdk_eventbridge::Client::describe_rule)
+            .match_requests(|r| r.name() == Some("stack-failed-runtask"))
+            .then_output(|| {
+                DescribeRuleOutput::builder()
+                    .name("stack-failed-runtask")
+                    .state(RuleState::Disabled)
+                    .build()
+            });
+        let missing = mock!(aws_sdk_eventbridge::Client::describe_rule)
+            .match_requests(|r| r.name() == Some("stack-gone"))
+            .then_http_response(|| {
+                http_error(
+                    400,
+                    "ResourceNotFoundException",
+                    "Rule stack-gone does not exist.",
+                )
+            });
+        let denied = mock!(aws_sdk_eventbridge::Client::describe_rule)
+            .match_requests(|r| r.name() == Some("elsewhere"))
+            .then_http_response(|| {
+                http_error(
+                    400,
+                    "AccessDeniedException",
+                    "not authorized to perform: events:DescribeRule",
+                )
+            });
+        let events = mock_client!(
+            aws_sdk_eventbridge,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&disabled, &missing, &denied]
+        );
+        let hearing = hearing(no_cloudtrail(), events);
+        assert_eq!(
+            hearing.rule_state("stack-failed-runtask").await,
+            Ok(Some("DISABLED".into()))
+        );
+        assert_eq!(hearing.rule_state("stack-gone").await, Ok(None));
+        let failure = hearing.rule_state("elsewhere").await.unwrap_err();
+        assert_eq!(failure.action, "events:DescribeRule");
+        assert!(failure.denied(), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn a_trail_gone_between_calls_is_a_failure_not_a_pass() {
+        let rule = mock!(aws_sdk_cloudtrail::Client::get_trail_status)
+            .then_http_response(|| http_error(400, "TrailNotFoundException", "Unknown trail"));
+        let client = mock_client!(aws_sdk_cloudtrail, [&rule]);
+        let failure = hearing(client, no_events()).logging(ARN).await.unwrap_err();
+        assert_eq!(failure.action, "cloudtrail:GetTrailStatus");
+        assert_eq!(failure.code, "TrailNotFoundException");
+        assert!(!failure.denied());
+    }
+}

@@ -1,7 +1,9 @@
-//! The AWS adapters of the [`crate::ports`], one per service, and the configuration they share.
+//! The AWS adapters of the [`crate::ports`], one per service (the self-check's [`hearing`] asks
+//! two), and the configuration they share.
 
 pub mod dynamodb;
 pub mod ecs;
+pub mod hearing;
 pub mod setup;
 pub mod sns;
 pub mod sqs;

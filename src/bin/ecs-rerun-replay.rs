@@ -18,6 +18,8 @@
 //! moves each file's records in time (the newest `eventTime` to now, the others by the same
 //! offset) first, which is how the
 //! sample events, recorded in 2025, are replayed as if they had just happened.
+//! The scheduled self-check event (`{"source": "ecs-rerun.self-check", ...}`) asks CloudTrail and
+//! EventBridge; a dry run has no client for them, so it reports the check as skipped (`ignored`).
 //! Exits 1 if any event could not be processed or had an unexpected outcome, 2 on bad usage.
 
 use std::collections::BTreeMap;
@@ -25,12 +27,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ecs_rerun::aws::ecs::EcsLauncher;
+use ecs_rerun::aws::hearing::AwsHearing;
 use ecs_rerun::aws::sns::SnsNotifier;
 use ecs_rerun::config::Config;
 use ecs_rerun::core::event::envelopes;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::ports::clock::Clock;
 use ecs_rerun::ports::clock::TokioClock;
+use ecs_rerun::ports::hearing::Hearing;
 use ecs_rerun::ports::notify::{Notifier, PrintNotifier};
 use ecs_rerun::ports::queue::LocalQueue;
 use ecs_rerun::ports::store::MemoryStore;
@@ -99,9 +103,11 @@ async fn main() -> ExitCode {
         let aws = ecs_rerun::aws::setup::aws_config().await;
         let launcher = EcsLauncher::new(aws_sdk_ecs::Client::new(&aws));
         let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
+        let hearing = AwsHearing::from_config(&aws);
         let handler = Handler::new(config, launcher, notifier, TokioClock)
             .with_queue(LocalQueue::default())
-            .with_store(MemoryStore::default());
+            .with_store(MemoryStore::default())
+            .with_hearing(hearing);
         replay(&handler, &args, &expected, key).await
     };
     if ok {
@@ -111,8 +117,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn replay<N: Notifier>(
-    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue, MemoryStore>,
+async fn replay<N: Notifier, H: Hearing>(
+    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue, MemoryStore, H>,
     args: &Args,
     expected: &BTreeMap<String, Value>,
     key: &str,
@@ -171,8 +177,8 @@ async fn replay<N: Notifier>(
 }
 
 /// Handles an event, then plays the delay queue until the episode has ended.
-async fn run_episode<N: Notifier>(
-    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue, MemoryStore>,
+async fn run_episode<N: Notifier, H: Hearing>(
+    handler: &Handler<EcsLauncher, N, TokioClock, LocalQueue, MemoryStore, H>,
     event: Value,
 ) -> Result<Report, HandlerError> {
     let invocation = Invocation::default();

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ecs_rerun::aws::dynamodb::DynamoStore;
 use ecs_rerun::aws::ecs::EcsLauncher;
+use ecs_rerun::aws::hearing::AwsHearing;
 use ecs_rerun::aws::sns::SnsNotifier;
 use ecs_rerun::aws::sqs::SqsDelayQueue;
 use ecs_rerun::config::Config;
@@ -38,13 +39,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
              duplicate deliveries of one failure may notify twice"
         );
     }
+    let hearing = AwsHearing::from_config(&aws);
     let handler = Handler::new(
         config,
         EcsLauncher::new(aws_sdk_ecs::Client::new(&aws)),
         notifier,
         TokioClock,
     )
-    .with_store(store);
+    .with_store(store)
+    .with_hearing(hearing);
     match queue {
         Some(url) => {
             let queue = SqsDelayQueue::new(aws_sdk_sqs::Client::new(&aws), url);
@@ -61,7 +64,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 }
 
 async fn serve<Q: DelayQueue>(
-    handler: &Handler<EcsLauncher, SnsNotifier, TokioClock, Q, Option<DynamoStore>>,
+    handler: &Handler<EcsLauncher, SnsNotifier, TokioClock, Q, Option<DynamoStore>, AwsHearing>,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation {

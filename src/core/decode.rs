@@ -19,6 +19,7 @@ use crate::core::event::{
 };
 use crate::core::marks;
 use crate::core::request::{RunTaskRequest, prune_nulls};
+use crate::core::self_check;
 use crate::core::task_change::{FAILED_TO_START, INTERRUPTED, TASK_CHANGE_DETAIL_TYPE, TaskDetail};
 
 /// A `RunTask` call that failed, as far as CloudTrail recorded it.
@@ -184,6 +185,8 @@ pub enum Decoded {
     Started(Box<StartedRunTask>),
     /// A task that stopped before it ran, or one that Spot took away.
     Stopped(Box<StoppedTask>),
+    /// The scheduled self-check ([`crate::core::self_check`]): no record at all.
+    SelfCheck,
     /// An event ecs-rerun does not act on, and why.
     Ignored(Ignored),
 }
@@ -297,6 +300,10 @@ pub enum DecodeError {
 /// Decodes one EventBridge event. It takes the event by value so that decoding moves the
 /// record's strings instead of copying them.
 pub fn decode(event: Value) -> Result<Decoded, DecodeError> {
+    // First, and on its own fields only: its input is ours, not an EventBridge envelope.
+    if self_check::is_self_check(&event) {
+        return Ok(Decoded::SelfCheck);
+    }
     let envelope: Envelope = parse(event, "")?;
     match (envelope.source.as_str(), envelope.detail_type.as_str()) {
         (ECS_SOURCE, CLOUDTRAIL_DETAIL_TYPE) => decode_record(envelope),

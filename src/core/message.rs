@@ -55,9 +55,15 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         (Outcome::Stale, _) => "too old to rerun",
         (Outcome::WouldRetry, _) => "dry run, would retry",
         (Outcome::Left, _) => "left to the caller:",
-        (Outcome::Ignored | Outcome::Waiting | Outcome::Guarded | Outcome::Unguarded, _) => {
-            "ignored"
-        }
+        (
+            Outcome::Ignored
+            | Outcome::Waiting
+            | Outcome::Guarded
+            | Outcome::Unguarded
+            | Outcome::SelfCheckOk
+            | Outcome::SelfCheckFailed,
+            _,
+        ) => "ignored",
     };
     let subject = format!("[ecs-rerun] {headline} {family} on {cluster}: {deciding}");
 
@@ -105,7 +111,12 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
                 "ecs-rerun left it to the caller ({}), which retries by itself.",
                 origin.called_by.describe()
             ),
-            Outcome::Ignored | Outcome::Waiting | Outcome::Guarded | Outcome::Unguarded => {
+            Outcome::Ignored
+            | Outcome::Waiting
+            | Outcome::Guarded
+            | Outcome::Unguarded
+            | Outcome::SelfCheckOk
+            | Outcome::SelfCheckFailed => {
                 String::new()
             }
         }
@@ -352,7 +363,7 @@ fn what_to_do(conclusion: &Conclusion) -> &'static str {
 }
 
 /// ASCII only, no control characters, under 100 characters.
-fn subject_line(raw: &str) -> String {
+pub(crate) fn subject_line(raw: &str) -> String {
     let mut subject: String = raw
         .chars()
         .map(|c| if c.is_ascii_graphic() { c } else { ' ' })

@@ -7,7 +7,8 @@
 //! episode step by step ([`schedule`] paces it, [`marks`] tags and tokens its calls, [`lookup`]
 //! finds a caller's own retry, [`hop`] carries it through the delay queue); [`message`] is what
 //! a person reads, with [`redact`] keeping secrets out. [`request`] is the shared vocabulary:
-//! the `RunTask` parameters as CloudTrail records them.
+//! the `RunTask` parameters as CloudTrail records them. Apart from that flow, [`self_check`]
+//! judges whether failed calls can reach ecs-rerun at all.
 
 pub mod caller;
 pub mod classify;
@@ -22,4 +23,5 @@ pub mod plan;
 pub mod redact;
 pub mod request;
 pub mod schedule;
+pub mod self_check;
 pub mod task_change;

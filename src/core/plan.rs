@@ -110,6 +110,10 @@ pub enum Outcome {
     /// A task that failed to start from a launch the store never guarded (a caller left out,
     /// such as AWS Batch): counted, not notified.
     Unguarded,
+    /// The scheduled self-check found that failed `RunTask` calls reach ecs-rerun.
+    SelfCheckOk,
+    /// The scheduled self-check found that they may not (a trail, a rule, a permission).
+    SelfCheckFailed,
 }
 
 impl Outcome {
@@ -127,6 +131,8 @@ impl Outcome {
             Self::Waiting => "waiting",
             Self::Guarded => "guarded",
             Self::Unguarded => "unguarded",
+            Self::SelfCheckOk => "self_check_ok",
+            Self::SelfCheckFailed => "self_check_failed",
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::core::plan::{
 };
 use crate::core::redact;
 use crate::ports::clock::Clock;
+use crate::ports::hearing::Hearing;
 use crate::ports::launch::TaskLauncher;
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
@@ -38,7 +39,9 @@ enum Progress {
     },
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
+impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
+    Handler<L, N, C, Q, S, H>
+{
     /// The first invocation of an episode: decide, then drive.
     pub(super) async fn begin(
         &self,
@@ -131,7 +134,9 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             | Outcome::Waiting
             | Outcome::Left
             | Outcome::Guarded
-            | Outcome::Unguarded => false,
+            | Outcome::Unguarded
+            | Outcome::SelfCheckOk
+            | Outcome::SelfCheckFailed => false,
             Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale | Outcome::WouldRetry => true,
         };
         let note = wants_note

@@ -2,10 +2,12 @@
 //!
 //! Every kind of event reaches the one plan-and-launch path of `episode.rs`: a failed `RunTask`
 //! record directly; a task that failed to start (`stopped.rs`) once the store gave back the
-//! request it was launched with, which `started.rs` kept. The Lambda `main` and the local
+//! request it was launched with, which `started.rs` kept. The scheduled self-check
+//! (`self_check.rs`) asks whether such events can still arrive. The Lambda `main` and the local
 //! replay command both call [`Handler::handle_payload`]; only the adapters differ.
 
 mod episode;
+mod self_check;
 mod started;
 mod stopped;
 
@@ -21,6 +23,7 @@ use crate::core::decode::{self, DecodeError, Decoded, Ignored, Origin};
 use crate::core::hop::{HopError, Message};
 use crate::core::plan::Outcome;
 use crate::ports::clock::Clock;
+use crate::ports::hearing::{Hearing, NoHearing};
 use crate::ports::launch::TaskLauncher;
 use crate::ports::notify::{Notifier, PublishError};
 use crate::ports::queue::{DelayQueue, NoQueue, QueueError};
@@ -69,6 +72,26 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report about no launch: only its outcome and why.
+    fn plain(event_id: Option<String>, outcome: Outcome, reason: String) -> Self {
+        Self {
+            event_id,
+            outcome,
+            reason_class: None,
+            reason,
+            attempts: 0,
+            tasks_started: 0,
+            waited_ms: 0,
+            notified: false,
+            subject: None,
+            cluster: None,
+            task_family: None,
+            recovery_ms: None,
+            caller: None,
+            rule: None,
+        }
+    }
+
     /// A report on `origin` before anything was done: each outcome fills in the rest.
     fn about(origin: &Origin) -> Self {
         Self {
@@ -129,16 +152,18 @@ pub struct Reply {
     pub reports: Vec<Report>,
 }
 
-/// The handler, generic over its ports; without a delay queue ([`NoQueue`]) or a store
-/// ([`NoStore`]) until [`Handler::with_queue`] and [`Handler::with_store`] give it one.
+/// The handler, generic over its ports; without a delay queue ([`NoQueue`]), a store
+/// ([`NoStore`]) or the self-check's describe calls ([`NoHearing`]) until
+/// [`Handler::with_queue`], [`Handler::with_store`] and [`Handler::with_hearing`] give it one.
 #[derive(Debug)]
-pub struct Handler<L, N, C, Q = NoQueue, S = NoStore> {
+pub struct Handler<L, N, C, Q = NoQueue, S = NoStore, H = NoHearing> {
     config: Config,
     launcher: L,
     notifier: N,
     clock: C,
     queue: Q,
     store: S,
+    hearing: H,
 }
 
 impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
@@ -151,13 +176,16 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
             clock,
             queue: NoQueue,
             store: NoStore,
+            hearing: NoHearing,
         }
     }
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
+impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
+    Handler<L, N, C, Q, S, H>
+{
     /// The same handler, carrying episodes through their waits on `queue`.
-    pub fn with_queue<Q2: DelayQueue>(self, queue: Q2) -> Handler<L, N, C, Q2, S> {
+    pub fn with_queue<Q2: DelayQueue>(self, queue: Q2) -> Handler<L, N, C, Q2, S, H> {
         Handler {
             config: self.config,
             launcher: self.launcher,
@@ -165,11 +193,12 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             clock: self.clock,
             queue,
             store: self.store,
+            hearing: self.hearing,
         }
     }
 
     /// The same handler, keeping launches and notifications in `store`.
-    pub fn with_store<S2: LaunchStore>(self, store: S2) -> Handler<L, N, C, Q, S2> {
+    pub fn with_store<S2: LaunchStore>(self, store: S2) -> Handler<L, N, C, Q, S2, H> {
         Handler {
             config: self.config,
             launcher: self.launcher,
@@ -177,6 +206,20 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             clock: self.clock,
             queue: self.queue,
             store,
+            hearing: self.hearing,
+        }
+    }
+
+    /// The same handler, answering the scheduled self-check through `hearing`.
+    pub fn with_hearing<H2: Hearing>(self, hearing: H2) -> Handler<L, N, C, Q, S, H2> {
+        Handler {
+            config: self.config,
+            launcher: self.launcher,
+            notifier: self.notifier,
+            clock: self.clock,
+            queue: self.queue,
+            store: self.store,
+            hearing,
         }
     }
 
@@ -226,7 +269,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
 
     /// Handles one EventBridge event: a failed `RunTask` record takes the plan-and-launch path;
     /// a successful one is kept in the store; a task that failed to start is looked up there
-    /// and, found, takes the same path.
+    /// and, found, takes the same path; the scheduled self-check checks the way here.
     pub async fn handle(
         &self,
         event: Value,
@@ -237,6 +280,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
             tracing::error!(error = %err, "cannot decode the event; failing the invocation so that it is retried and then dead-lettered, not lost");
         })?;
         match decoded {
+            Decoded::SelfCheck => self.self_check().await,
             Decoded::Ignored(why) => Ok(ignored(event_id, &why)),
             Decoded::Started(started) => self.guard_record(&started).await,
             Decoded::Failed(failed) => {
@@ -266,22 +310,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
 
 fn ignored(event_id: Option<String>, why: &Ignored) -> Report {
     tracing::info!(event_id = event_id.as_deref().unwrap_or("none"), reason = %why, "event ignored");
-    Report {
-        event_id,
-        outcome: Outcome::Ignored,
-        reason_class: None,
-        reason: why.to_string(),
-        attempts: 0,
-        tasks_started: 0,
-        waited_ms: 0,
-        notified: false,
-        subject: None,
-        cluster: None,
-        task_family: None,
-        recovery_ms: None,
-        caller: None,
-        rule: None,
-    }
+    Report::plain(event_id, Outcome::Ignored, why.to_string())
 }
 
 /// The `(messageId, body)` of each record of an SQS event, or `None` for any other payload.

@@ -12,6 +12,7 @@ use crate::core::hop::{Recheck, VERSION};
 use crate::core::plan::{Conclusion, Outcome};
 use crate::core::request::RunTaskRequest;
 use crate::ports::clock::Clock;
+use crate::ports::hearing::Hearing;
 use crate::ports::launch::TaskLauncher;
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
@@ -21,7 +22,9 @@ use crate::ports::store::LaunchStore;
 /// which the store never guards (Batch retries them by itself).
 const BATCH_CLUSTER_PREFIX: &str = "AWSBatch-";
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
+impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
+    Handler<L, N, C, Q, S, H>
+{
     /// Handles a stopped task; `tries` is the looks made before.
     pub(super) async fn stopped(
         &self,

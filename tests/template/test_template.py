@@ -257,6 +257,8 @@ def test_function_settings(template):
         "ECS_RERUN_NOTIFY_ON_RECOVERY", "ECS_RERUN_ALLOWED_ACCOUNTS", "ECS_RERUN_DRY_RUN", "ECS_RERUN_DELAY_QUEUE_URL",
         # only with RerunStoppedTasks on (test_rerun_stopped_tasks_off_creates_nothing)
         "ECS_RERUN_STORE_TABLE", "ECS_RERUN_STORE_TTL_HOURS",
+        # only with SelfCheckSchedule set (test_self_check_variable_names_the_rules)
+        "ECS_RERUN_SELF_CHECK_RULES",
     }
     # every variable the template sets is one the code reads (a typo would be silently ignored)
     config_rs = (REPO / "src" / "config.rs").read_text()
@@ -504,9 +506,13 @@ def test_rule_target_has_dlq_and_invoke_config_has_destination(template):
 # --------------------------------------------------------------------------------------------------------------
 # (c) IAM: every SDK operation the code calls is granted; no wildcard PassRole
 # --------------------------------------------------------------------------------------------------------------
-SDK_CRATES = {"aws_sdk_ecs": "ecs", "aws_sdk_sns": "sns", "aws_sdk_sqs": "sqs", "aws_sdk_dynamodb": "dynamodb"}
+SDK_CRATES = {"aws_sdk_ecs": "ecs", "aws_sdk_sns": "sns", "aws_sdk_sqs": "sqs", "aws_sdk_dynamodb": "dynamodb",
+              "aws_sdk_cloudtrail": "cloudtrail", "aws_sdk_eventbridge": "events"}
 # The launch store's operations (issue 13): granted on the table, only with RerunStoppedTasks on.
 STORE_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+# The self-check's describe calls (issue 19.4, src/aws/hearing.rs): granted only with SelfCheckSchedule set.
+SELF_CHECK_ACTIONS = {"cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors",
+                      "events:DescribeRule"}
 
 # Granted actions no src/ call needs, because AWS itself uses the role for them (by statement Sid).
 IMPLICIT_GRANTS = {
@@ -582,6 +588,8 @@ def test_scan_finds_the_sdk_calls():
     assert {"ecs:ListTasks", "ecs:DescribeTasks", "sns:GetTopicAttributes", "sqs:SendMessage"} <= actions, actions
     # issue 13: the launch store (src/aws/dynamodb.rs), by key only
     assert {a for a in actions if a.startswith("dynamodb:")} == STORE_ACTIONS, actions
+    # issue 19.4: the self-check's describe calls, and nothing else of CloudTrail or EventBridge
+    assert {a for a in actions if a.split(":")[0] in ("cloudtrail", "events")} == SELF_CHECK_ACTIONS, actions
 
 
 ALL_PARAM_SETS = [
@@ -591,9 +599,10 @@ ALL_PARAM_SETS = [
     {"ExistingTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ops", "ReservedConcurrency": "0"},
     {"RerunStoppedTasks": "failed-to-start"},
     {"RerunStoppedTasks": "failed-to-start-and-spot", "Clusters": "batch,web"},
+    {"SelfCheckSchedule": ""},
 ]
 ALL_PARAM_IDS = ["defaults", "narrowed", "with-default-cluster", "existing-topic-no-reservation",
-                 "rerun-stopped", "rerun-stopped-and-spot"]
+                 "rerun-stopped", "rerun-stopped-and-spot", "no-self-check"]
 
 
 @pytest.mark.parametrize("params", ALL_PARAM_SETS, ids=ALL_PARAM_IDS)
@@ -603,6 +612,9 @@ def test_every_called_operation_is_granted(template, params):
     needed = called_actions() | {"ecs:TagResource"}
     if params.get("RerunStoppedTasks", "off") == "off":
         needed -= STORE_ACTIONS  # no table, no ECS_RERUN_STORE_TABLE: the code makes no DynamoDB call
+    if params.get("SelfCheckSchedule") == "":
+        needed -= SELF_CHECK_ACTIONS  # no schedule: no self-check event, no describe call
+        assert not granted & SELF_CHECK_ACTIONS, sorted(granted & SELF_CHECK_ACTIONS)
     missing = needed - granted
     assert not missing, f"role lacks {sorted(missing)}"
     assert not any("*" in a for a in granted), sorted(granted)
@@ -858,7 +870,8 @@ def emitted() -> dict:
         chosen = re.findall(r'=>\s*"([A-Za-z]+)"', arms)
         assert chosen, f"metric name variable {var}: no names found"
         names |= set(chosen)
-    (dims,) = re.findall(r'"Dimensions":\s*(\[\[.*?\]\])', metrics_rs)
+    # the failures' line first, then the self-check's own line (issue 19.4)
+    failure_dims, self_check_dims = re.findall(r'"Dimensions":\s*(\[\[.*?\]\])', metrics_rs)
 
     def as_str_map(path: Path, enum_start: str) -> dict[str, str]:
         """Variant -> the string its as_str() returns."""
@@ -872,7 +885,11 @@ def emitted() -> dict:
     guard = re.search(r"if matches!\(\s*report\.outcome,\s*([^)]*)\)\s*\{\s*return None;", metrics_rs)
     assert guard, "emf_line's early return for outcomes without a metric line"
     silent = {all_outcomes[v] for v in re.findall(r"Outcome::(\w+)", guard.group(1))}
-    outcomes = set(all_outcomes.values()) - silent
+    # the self-check's outcomes have a line of their own, without the Outcome dimension
+    own = re.search(r"if matches!\(\s*report\.outcome,\s*([^)]*)\)\s*\{\s*return Some\(self_check_line", metrics_rs)
+    assert own, "emf_line's early return for the self-check's line"
+    self_check = {all_outcomes[v] for v in re.findall(r"Outcome::(\w+)", own.group(1))}
+    outcomes = set(all_outcomes.values()) - silent - self_check
     classes = set(as_str_map(SRC / "core/classify.rs", "pub fn as_str").values())
     # the handler is a module of several files (src/handler/): read them as one text
     handler = "\n".join(f.read_text() for f in sorted((SRC / "handler").glob("*.rs")))
@@ -880,9 +897,11 @@ def emitted() -> dict:
     return {
         "namespace": namespace,
         "metrics": names,
-        "dimension_sets": json.loads(dims),
-        "dimensions": {"Outcome": outcomes, "ReasonClass": classes},
+        "dimension_sets": json.loads(failure_dims) + json.loads(self_check_dims),
+        "dimensions": {"Outcome": outcomes, "ReasonClass": classes,
+                       "Check": set(re.findall(r'"Check":\s*"(\w+)"', metrics_rs))},
         "outcomes_without_metric": silent,
+        "self_check_outcomes": self_check,
         "span_fields": span_fields,
         "handler": handler,
     }
@@ -893,8 +912,11 @@ def test_emitted_is_read_from_the_code():
     assert e["namespace"] == "EcsRerun"
     # LaunchesGuarded: on a guarded launch's line instead of FailuresSeen (a launch is not a failure)
     assert e["metrics"] == {"FailuresSeen", "LaunchesGuarded", "RetriesIssued", "Recoveries", "Notifications",
-                            "TimeToRecovery"}
-    assert e["dimension_sets"] == [["Outcome"], ["Outcome", "ReasonClass"], ["Outcome", "Caller"]]
+                            "TimeToRecovery", "SelfCheckFailed"}
+    assert e["dimension_sets"] == [["Outcome"], ["Outcome", "ReasonClass"], ["Outcome", "Caller"], ["Check"]]
+    # issue 19.4: a self-check is no failure; its line has its own metric and dimension
+    assert e["self_check_outcomes"] == {"self_check_ok", "self_check_failed"}
+    assert e["dimensions"]["Check"] == {"hearing"}
     assert e["dimensions"]["Outcome"] == {
         "recovered", "already_started", "gave_up", "not_retryable", "stale", "would_retry", "left",
         "guarded", "unguarded",  # issue 13: a started launch stored (or, for Batch / ecs-rerun's own, not)
@@ -920,13 +942,15 @@ def test_every_alarm_fires_on_the_first_occurrence_and_notifies(template):
         assert set(found) == {
             "OnFailureQueueAlarm", "RuleDeadLetterQueueAlarm", "FunctionErrorsAlarm", "FunctionThrottlesAlarm",
             "GaveUpAlarm", "NotRetryableAlarm", "DelayDeadLetterQueueAlarm", "DelayQueueAgeAlarm",
+            "SelfCheckAlarm",
         }
         for name, a in found.items():
             assert a["Period"] == 300 and a["EvaluationPeriods"] == 1, name
             if name == "DelayQueueAgeAlarm":  # an age in seconds, not a count (test_delay_queue_alarms)
                 continue
             assert a["Threshold"] == 1 and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
-            assert a["TreatMissingData"] == "notBreaching", name
+            # the self-check reports once per schedule period: between checks its state holds (test_self_check_alarm)
+            assert a["TreatMissingData"] == ("ignore" if name == "SelfCheckAlarm" else "notBreaching"), name
             assert a["AlarmActions"] == [topic], name
             # says what it means and what to do, within CloudWatch's 1024-character limit
             assert "What to do:" in a["AlarmDescription"] and len(a["AlarmDescription"]) <= 1024, name
@@ -1360,6 +1384,7 @@ def test_rerun_stopped_tasks_off_creates_nothing(template, value, on):
     assert bool(store_grants) is on
     (dlq_stmt,) = cfn.eval(res["RuleDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])
     rules = ["FailedRunTaskRule", "StartedRunTaskRule", "StoppedTaskRule"] if on else ["FailedRunTaskRule"]
+    rules.append("SelfCheckScheduleRule")  # SelfCheckSchedule's default: on (test_self_check_schedule_...)
     assert dlq_stmt["Condition"]["ArnEquals"]["aws:SourceArn"] == [
         f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{r}" for r in rules
     ]
@@ -1686,3 +1711,115 @@ def test_new_rules_with_clusters_still_leave_out_other_events(template, engine, 
         assert not engine(started, load_event(prefix)), prefix
     for prefix in [*FAILURE_EVENTS, "09-", "10-", "11-", "12-", "13-", "14-", "17-"]:
         assert not engine(stopped, load_event(prefix)), prefix
+
+
+# --------------------------------------------------------------------------------------------------------------
+# (f) the self-check (issue 19, part 4): a schedule, the rules it checks by name, scoped describe grants, an alarm
+# --------------------------------------------------------------------------------------------------------------
+SELF_CHECK_RS = SRC / "core" / "self_check.rs"
+SELF_CHECKED_RULES = {"off": ["FailedRunTaskRule"],
+                      "failed-to-start": ["FailedRunTaskRule", "StartedRunTaskRule", "StoppedTaskRule"]}
+
+
+def self_check_event_shape() -> tuple[str, str]:
+    code = SELF_CHECK_RS.read_text()
+    (source,) = re.findall(r'pub const SOURCE: &str = "([^"]+)";', code)
+    (detail_type,) = re.findall(r'pub const DETAIL_TYPE: &str = "([^"]+)";', code)
+    return source, detail_type
+
+
+def test_self_check_parameter(template):
+    p = template["Parameters"]["SelfCheckSchedule"]
+    assert p["Default"] == "rate(1 hour)"
+    for value, ok in [("", True), ("rate(1 hour)", True), ("rate(15 minutes)", True), ("cron(0 8 * * ? *)", True),
+                      ("hourly", False), ("rate 1 hour", False)]:
+        assert bool(re.fullmatch(p["AllowedPattern"], value)) == ok, value
+
+
+def test_self_check_schedule_invokes_the_function_with_its_own_event(template):
+    cfn = Cfn(template, params_for(template))
+    res = template["Resources"]
+    rule = cfn.eval(res["SelfCheckScheduleRule"]["Properties"])
+    assert rule["ScheduleExpression"] == "rate(1 hour)" and rule["State"] == "ENABLED"
+    assert "EventPattern" not in rule and "EventBusName" not in rule
+    (target,) = rule["Targets"]
+    assert target["Arn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:EcsRerunFunction"
+    assert target["DeadLetterConfig"] == {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:RuleDeadLetterQueue"}
+    # a constant input whose shape is ours: the source and detail-type src/core/self_check.rs recognises
+    event = json.loads(target["Input"])
+    assert (event["source"], event["detail-type"]) == self_check_event_shape()
+    assert event["source"] not in ("aws.ecs", "aws.events") and "eventSource" not in json.dumps(event)
+    perm = cfn.eval(res["SelfCheckSchedulePermission"]["Properties"])
+    assert perm["SourceArn"] == f"arn:aws:events:{REGION}:{ACCOUNT}:rule/SelfCheckScheduleRule"
+    assert perm["Principal"] == "events.amazonaws.com" and perm["SourceAccount"] == ACCOUNT
+    dlq = cfn.eval(res["RuleDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"])
+    assert target["DeadLetterConfig"]["Arn"] and perm["SourceArn"] in dlq["Statement"][0]["Condition"]["ArnEquals"][
+        "aws:SourceArn"]
+
+
+@pytest.mark.parametrize("stopped", ["off", "failed-to-start"])
+def test_self_check_variable_names_the_rules(template, stopped):
+    """ECS_RERUN_SELF_CHECK_RULES holds exactly the Names of the rules that deliver events (no Ref: a cycle)."""
+    cfn = Cfn(template, params_for(template, RerunStoppedTasks=stopped))
+    res = template["Resources"]
+    env = cfn.eval(res["EcsRerunFunction"]["Properties"]["Environment"]["Variables"])
+    names = [cfn.eval(res[r]["Properties"])["Name"] for r in SELF_CHECKED_RULES[stopped]]
+    assert env["ECS_RERUN_SELF_CHECK_RULES"].split(",") == names
+    # EventBridge's limits: 64 characters of [.-_A-Za-z0-9]; the parameter's description promises 48 for the stack
+    suffixes = [n.removeprefix(PSEUDO["AWS::StackName"]) for n in names]
+    assert all(48 + len(suffix) <= 64 and re.fullmatch(r"[-.\w]+", suffix) for suffix in suffixes), suffixes
+    assert "48 characters" in template["Parameters"]["SelfCheckSchedule"]["Description"]
+    # no Ref/GetAtt of a rule in the function: each rule targets the function
+    assert "Rule" not in json.dumps(res["EcsRerunFunction"]["Properties"]["Environment"]).replace("Rules", "")
+
+
+@pytest.mark.parametrize("stopped", ["off", "failed-to-start"])
+def test_self_check_grants_are_scoped(template, stopped):
+    statements = role_statements(template, RerunStoppedTasks=stopped)
+    cfn = Cfn(template, params_for(template, RerunStoppedTasks=stopped))
+    res = template["Resources"]
+    own = [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{cfn.eval(res[r]['Properties'])['Name']}"
+           for r in SELF_CHECKED_RULES[stopped]]
+    for arn in own:
+        assert iam_allows(statements, "events:DescribeRule", arn, {}), arn
+    for other in [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/someone-elses-rule",
+                  f"arn:aws:events:eu-west-1:{ACCOUNT}:rule/ecs-rerun-failed-runtask",
+                  f"arn:aws:events:{REGION}:{ACCOUNT}:rule/ecs-rerun-stopped-task" if stopped == "off" else "x"]:
+        assert not iam_allows(statements, "events:DescribeRule", other, {}), other
+    # DescribeTrails has no resource type; status and selectors per trail ARN, of any Region and account
+    # (a multi-Region trail's home Region, an organization trail's management account)
+    assert iam_allows(statements, "cloudtrail:DescribeTrails", "*", {})
+    for action in ["cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors"]:
+        assert iam_allows(statements, action, "arn:aws:cloudtrail:eu-west-1:999988887777:trail/org", {})
+        assert not iam_allows(statements, action, "*", {}), action
+    for action in ["cloudtrail:StopLogging", "cloudtrail:PutEventSelectors", "events:DisableRule",
+                   "events:ListRules", "events:PutRule"]:
+        assert not iam_allows(statements, action, "*", {}) and not iam_allows(statements, action, own[0], {})
+
+
+def test_self_check_off_creates_nothing(template):
+    cfn = Cfn(template, params_for(template, SelfCheckSchedule="", RerunStoppedTasks="failed-to-start"))
+    res = template["Resources"]
+    for name in ["SelfCheckScheduleRule", "SelfCheckSchedulePermission", "SelfCheckAlarm"]:
+        assert not cfn.condition(res[name]["Condition"]), name
+    env = cfn.eval(res["EcsRerunFunction"]["Properties"]["Environment"]["Variables"])
+    assert "ECS_RERUN_SELF_CHECK_RULES" not in env
+    # the rules keep generated names, as before the self-check
+    for rule in SELF_CHECKED_RULES["failed-to-start"]:
+        assert "Name" not in cfn.eval(res[rule]["Properties"]), rule
+    assert "alarm:SelfCheckAlarm" not in cfn.eval(res["Dashboard"]["Properties"]["DashboardBody"])
+    (dlq_stmt,) = cfn.eval(res["RuleDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])
+    assert not any("SelfCheck" in arn for arn in dlq_stmt["Condition"]["ArnEquals"]["aws:SourceArn"])
+
+
+def test_self_check_alarm(template):
+    e = emitted()
+    for params, topic in TOPIC_PARAMS:
+        a = alarms(template, **params)["SelfCheckAlarm"]
+        assert a["Namespace"] == e["namespace"] and a["MetricName"] == "SelfCheckFailed" in e["metrics"]
+        assert a["Dimensions"] == [{"Name": "Check", "Value": "hearing"}]
+        assert [d["Name"] for d in a["Dimensions"]] in e["dimension_sets"]
+        assert a["Statistic"] == "Maximum" and a["Threshold"] == 1
+        # ALARM from a failed check until one passes (0), whatever the schedule: missing data holds the state
+        assert a["TreatMissingData"] == "ignore"
+        assert a["AlarmActions"] == [topic]
