@@ -6,10 +6,12 @@
 //! into the same type; [`classify`] says retry, notify or leave; [`plan`] runs the retry
 //! episode step by step ([`schedule`] paces it, [`marks`] tags and tokens its calls, [`lookup`]
 //! finds a caller's own retry, [`hop`] carries it through the delay queue); [`message`] is what
-//! a person reads, with [`redact`] keeping secrets out. [`request`] is the shared vocabulary:
+//! a person reads ([`chat`] when it is read in Slack or Teams), with [`redact`] keeping
+//! secrets out. [`request`] is the shared vocabulary:
 //! the `RunTask` parameters as CloudTrail records them.
 
 pub mod caller;
+pub mod chat;
 pub mod classify;
 pub mod decode;
 pub mod event;
