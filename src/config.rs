@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::core::classify::{RuleError, Rules};
 use crate::core::guard::DEFAULT_TTL;
+use crate::core::message::NotificationFormat;
 use crate::core::plan::Policy;
 use crate::core::schedule::Schedule;
 
@@ -21,6 +22,9 @@ pub struct Config {
     pub rules: Rules,
     /// Also notify when a retry recovered the tasks (`ECS_RERUN_NOTIFY_ON_RECOVERY`).
     pub notify_on_recovery: bool,
+    /// How notifications are written (`ECS_RERUN_NOTIFICATION_FORMAT`: `text`, the default,
+    /// or `chat`).
+    pub notification_format: NotificationFormat,
     /// Accounts besides the function's own whose events are acted on (`ECS_RERUN_ALLOWED_ACCOUNTS`).
     pub allowed_accounts: Vec<String>,
     /// Decide, log and notify, but launch nothing (`ECS_RERUN_DRY_RUN`).
@@ -128,6 +132,14 @@ impl Config {
             },
             "a comma-separated list of EventBridge rule names (up to 64 of A-Z a-z 0-9 . - _ each)",
         )?;
+        let notification_format = match get("ECS_RERUN_NOTIFICATION_FORMAT") {
+            None => NotificationFormat::default(),
+            Some(value) => NotificationFormat::named(&value).ok_or(ConfigError::Invalid {
+                var: "ECS_RERUN_NOTIFICATION_FORMAT",
+                value,
+                expected: "text or chat",
+            })?,
+        };
 
         Ok(Self {
             topic_arn,
@@ -150,6 +162,7 @@ impl Config {
             },
             rules,
             notify_on_recovery: flag(&get, "ECS_RERUN_NOTIFY_ON_RECOVERY")?,
+            notification_format,
             allowed_accounts,
             dry_run: flag(&get, "ECS_RERUN_DRY_RUN")?,
             function_name: get("AWS_LAMBDA_FUNCTION_NAME"),

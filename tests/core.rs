@@ -14,7 +14,9 @@ use ecs_rerun::core::decode::{Decoded, FailedRunTask, Ignored, decode};
 use ecs_rerun::core::event::PlacementFailure;
 use ecs_rerun::core::lookup::{self, ExistingTask, TaskQuery};
 use ecs_rerun::core::marks::{self, ATTEMPT_TAG, CALL_TAG, MAX_TAGS, TOKEN_PREFIX};
-use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification, compose};
+use ecs_rerun::core::message::{
+    DEFAULT_MAX_MESSAGE_SIZE, Notification, NotificationFormat, compose,
+};
 use ecs_rerun::core::plan::{
     self, Conclusion, Context, Decision, Episode, LaunchResult, LaunchedTask, Lookup, Outcome,
     Policy, Step,
@@ -1684,6 +1686,7 @@ fn config_defaults() {
     assert_eq!(c.policy.max_record_age, Duration::from_secs(3600));
     assert!(!c.dry_run && !c.notify_on_recovery && c.allowed_accounts.is_empty());
     assert_eq!(c.function_name, None);
+    assert_eq!(c.notification_format, NotificationFormat::Text);
 }
 
 #[test]
@@ -1736,6 +1739,10 @@ fn config_errors_name_the_variable() {
             &[topic, ("ECS_RERUN_MAX_RECORD_AGE_S", "1h")],
             "ECS_RERUN_MAX_RECORD_AGE_S",
         ),
+        (
+            &[topic, ("ECS_RERUN_NOTIFICATION_FORMAT", "slack")],
+            "ECS_RERUN_NOTIFICATION_FORMAT",
+        ),
     ];
     for (vars, name) in cases {
         let err = config_from(vars).unwrap_err().to_string();
@@ -1747,8 +1754,10 @@ fn config_errors_name_the_variable() {
         ("ECS_RERUN_ALLOWED_ACCOUNTS", "111122223333, 444455556666"),
         ("ECS_RERUN_MAX_RECORD_AGE_S", "7200"),
         ("AWS_LAMBDA_FUNCTION_NAME", "ecs-rerun-fn"),
+        ("ECS_RERUN_NOTIFICATION_FORMAT", " Chat "),
     ])
     .unwrap();
+    assert_eq!(ok.notification_format, NotificationFormat::Chat);
     assert_eq!(ok.policy.max_attempts, 5);
     assert_eq!(ok.allowed_accounts, ["111122223333", "444455556666"]);
     assert_eq!(ok.policy.max_record_age, Duration::from_secs(7200));

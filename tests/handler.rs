@@ -167,6 +167,28 @@ async fn recovery_is_notified_when_configured() {
 }
 
 #[tokio::test]
+async fn the_chat_format_changes_the_body_only() {
+    let text = World::new(vec![]);
+    text.run(fresh("06-attribute.json")).await;
+    let chat = World::new(vec![]);
+    chat.handle(
+        &[("ECS_RERUN_NOTIFICATION_FORMAT", "chat")],
+        fresh("06-attribute.json"),
+    )
+    .await
+    .unwrap();
+    let (text, chat) = (&text.sns.sent()[0], &chat.sns.sent()[0]);
+    assert_eq!(chat.subject, text.subject);
+    assert_eq!(chat.attributes, text.attributes);
+    let body: Value = serde_json::from_str(&chat.body).expect("JSON");
+    assert_eq!(
+        (&body["version"], &body["source"]),
+        (&json!("1.0"), &json!("custom"))
+    );
+    assert!(serde_json::from_str::<Value>(&text.body).unwrap()["summary"].is_string());
+}
+
+#[tokio::test]
 async fn permanent_failure_on_a_retry_stops_and_notifies() {
     let w = World::new(vec![fail("ATTRIBUTE", 0)]);
     let report = w.run(fresh("01-agent-ec2.json")).await;

@@ -75,6 +75,17 @@ pub struct Origin {
     pub stopped_task: Option<String>,
 }
 
+impl Origin {
+    /// The key of the episode: [`Origin::key`], or the event ID in a hop written before keys.
+    pub fn episode_key(&self) -> &str {
+        if self.key.is_empty() {
+            &self.event_id
+        } else {
+            &self.key
+        }
+    }
+}
+
 /// A `RunTask` call that started its tasks, as CloudTrail recorded it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartedRunTask {

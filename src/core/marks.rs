@@ -180,7 +180,8 @@ pub fn is_own_session(caller_arn: &str, function_name: &str) -> bool {
     )
 }
 
-fn hex(bytes: &[u8], take: usize) -> String {
+/// The first `take` bytes of `bytes` in lowercase hex.
+pub(crate) fn hex(bytes: &[u8], take: usize) -> String {
     bytes
         .iter()
         .take(take)

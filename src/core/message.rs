@@ -1,7 +1,8 @@
 //! Message: the one notification a person reads when ecs-rerun could not help.
 //!
 //! The subject says what happened to which task family on which cluster, in under 100 ASCII
-//! characters. The body is indented JSON: readable in an email, parseable by a machine. The
+//! characters. The body is indented JSON: readable in an email, parseable by a machine; or,
+//! with [`NotificationFormat::Chat`], the custom notification of [`crate::core::chat`]. The
 //! attributes let SNS subscriptions filter (outcome, reason class, cluster, task family).
 //! Every text that came from outside passes through [`crate::core::redact::scrub`].
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::core::chat;
 use crate::core::classify::ReasonClass;
 use crate::core::decode::Origin;
 use crate::core::plan::{Conclusion, Outcome};
@@ -31,13 +33,67 @@ pub struct Notification {
 /// SNS's default `MaximumMessageSize` (256 KiB): body and attributes together.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 262_144;
 /// How many verdict groups a notification lists per answer before it counts the rest.
-const MAX_GROUPS: usize = 5;
+pub(super) const MAX_GROUPS: usize = 5;
 /// Strings longer than this are cut when a notification would not fit otherwise.
-const MAX_TEXT: usize = 1024;
+pub(super) const MAX_TEXT: usize = 1024;
 
-/// Builds the notification for a concluded episode; body and attributes stay within
-/// `max_size` bytes (the topic's `MaximumMessageSize`), and the body says what was cut to fit.
-pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Notification {
+/// How a notification's body is written (`ECS_RERUN_NOTIFICATION_FORMAT`). Subject and
+/// attributes are the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotificationFormat {
+    /// Indented JSON, for email, SQS and scripts ([`compose`]).
+    #[default]
+    Text,
+    /// The custom notification that Amazon Q Developer in chat applications (formerly AWS
+    /// Chatbot) renders in Slack and Microsoft Teams ([`crate::core::chat::compose`]).
+    Chat,
+}
+
+impl NotificationFormat {
+    /// The format called `name` (`text` or `chat`, in any case), if there is one.
+    pub fn named(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(Self::Text),
+            "chat" => Some(Self::Chat),
+            _ => None,
+        }
+    }
+
+    /// Builds the notification in this format, within `max_size` bytes.
+    pub fn compose(
+        self,
+        origin: &Origin,
+        conclusion: &Conclusion,
+        max_size: usize,
+    ) -> Notification {
+        match self {
+            Self::Text => compose(origin, conclusion, max_size),
+            Self::Chat => chat::compose(origin, conclusion, max_size),
+        }
+    }
+}
+
+/// What every format says: the subject line, the one-paragraph summary and the attributes,
+/// with the values to mask.
+pub(super) struct Gist<'a> {
+    /// The finished subject: masked, one ASCII line under 100 characters.
+    pub subject: String,
+    /// The summary paragraph, not yet masked.
+    pub summary: String,
+    /// The SNS message attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// The values of the request's environment overrides.
+    pub secrets: Vec<&'a str>,
+    /// The cluster's short name.
+    pub cluster: &'a str,
+    /// The task definition family (or the task definition as recorded).
+    pub family: &'a str,
+    /// The task definition as recorded.
+    pub task_definition: &'a str,
+}
+
+/// The [`Gist`] of the notification of `conclusion`.
+pub(super) fn gist<'a>(origin: &'a Origin, conclusion: &Conclusion) -> Gist<'a> {
     let request = &origin.request;
     let cluster = request.cluster_name();
     let task_definition = request.task_definition.as_deref().unwrap_or("(unknown)");
@@ -122,22 +178,56 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         }
     );
 
+    let attributes = BTreeMap::from([
+        ("outcome".to_owned(), conclusion.outcome.as_str().to_owned()),
+        (
+            "reason_class".to_owned(),
+            conclusion.class.as_str().to_owned(),
+        ),
+        ("cluster".to_owned(), cluster.to_owned()),
+        ("task_family".to_owned(), family.to_owned()),
+        ("caller".to_owned(), origin.called_by.name().to_owned()),
+    ]);
+    let secrets: Vec<&str> = request.environment_values().collect();
+    Gist {
+        subject: subject_line(&redact::scrub(&subject, secrets.iter().copied())),
+        summary,
+        attributes,
+        secrets,
+        cluster,
+        family,
+        task_definition,
+    }
+}
+
+/// The ECS console's list of the tasks of `cluster`.
+pub(super) fn console_url(region: &str, cluster: &str) -> String {
+    format!(
+        "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/tasks?region={region}"
+    )
+}
+
+/// Builds the notification for a concluded episode; body and attributes stay within
+/// `max_size` bytes (the topic's `MaximumMessageSize`), and the body says what was cut to fit.
+pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Notification {
+    let request = &origin.request;
+    let gist = gist(origin, conclusion);
     let region = &origin.region;
     let mut body = json!({
-        "summary": summary,
+        "summary": gist.summary,
         "outcome": conclusion.outcome.as_str(),
         "reason_class": conclusion.class.as_str(),
         "why": conclusion.why,
         "what_to_do": what_to_do(conclusion),
-        "deciding_failure": deciding,
+        "deciding_failure": conclusion.deciding,
         "cluster": request.cluster_or_default(),
-        "task_definition": task_definition,
-        "requested": requested,
+        "task_definition": gist.task_definition,
+        "requested": request.requested_count(),
         "started_originally": origin.started,
         "started_by_retries": conclusion.started_by_retries,
         "already_running": conclusion.already_running,
         "still_missing": conclusion.still_missing,
-        "may_have_started_token": unclear,
+        "may_have_started_token": conclusion.may_have_started,
         "task_arns": conclusion.task_arns,
         "original_failure": conclusion.original,
         "attempts": conclusion.attempts,
@@ -147,9 +237,7 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         "called_by": origin.called_by.name(),
         "account": origin.account,
         "region": region,
-        "console_url": format!(
-            "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/tasks?region={region}"
-        ),
+        "console_url": console_url(region, gist.cluster),
     });
     if let Some(task) = &origin.stopped_task
         && let Some(fields) = body.as_object_mut()
@@ -164,29 +252,18 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
             json!(conclusion.schedule_ms),
         );
     }
-    let secrets: Vec<&str> = request.environment_values().collect();
-    scrub_json(&mut body, &secrets);
+    scrub_json(&mut body, &gist.secrets);
 
-    let attributes = BTreeMap::from([
-        ("outcome".to_owned(), conclusion.outcome.as_str().to_owned()),
-        (
-            "reason_class".to_owned(),
-            conclusion.class.as_str().to_owned(),
-        ),
-        ("cluster".to_owned(), cluster.to_owned()),
-        ("task_family".to_owned(), family.to_owned()),
-        ("caller".to_owned(), origin.called_by.name().to_owned()),
-    ]);
-    let budget = max_size.saturating_sub(attributes_size(&attributes));
+    let budget = max_size.saturating_sub(attributes_size(&gist.attributes));
     Notification {
-        subject: subject_line(&redact::scrub(&subject, secrets.iter().copied())),
+        subject: gist.subject,
         body: fit(body, budget),
-        attributes,
+        attributes: gist.attributes,
     }
 }
 
 /// What SNS counts of the attributes: each name, data type and value.
-fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
+pub(super) fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
     attributes
         .iter()
         .map(|(k, v)| k.len() + "String".len() + v.len())
@@ -325,7 +402,7 @@ fn shorten_texts(body: &mut Value) -> Option<String> {
 }
 
 /// The first `max` bytes of `s` (at a character boundary), marked as cut.
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -333,7 +410,8 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}... [cut]", &s[..end])
 }
 
-fn what_to_do(conclusion: &Conclusion) -> &'static str {
+/// What the reader should do now.
+pub(super) fn what_to_do(conclusion: &Conclusion) -> &'static str {
     match (conclusion.outcome, conclusion.class) {
         (Outcome::Recovered | Outcome::AlreadyStarted, _) => {
             "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on."
@@ -378,7 +456,8 @@ pub(crate) fn subject_line(raw: &str) -> String {
     subject
 }
 
-fn scrub_json(value: &mut Value, secrets: &[&str]) {
+/// Masks `secrets` and secret-shaped text in every string of `value`.
+pub(super) fn scrub_json(value: &mut Value, secrets: &[&str]) {
     match value {
         Value::String(s) => *s = redact::scrub(s, secrets.iter().copied()),
         Value::Array(items) => items.iter_mut().for_each(|v| scrub_json(v, secrets)),

@@ -6,11 +6,13 @@
 //! into the same type; [`classify`] says retry, notify or leave; [`plan`] runs the retry
 //! episode step by step ([`schedule`] paces it, [`marks`] tags and tokens its calls, [`lookup`]
 //! finds a caller's own retry, [`hop`] carries it through the delay queue); [`message`] is what
-//! a person reads, with [`redact`] keeping secrets out. [`request`] is the shared vocabulary:
-//! the `RunTask` parameters as CloudTrail records them. Apart from that flow, [`self_check`]
-//! judges whether failed calls can reach ecs-rerun at all.
+//! a person reads ([`chat`] when it is read in Slack or Teams), with [`redact`] keeping
+//! secrets out. [`request`] is the shared vocabulary: the `RunTask` parameters as CloudTrail
+//! records them. Apart from that flow, [`self_check`] judges whether failed calls can reach
+//! ecs-rerun at all.
 
 pub mod caller;
+pub mod chat;
 pub mod classify;
 pub mod decode;
 pub mod event;

@@ -139,8 +139,13 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
             | Outcome::SelfCheckFailed => false,
             Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale | Outcome::WouldRetry => true,
         };
-        let note = wants_note
-            .then(|| message::compose(origin, &conclusion, self.notifier.max_message_size()));
+        let note = wants_note.then(|| {
+            self.config.notification_format.compose(
+                origin,
+                &conclusion,
+                self.notifier.max_message_size(),
+            )
+        });
         let sent = match &note {
             Some(note) => {
                 self.notify_once(origin, &conclusion, note, invocation)
@@ -173,11 +178,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
         note: &message::Notification,
         invocation: &Invocation,
     ) -> Result<bool, HandlerError> {
-        let episode = if origin.key.is_empty() {
-            &origin.event_id
-        } else {
-            &origin.key
-        };
+        let episode = origin.episode_key();
         // A copy of the episode that came too late says only that it stopped: it must not take
         // the notice of a copy still running, whose end may be that the job is still missing,
         // nor may a copy that made no call take the notice of one that stopped between calls,
@@ -185,7 +186,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
         let key = &match (conclusion.outcome, conclusion.may_have_started.is_some()) {
             (Outcome::Stale, false) => format!("{episode}#stale"),
             (Outcome::Stale, true) => format!("{episode}#stale-call"),
-            _ => episode.clone(),
+            _ => episode.to_owned(),
         };
         let now = self.clock.now();
         // The claim holds while this invocation can live: after its deadline, Lambda has ended it.

@@ -255,6 +255,7 @@ def test_function_settings(template):
         "ECS_RERUN_TOPIC_ARN", "ECS_RERUN_MAX_ATTEMPTS", "ECS_RERUN_BASE_DELAY_MS", "ECS_RERUN_MAX_DELAY_MS",
         "ECS_RERUN_MAX_RECORD_AGE_S", "ECS_RERUN_RULES", "ECS_RERUN_REPLAY_REDACTED_ENV",
         "ECS_RERUN_NOTIFY_ON_RECOVERY", "ECS_RERUN_ALLOWED_ACCOUNTS", "ECS_RERUN_DRY_RUN", "ECS_RERUN_DELAY_QUEUE_URL",
+        "ECS_RERUN_NOTIFICATION_FORMAT",
         # only with RerunStoppedTasks on (test_rerun_stopped_tasks_off_creates_nothing)
         "ECS_RERUN_STORE_TABLE", "ECS_RERUN_STORE_TTL_HOURS",
         # only with SelfCheckSchedule set (test_self_check_variable_names_the_rules)
@@ -333,6 +334,20 @@ def test_max_attempts_parameter_spans_what_the_code_accepts(template):
     assert (spec["MinValue"], spec["MaxValue"]) == config_range("ECS_RERUN_MAX_ATTEMPTS")
     assert spec["Default"] == src_number("core/plan.rs", r"max_attempts: (\d+),") == 3
     assert function_props(template)["Environment"]["Variables"]["ECS_RERUN_MAX_ATTEMPTS"] == "3"
+
+
+def test_notification_format_parameter(template):
+    """NotificationFormat offers exactly the formats NotificationFormat::named accepts, text by default (today's
+    message); the function gets it as ECS_RERUN_NOTIFICATION_FORMAT."""
+    spec = template["Parameters"]["NotificationFormat"]
+    named = re.search(r"pub fn named\(.*?\n    \}", (SRC / "core" / "message.rs").read_text(), re.S).group(0)
+    assert sorted(spec["AllowedValues"]) == sorted(re.findall(r'"(\w+)" => Some', named)) == ["chat", "text"]
+    assert spec["Default"] == "text"
+    env = function_props(template)["Environment"]["Variables"]
+    assert env["ECS_RERUN_NOTIFICATION_FORMAT"] == "text"
+    assert function_props(template, NotificationFormat="chat")["Environment"]["Variables"][
+        "ECS_RERUN_NOTIFICATION_FORMAT"] == "chat"
+    assert "ECS_RERUN_NOTIFICATION_FORMAT" in spec["Description"]
 
 
 def test_max_record_age_parameter(template):
