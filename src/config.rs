@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::core::classify::{RuleError, Rules};
 use crate::core::guard::DEFAULT_TTL;
+use crate::core::org::AllowedAccounts;
 use crate::core::plan::Policy;
 use crate::core::schedule::Schedule;
 
@@ -21,8 +22,12 @@ pub struct Config {
     pub rules: Rules,
     /// Also notify when a retry recovered the tasks (`ECS_RERUN_NOTIFY_ON_RECOVERY`).
     pub notify_on_recovery: bool,
-    /// Accounts besides the function's own whose events are acted on (`ECS_RERUN_ALLOWED_ACCOUNTS`).
-    pub allowed_accounts: Vec<String>,
+    /// Accounts besides the function's own whose events are acted on (`ECS_RERUN_ALLOWED_ACCOUNTS`:
+    /// a list, or `*` for any account the bus lets in).
+    pub allowed_accounts: AllowedAccounts,
+    /// The role, by name, assumed in each allowed account to rerun its tasks there
+    /// (`ECS_RERUN_MEMBER_ROLE`); without it, other accounts' failures are only notified.
+    pub member_role: Option<String>,
     /// Decide, log and notify, but launch nothing (`ECS_RERUN_DRY_RUN`).
     pub dry_run: bool,
     /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): its calls are made by a
@@ -109,26 +114,26 @@ impl Config {
             Some(json) => Rules::with_overrides(&json)?,
             None => Rules::defaults(),
         };
-        let allowed_accounts = get("ECS_RERUN_ALLOWED_ACCOUNTS")
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| {
-                        if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) {
-                            Ok(a.to_owned())
-                        } else {
-                            Err(ConfigError::Invalid {
-                                var: "ECS_RERUN_ALLOWED_ACCOUNTS",
-                                value: list.clone(),
-                                expected: "a comma-separated list of 12-digit account IDs",
-                            })
-                        }
+        let allowed_accounts = allowed_accounts(get("ECS_RERUN_ALLOWED_ACCOUNTS"))?;
+        let member_role = get("ECS_RERUN_MEMBER_ROLE")
+            .map(|name| {
+                let name = name.trim().to_owned();
+                // IAM role names: 1 to 64 of these characters; a path or an ARN is not a name.
+                if name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+                {
+                    Ok(name)
+                } else {
+                    Err(ConfigError::Invalid {
+                        var: "ECS_RERUN_MEMBER_ROLE",
+                        value: name,
+                        expected: "an IAM role name (not an ARN): up to 64 letters, digits and +=,.@_-",
                     })
-                    .collect::<Result<Vec<_>, _>>()
+                }
             })
-            .transpose()?
-            .unwrap_or_default();
+            .transpose()?;
 
         Ok(Self {
             topic_arn,
@@ -152,6 +157,7 @@ impl Config {
             rules,
             notify_on_recovery: flag(&get, "ECS_RERUN_NOTIFY_ON_RECOVERY")?,
             allowed_accounts,
+            member_role,
             dry_run: flag(&get, "ECS_RERUN_DRY_RUN")?,
             function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
             delay_queue_url: get("ECS_RERUN_DELAY_QUEUE_URL"),
@@ -168,6 +174,32 @@ impl Config {
             ),
         })
     }
+}
+
+/// `ECS_RERUN_ALLOWED_ACCOUNTS`: `*`, or a comma-separated list of account IDs.
+fn allowed_accounts(value: Option<String>) -> Result<AllowedAccounts, ConfigError> {
+    let Some(list) = value else {
+        return Ok(AllowedAccounts::default());
+    };
+    if list.trim() == "*" {
+        return Ok(AllowedAccounts::Any);
+    }
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) {
+                Ok(a.to_owned())
+            } else {
+                Err(ConfigError::Invalid {
+                    var: "ECS_RERUN_ALLOWED_ACCOUNTS",
+                    value: list.clone(),
+                    expected: "`*`, or a comma-separated list of 12-digit account IDs",
+                })
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(AllowedAccounts::Listed)
 }
 
 fn number(

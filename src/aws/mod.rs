@@ -2,6 +2,7 @@
 
 pub mod dynamodb;
 pub mod ecs;
+pub mod places;
 pub mod setup;
 pub mod sns;
 pub mod sqs;

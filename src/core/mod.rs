@@ -6,7 +6,8 @@
 //! into the same type; [`classify`] says retry, notify or leave; [`plan`] runs the retry
 //! episode step by step ([`schedule`] paces it, [`marks`] tags and tokens its calls, [`lookup`]
 //! finds a caller's own retry, [`hop`] carries it through the delay queue); [`message`] is what
-//! a person reads, with [`redact`] keeping secrets out. [`request`] is the shared vocabulary:
+//! a person reads, with [`redact`] keeping secrets out. [`org`] says where a record of another
+//! account of the organization is rerun. [`request`] is the shared vocabulary:
 //! the `RunTask` parameters as CloudTrail records them.
 
 pub mod caller;
@@ -18,6 +19,7 @@ pub mod hop;
 pub mod lookup;
 pub mod marks;
 pub mod message;
+pub mod org;
 pub mod plan;
 pub mod redact;
 pub mod request;

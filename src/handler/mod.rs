@@ -21,7 +21,7 @@ use crate::core::decode::{self, DecodeError, Decoded, Ignored, Origin};
 use crate::core::hop::{HopError, Message};
 use crate::core::plan::Outcome;
 use crate::ports::clock::Clock;
-use crate::ports::launch::TaskLauncher;
+use crate::ports::launch::Launchers;
 use crate::ports::notify::{Notifier, PublishError};
 use crate::ports::queue::{DelayQueue, NoQueue, QueueError};
 use crate::ports::store::{LaunchStore, NoStore, StoreError};
@@ -129,24 +129,25 @@ pub struct Reply {
     pub reports: Vec<Report>,
 }
 
-/// The handler, generic over its ports; without a delay queue ([`NoQueue`]) or a store
-/// ([`NoStore`]) until [`Handler::with_queue`] and [`Handler::with_store`] give it one.
+/// The handler, generic over its ports (`L` hands out the launcher of each record's place);
+/// without a delay queue ([`NoQueue`]) or a store ([`NoStore`]) until [`Handler::with_queue`]
+/// and [`Handler::with_store`] give it one.
 #[derive(Debug)]
 pub struct Handler<L, N, C, Q = NoQueue, S = NoStore> {
     config: Config,
-    launcher: L,
+    launchers: L,
     notifier: N,
     clock: C,
     queue: Q,
     store: S,
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
+impl<L: Launchers, N: Notifier, C: Clock> Handler<L, N, C> {
     /// Assembles a handler from validated config and built adapters.
     pub fn new(config: Config, launcher: L, notifier: N, clock: C) -> Self {
         Self {
             config,
-            launcher,
+            launchers: launcher,
             notifier,
             clock,
             queue: NoQueue,
@@ -155,12 +156,12 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
     }
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
+impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
     /// The same handler, carrying episodes through their waits on `queue`.
     pub fn with_queue<Q2: DelayQueue>(self, queue: Q2) -> Handler<L, N, C, Q2, S> {
         Handler {
             config: self.config,
-            launcher: self.launcher,
+            launchers: self.launchers,
             notifier: self.notifier,
             clock: self.clock,
             queue,
@@ -172,7 +173,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Hand
     pub fn with_store<S2: LaunchStore>(self, store: S2) -> Handler<L, N, C, Q, S2> {
         Handler {
             config: self.config,
-            launcher: self.launcher,
+            launchers: self.launchers,
             notifier: self.notifier,
             clock: self.clock,
             queue: self.queue,

@@ -8,12 +8,12 @@ use crate::core::guard::GuardedLaunch;
 use crate::core::marks;
 use crate::core::plan::Outcome;
 use crate::ports::clock::Clock;
-use crate::ports::launch::TaskLauncher;
+use crate::ports::launch::Launchers;
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
 use crate::ports::store::LaunchStore;
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
+impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
     /// Keeps a successful `RunTask` record's request for its tasks.
     pub(super) async fn guard_record(
         &self,

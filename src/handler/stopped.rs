@@ -12,7 +12,7 @@ use crate::core::hop::{Recheck, VERSION};
 use crate::core::plan::{Conclusion, Outcome};
 use crate::core::request::RunTaskRequest;
 use crate::ports::clock::Clock;
-use crate::ports::launch::TaskLauncher;
+use crate::ports::launch::Launchers;
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
 use crate::ports::store::LaunchStore;
@@ -21,7 +21,7 @@ use crate::ports::store::LaunchStore;
 /// which the store never guards (Batch retries them by itself).
 const BATCH_CLUSTER_PREFIX: &str = "AWSBatch-";
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
+impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler<L, N, C, Q, S> {
     /// Handles a stopped task; `tries` is the looks made before.
     pub(super) async fn stopped(
         &self,
