@@ -122,8 +122,8 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore> Handler
         }
         match self.launchers.launcher(place).await {
             Ok(launcher) => Some(launcher),
+            // The notification and the "episode finished" line say why, naming account and role.
             Err(err) => {
-                tracing::error!(error = %err, %place, "cannot reach the record's account; nothing is launched");
                 episode.halt(format!("not rerun: {err}"));
                 None
             }

@@ -257,6 +257,8 @@ def test_function_settings(template):
         "ECS_RERUN_NOTIFY_ON_RECOVERY", "ECS_RERUN_ALLOWED_ACCOUNTS", "ECS_RERUN_DRY_RUN", "ECS_RERUN_DELAY_QUEUE_URL",
         # only with RerunStoppedTasks on (test_rerun_stopped_tasks_off_creates_nothing)
         "ECS_RERUN_STORE_TABLE", "ECS_RERUN_STORE_TTL_HOURS",
+        # only with MemberRoleName set (tests/template/test_org.py)
+        "ECS_RERUN_MEMBER_ROLE",
     }
     # every variable the template sets is one the code reads (a typo would be silently ignored)
     config_rs = (REPO / "src" / "config.rs").read_text()
@@ -902,7 +904,7 @@ def test_emitted_is_read_from_the_code():
     assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable", "caller"}
     # an ignored event is no failure; a waiting episode is counted once, when it ends (issue 12)
     assert e["outcomes_without_metric"] == {"ignored", "waiting"}
-    assert e["span_fields"] == {"event_id", "caller", "cluster", "task_family"}
+    assert e["span_fields"] == {"event_id", "account", "region", "caller", "cluster", "task_family"}
 
 
 def alarms(template: dict, **params) -> dict[str, dict]:
@@ -1352,7 +1354,14 @@ def test_rerun_stopped_tasks_off_creates_nothing(template, value, on):
     # nothing else refers to the conditional resources outside an Fn::If on the same condition
     refs = [n for n, r in res.items() if n not in STORE_RESOURCES
             and any(s in json.dumps(r) for s in STORE_RESOURCES)]
-    assert sorted(refs) == ["EcsRerunFunction", "EcsRerunRole", "RuleDeadLetterQueuePolicy"], refs
+    # (the organization bus's copies of the rules exist only with RerunStopped too: OrgBusRerunStopped)
+    assert sorted(refs) == ["EcsRerunFunction", "EcsRerunRole", "OrgStartedRunTaskRulePermission",
+                            "OrgStoppedTaskRulePermission", "RuleDeadLetterQueuePolicy"], refs
+    for name in ["OrgStartedRunTaskRule", "OrgStoppedTaskRule", "OrgStartedRunTaskRulePermission",
+                 "OrgStoppedTaskRulePermission"]:
+        assert res[name]["Condition"] == "OrgBusRerunStopped", name
+    assert template["Conditions"]["OrgBusRerunStopped"] == {
+        "Fn::And": [{"Condition": "OrgBus"}, {"Condition": "RerunStopped"}]}
     env = function_props(template, RerunStoppedTasks=value)["Environment"]["Variables"]
     assert (STORE_ENV <= set(env)) is on and (not STORE_ENV & set(env)) is (not on)
     statements = role_statements(template, RerunStoppedTasks=value)
