@@ -135,6 +135,7 @@ class Cfn:
                 "AWS::Serverless::Function": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
                 "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/{name}",
                 "AWS::Events::Rule": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}",
+                "AWS::Events::EventBus": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{name}",
                 "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}",
                 "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
                 "AWS::S3::Bucket": f"arn:aws:s3:::{name.lower()}",
