@@ -23,6 +23,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, decode};
 use ecs_rerun::core::guard::GuardedLaunch;
+use ecs_rerun::core::org::AllowedAccounts;
 use ecs_rerun::core::plan::{Context, Decision, Outcome, Policy, Step, decide};
 use serde_json::Value;
 
@@ -71,7 +72,8 @@ fn core(event: Value, rules: &Rules, policy: &Policy, now: SystemTime) -> usize 
     let ctx = Context {
         now,
         own_account: None,
-        allowed_accounts: &[],
+        allowed_accounts: &AllowedAccounts::NONE,
+        member_role: None,
         function_name: None,
     };
     match decode(event) {

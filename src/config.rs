@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::core::classify::{RuleError, Rules};
 use crate::core::guard::DEFAULT_TTL;
 use crate::core::message::NotificationFormat;
+use crate::core::org::AllowedAccounts;
 use crate::core::plan::Policy;
 use crate::core::schedule::Schedule;
 
@@ -25,8 +26,12 @@ pub struct Config {
     /// How notifications are written (`ECS_RERUN_NOTIFICATION_FORMAT`: `text`, the default,
     /// or `chat`).
     pub notification_format: NotificationFormat,
-    /// Accounts besides the function's own whose events are acted on (`ECS_RERUN_ALLOWED_ACCOUNTS`).
-    pub allowed_accounts: Vec<String>,
+    /// Accounts besides the function's own whose events are acted on (`ECS_RERUN_ALLOWED_ACCOUNTS`:
+    /// a list, or `*` for any account the bus lets in).
+    pub allowed_accounts: AllowedAccounts,
+    /// The role, by name, assumed in each allowed account to rerun its tasks there
+    /// (`ECS_RERUN_MEMBER_ROLE`); without it, other accounts' failures are only notified.
+    pub member_role: Option<String>,
     /// Decide, log and notify, but launch nothing (`ECS_RERUN_DRY_RUN`).
     pub dry_run: bool,
     /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): its calls are made by a
@@ -116,12 +121,26 @@ impl Config {
             Some(json) => Rules::with_overrides(&json)?,
             None => Rules::defaults(),
         };
-        let allowed_accounts = list(
-            &get,
-            "ECS_RERUN_ALLOWED_ACCOUNTS",
-            |a| a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()),
-            "a comma-separated list of 12-digit account IDs",
-        )?;
+        let allowed_accounts = allowed_accounts(&get)?;
+        let member_role = get("ECS_RERUN_MEMBER_ROLE")
+            .map(|name| {
+                let name = name.trim().to_owned();
+                // IAM role names: 1 to 64 of these characters; a path or an ARN is not a name.
+                if name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+                {
+                    Ok(name)
+                } else {
+                    Err(ConfigError::Invalid {
+                        var: "ECS_RERUN_MEMBER_ROLE",
+                        value: name,
+                        expected: "an IAM role name (not an ARN): up to 64 letters, digits and +=,.@_-",
+                    })
+                }
+            })
+            .transpose()?;
         let self_check_rules = list(
             &get,
             "ECS_RERUN_SELF_CHECK_RULES",
@@ -164,6 +183,7 @@ impl Config {
             notify_on_recovery: flag(&get, "ECS_RERUN_NOTIFY_ON_RECOVERY")?,
             notification_format,
             allowed_accounts,
+            member_role,
             dry_run: flag(&get, "ECS_RERUN_DRY_RUN")?,
             function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
             delay_queue_url: get("ECS_RERUN_DELAY_QUEUE_URL"),
@@ -181,6 +201,22 @@ impl Config {
             self_check_rules,
         })
     }
+}
+
+/// `ECS_RERUN_ALLOWED_ACCOUNTS`: `*`, or a comma-separated list of account IDs.
+/// `ECS_RERUN_ALLOWED_ACCOUNTS`: `*` (any account the bus lets in) or a list of account IDs.
+fn allowed_accounts(get: &impl Fn(&str) -> Option<String>) -> Result<AllowedAccounts, ConfigError> {
+    const VAR: &str = "ECS_RERUN_ALLOWED_ACCOUNTS";
+    if get(VAR).is_some_and(|value| value.trim() == "*") {
+        return Ok(AllowedAccounts::Any);
+    }
+    list(
+        get,
+        VAR,
+        |a| a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()),
+        "`*`, or a comma-separated list of 12-digit account IDs",
+    )
+    .map(AllowedAccounts::Listed)
 }
 
 fn number(

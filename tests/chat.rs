@@ -14,6 +14,7 @@ use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, FailedRunTask, StartedRunTask, decode};
 use ecs_rerun::core::guard::GuardedLaunch;
 use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification, NotificationFormat};
+use ecs_rerun::core::org::AllowedAccounts;
 use ecs_rerun::core::plan::{
     self, Conclusion, Context, Decision, LaunchResult, LaunchedTask, Lookup, Outcome, Policy, Step,
 };
@@ -49,7 +50,8 @@ fn conclude(
     let ctx = Context {
         now,
         own_account: None,
-        allowed_accounts: &[],
+        allowed_accounts: &AllowedAccounts::NONE,
+        member_role: None,
         function_name: None,
     };
     let mut episode = match plan::decide(failed, &Rules::defaults(), &Policy::default(), ctx) {

@@ -17,6 +17,7 @@ use ecs_rerun::core::marks::{self, ATTEMPT_TAG, CALL_TAG, MAX_TAGS, TOKEN_PREFIX
 use ecs_rerun::core::message::{
     DEFAULT_MAX_MESSAGE_SIZE, Notification, NotificationFormat, compose,
 };
+use ecs_rerun::core::org::AllowedAccounts;
 use ecs_rerun::core::plan::{
     self, Conclusion, Context, Decision, Episode, LaunchResult, LaunchedTask, Lookup, Outcome,
     Policy, Step,
@@ -50,12 +51,15 @@ fn just_after(failed: &FailedRunTask) -> SystemTime {
         + Duration::from_secs(60)
 }
 
+static NO_ACCOUNTS: AllowedAccounts = AllowedAccounts::NONE;
+
 /// The context of a local run (no account, no function name) at `now`.
 fn at(now: SystemTime) -> Context<'static> {
     Context {
         now,
         own_account: None,
-        allowed_accounts: &[],
+        allowed_accounts: &NO_ACCOUNTS,
+        member_role: None,
         function_name: None,
     }
 }
@@ -1116,8 +1120,8 @@ fn a_record_older_than_the_maximum_age_is_not_rerun() {
 #[test]
 fn another_accounts_record_is_reported_never_launched_here() {
     let failed = failed("01-agent-ec2.json");
-    let allowed = ["111122223333".to_owned()];
-    let foreign = |allowed_accounts: &[String]| {
+    let allowed = AllowedAccounts::Listed(vec!["111122223333".to_owned()]);
+    let foreign = |allowed_accounts: &AllowedAccounts| {
         let ctx = Context {
             own_account: Some("999988887777"),
             allowed_accounts,
@@ -1140,7 +1144,7 @@ fn another_accounts_record_is_reported_never_launched_here() {
         other => panic!("an allowed foreign account is reported, not retried: {other:?}"),
     }
     assert!(matches!(
-        foreign(&[]),
+        foreign(&AllowedAccounts::default()),
         Decision::Ignore(Ignored::ForeignAccount { account }) if account == "111122223333"
     ));
     let own = Context {
@@ -1684,7 +1688,7 @@ fn config_defaults() {
     let c = config(&[]);
     assert_eq!(c.policy, Policy::default());
     assert_eq!(c.policy.max_record_age, Duration::from_secs(3600));
-    assert!(!c.dry_run && !c.notify_on_recovery && c.allowed_accounts.is_empty());
+    assert!(!c.dry_run && !c.notify_on_recovery && c.allowed_accounts == AllowedAccounts::NONE);
     assert_eq!(c.function_name, None);
     assert_eq!(c.notification_format, NotificationFormat::Text);
 }
@@ -1759,7 +1763,11 @@ fn config_errors_name_the_variable() {
     .unwrap();
     assert_eq!(ok.notification_format, NotificationFormat::Chat);
     assert_eq!(ok.policy.max_attempts, 5);
-    assert_eq!(ok.allowed_accounts, ["111122223333", "444455556666"]);
+    assert_eq!(
+        ok.allowed_accounts,
+        AllowedAccounts::Listed(vec!["111122223333".into(), "444455556666".into()])
+    );
+    assert_eq!(ok.member_role, None);
     assert_eq!(ok.policy.max_record_age, Duration::from_secs(7200));
     assert_eq!(ok.function_name.as_deref(), Some("ecs-rerun-fn"));
 }

@@ -20,6 +20,7 @@ use ecs_rerun::aws::ecs::EcsLauncher;
 use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, FailedRunTask, decode};
 use ecs_rerun::core::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
+use ecs_rerun::core::org::AllowedAccounts;
 use ecs_rerun::core::plan::{self, Context, Decision, Lookup, Outcome, Policy, Step};
 use ecs_rerun::core::request::{RunTaskRequest, prune_nulls};
 use ecs_rerun::ports::launch::TaskLauncher;
@@ -346,7 +347,8 @@ fn planned(event: Value) -> RunTaskRequest {
     let ctx = Context {
         now: failed.origin.recorded_at.expect("eventTime") + Duration::from_secs(60),
         own_account: None,
-        allowed_accounts: &[],
+        allowed_accounts: &AllowedAccounts::NONE,
+        member_role: None,
         function_name: None,
     };
     let policy = Policy::default();
@@ -517,7 +519,8 @@ fn a_member_the_types_do_not_know_stops_the_replay() {
         now: SystemTime::from(chrono::DateTime::parse_from_rfc3339(EVENT_TIME).unwrap())
             + Duration::from_secs(60),
         own_account: None,
-        allowed_accounts: &[],
+        allowed_accounts: &AllowedAccounts::NONE,
+        member_role: None,
         function_name: None,
     };
     match plan::decide(&failed, &Rules::defaults(), &Policy::default(), ctx) {

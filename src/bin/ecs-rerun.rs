@@ -3,11 +3,12 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ecs_rerun::aws::dynamodb::DynamoStore;
-use ecs_rerun::aws::ecs::EcsLauncher;
 use ecs_rerun::aws::hearing::AwsHearing;
+use ecs_rerun::aws::places::EcsPlaces;
 use ecs_rerun::aws::sns::SnsNotifier;
 use ecs_rerun::aws::sqs::SqsDelayQueue;
 use ecs_rerun::config::Config;
+use ecs_rerun::core::org;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::ports::clock::TokioClock;
 use ecs_rerun::ports::queue::DelayQueue;
@@ -40,14 +41,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         );
     }
     let hearing = AwsHearing::from_config(&aws);
-    let handler = Handler::new(
-        config,
-        EcsLauncher::new(aws_sdk_ecs::Client::new(&aws)),
-        notifier,
-        TokioClock,
-    )
-    .with_store(store)
-    .with_hearing(hearing);
+    // Other accounts' tasks run with the member role's credentials, in their records' Regions.
+    let places = EcsPlaces::new(
+        aws.clone(),
+        config.member_role.clone(),
+        org::session_name(config.function_name.as_deref()),
+    );
+    let handler = Handler::new(config, places, notifier, TokioClock)
+        .with_store(store)
+        .with_hearing(hearing);
     match queue {
         Some(url) => {
             let queue = SqsDelayQueue::new(aws_sdk_sqs::Client::new(&aws), url);
@@ -64,7 +66,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 }
 
 async fn serve<Q: DelayQueue>(
-    handler: &Handler<EcsLauncher, SnsNotifier, TokioClock, Q, Option<DynamoStore>, AwsHearing>,
+    handler: &Handler<EcsPlaces, SnsNotifier, TokioClock, Q, Option<DynamoStore>, AwsHearing>,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation {

@@ -18,6 +18,7 @@ use crate::core::event::{
     PlacementFailure,
 };
 use crate::core::marks;
+use crate::core::org;
 use crate::core::request::{RunTaskRequest, prune_nulls};
 use crate::core::self_check;
 use crate::core::task_change::{FAILED_TO_START, INTERRUPTED, TASK_CHANGE_DETAIL_TYPE, TaskDetail};
@@ -37,6 +38,9 @@ pub struct FailedRunTask {
     pub replay_blocker: Option<String>,
     /// `RunTask` calls the job had before (a task that failed to start: its launch's count).
     pub prior_calls: u32,
+    /// Why the event's account or Region is not the one CloudTrail recorded the call in, if
+    /// it is not ([`crate::core::org::disagreement`]): such a record is not rerun.
+    pub misplaced: Option<String>,
 }
 
 /// What a notification and a report need of the original record, long after it was decoded:
@@ -433,6 +437,12 @@ fn decode_record(envelope: Envelope) -> Result<Decoded, DecodeError> {
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .and_then(|d| i64::try_from(d.as_secs()).ok());
     let marks = marks::call_marks(&request, identity.arn.as_deref(), epoch);
+    let misplaced = org::disagreement(
+        envelope.account.as_deref(),
+        envelope.region.as_deref(),
+        record.recipient_account_id.as_deref(),
+        record.aws_region.as_deref(),
+    );
     let origin = Origin {
         key: marks.key,
         call_tag: marks.tag,
@@ -463,6 +473,7 @@ fn decode_record(envelope: Envelope) -> Result<Decoded, DecodeError> {
                 started_arns,
                 replay_blocker,
                 prior_calls: 0,
+                misplaced,
             })))
         }
         // Failures listed for other candidates while every task started: a success to guard.

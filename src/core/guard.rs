@@ -88,6 +88,8 @@ impl GuardedLaunch {
             started_arns: Vec::new(),
             replay_blocker: self.replay_blocker,
             prior_calls: self.calls,
+            // The task's own event is the only record: nothing to disagree with.
+            misplaced: None,
         }
     }
 }

@@ -7,9 +7,9 @@
 //! episode step by step ([`schedule`] paces it, [`marks`] tags and tokens its calls, [`lookup`]
 //! finds a caller's own retry, [`hop`] carries it through the delay queue); [`message`] is what
 //! a person reads ([`chat`] when it is read in Slack or Teams), with [`redact`] keeping
-//! secrets out. [`request`] is the shared vocabulary: the `RunTask` parameters as CloudTrail
-//! records them. Apart from that flow, [`self_check`] judges whether failed calls can reach
-//! ecs-rerun at all.
+//! secrets out. [`org`] says where a record of another account of the organization is rerun.
+//! [`request`] is the shared vocabulary: the `RunTask` parameters as CloudTrail records them.
+//! Apart from that flow, [`self_check`] judges whether failed calls can reach ecs-rerun at all.
 
 pub mod caller;
 pub mod chat;
@@ -21,6 +21,7 @@ pub mod hop;
 pub mod lookup;
 pub mod marks;
 pub mod message;
+pub mod org;
 pub mod plan;
 pub mod redact;
 pub mod request;

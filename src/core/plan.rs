@@ -30,6 +30,7 @@ use crate::core::decode::{FailedRunTask, Failure, Ignored};
 use crate::core::event::PlacementFailure;
 use crate::core::lookup::{self, ExistingTask, TaskQuery};
 use crate::core::marks;
+use crate::core::org::{self, AllowedAccounts};
 use crate::core::request::RunTaskRequest;
 use crate::core::schedule::Schedule;
 
@@ -74,8 +75,11 @@ pub struct Context<'a> {
     pub now: SystemTime,
     /// The function's own account; `None` when replaying locally (every account is served).
     pub own_account: Option<&'a str>,
-    /// Other accounts whose records are reported (never launched here).
-    pub allowed_accounts: &'a [String],
+    /// Other accounts whose records are acted on.
+    pub allowed_accounts: &'a AllowedAccounts,
+    /// The role assumed in those accounts to rerun there; without it their records are only
+    /// notified.
+    pub member_role: Option<&'a str>,
     /// The function's name, which is also the name of its Lambda session.
     pub function_name: Option<&'a str>,
 }
@@ -302,8 +306,15 @@ pub enum Decision {
 
 /// Decides what to do about a failed call.
 pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Context) -> Decision {
-    if let (Some(arn), Some(name)) = (failed.caller_arn.as_deref(), ctx.function_name)
-        && marks::is_own_session(arn, name)
+    let own_session = |arn: &str| {
+        ctx.function_name
+            .is_some_and(|name| marks::is_own_session(arn, name))
+            || ctx.member_role.is_some_and(|role| {
+                org::is_own_member_session(arn, role, &org::session_name(ctx.function_name))
+            })
+    };
+    if let Some(arn) = failed.caller_arn.as_deref()
+        && own_session(arn)
     {
         return Decision::Ignore(Ignored::OwnSession {
             arn: arn.to_owned(),
@@ -386,12 +397,22 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
             );
         }
     }
-    if foreign {
+    if let Some(misplaced) = &failed.misplaced {
+        return not_retryable(
+            ReasonClass::NotReplayable,
+            format!(
+                "transient failure ({}), but not rerun: {misplaced}; where to rerun it is unclear",
+                lead.failure
+            ),
+        );
+    }
+    if foreign && ctx.member_role.is_none() {
         return not_retryable(
             ReasonClass::NotReplayable,
             format!(
                 "transient failure ({}), but not rerun: no role for account {}; ecs-rerun only \
-                 launches in its own account, so start the task there yourself",
+                 launches in its own account without ECS_RERUN_MEMBER_ROLE, so start the task \
+                 there yourself",
                 lead.failure, failed.origin.account
             ),
         );
@@ -681,6 +702,18 @@ impl Episode {
             wait,
             request: Box::new(request),
         }
+    }
+
+    /// Ends the episode before its next call: the place it runs in cannot be reached (the
+    /// member role could not be assumed), so nothing more is launched. Its notification says
+    /// `why` and what the calls so far did: not retryable before any call, given up after.
+    pub fn halt(&mut self, why: String) {
+        let outcome = if self.attempts.is_empty() {
+            Outcome::NotRetryable
+        } else {
+            Outcome::GaveUp
+        };
+        self.done = Some((outcome, ReasonClass::NotReplayable, why));
     }
 
     /// Takes what the look-up asked for by [`Step::Lookup`] found.

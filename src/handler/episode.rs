@@ -3,6 +3,12 @@
 //! launch, guard what started) → at most one notification (claimed in the store, so that
 //! duplicate deliveries send one; a copy of the episode that came too late claims its own
 //! `stale` one) → a summary log line and a [`Report`].
+//!
+//! Each episode runs in its record's [`Place`]: a member account's record with the launcher the
+//! [`Launchers`] port hands out for that account and Region (credentials of the member role),
+//! which is asked for before anything is launched; if it cannot be had, the episode ends
+//! notified, and nothing is launched anywhere. A member's job key names its cluster by ARN
+//! ([`org::member_key`]); the function's own records keep the keys they always had.
 
 use std::time::Duration;
 
@@ -13,13 +19,14 @@ use crate::core::decode::{self, FailedRunTask, Origin};
 use crate::core::guard::GuardedLaunch;
 use crate::core::hop::Hop;
 use crate::core::message;
+use crate::core::org::{self, Place};
 use crate::core::plan::{
     self, Conclusion, Context, Decision, Episode, LaunchResult, Lookup, Outcome, Step,
 };
 use crate::core::redact;
 use crate::ports::clock::Clock;
 use crate::ports::hearing::Hearing;
-use crate::ports::launch::TaskLauncher;
+use crate::ports::launch::{Launchers, TaskLauncher};
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
 use crate::ports::store::{Claim, LaunchStore, NOTICE_LEASE_WITHOUT_DEADLINE};
@@ -39,7 +46,7 @@ enum Progress {
     },
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
+impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
     Handler<L, N, C, Q, S, H>
 {
     /// The first invocation of an episode: decide, then drive.
@@ -48,8 +55,27 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
         failed: &FailedRunTask,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
+        let place = self.place(&failed.origin, invocation);
+        let member;
+        let failed = match &place {
+            // The key every token and notice of the job derives from names the cluster by ARN.
+            Place::Member { account, region } if failed.origin.stopped_task.is_none() => {
+                let request = &failed.origin.request;
+                let mut copy = failed.clone();
+                copy.origin.key = org::member_key(
+                    &failed.origin.key,
+                    request.cluster.as_deref(),
+                    request.cluster_name(),
+                    account,
+                    region,
+                );
+                member = copy;
+                &member
+            }
+            _ => failed,
+        };
         let span = episode_span(&failed.origin);
-        self.decide_and_drive(failed, invocation)
+        self.decide_and_drive(failed, &place, invocation)
             .instrument(span)
             .await
     }
@@ -72,21 +98,52 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
                 let left = Duration::from_millis(next.wait_left_ms) + delay;
                 return Ok(self.waiting_report(&origin, next.episode.calls() + 1, left, delay));
             }
-            self.drive(&origin, hop.episode, invocation).await
+            let place = self.place(&origin, invocation);
+            let mut episode = hop.episode;
+            let launcher = self.reach(&place, &mut episode).await;
+            self.drive(&origin, episode, launcher.as_ref(), invocation)
+                .await
         }
         .instrument(span)
         .await
     }
 
+    /// Where a record's tasks run: its account and Region.
+    fn place(&self, origin: &Origin, invocation: &Invocation) -> Place {
+        Place::of(
+            &origin.account,
+            &origin.region,
+            invocation.own_account.as_deref(),
+        )
+    }
+
+    /// The launcher of `place`; `None` in a dry run, or when the place cannot be reached, which
+    /// ends the episode before its next call (`halt`): nothing is launched, anywhere.
+    async fn reach(&self, place: &Place, episode: &mut Episode) -> Option<L::Launcher> {
+        if self.config.dry_run {
+            return None;
+        }
+        match self.launchers.launcher(place).await {
+            Ok(launcher) => Some(launcher),
+            // The notification and the "episode finished" line say why, naming account and role.
+            Err(err) => {
+                episode.halt(format!("not rerun: {err}"));
+                None
+            }
+        }
+    }
+
     async fn decide_and_drive(
         &self,
         failed: &FailedRunTask,
+        place: &Place,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
         let ctx = Context {
             now: self.clock.now(),
             own_account: invocation.own_account.as_deref(),
             allowed_accounts: &self.config.allowed_accounts,
+            member_role: self.config.member_role.as_deref(),
             function_name: self.config.function_name.as_deref(),
         };
         let origin = failed.origin.clone();
@@ -96,21 +153,25 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
                 log_failure(failed);
                 self.finish(&origin, conclusion, invocation).await
             }
-            Decision::Retry(episode) => {
+            Decision::Retry(mut episode) => {
                 log_failure(failed);
-                self.drive(&origin, *episode, invocation).await
+                let launcher = self.reach(place, &mut episode).await;
+                self.drive(&origin, *episode, launcher.as_ref(), invocation)
+                    .await
             }
         }
     }
 
-    /// Takes an episode as far as this invocation can: to its end, or to a wait.
+    /// Takes an episode as far as this invocation can: to its end, or to a wait, launching
+    /// with `launcher` (none: launch nothing).
     async fn drive(
         &self,
         origin: &Origin,
         episode: Episode,
+        launcher: Option<&L::Launcher>,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
-        match self.run(origin, episode, invocation).await? {
+        match self.run(origin, episode, launcher, invocation).await? {
             Progress::Done(conclusion) => self.finish(origin, conclusion, invocation).await,
             Progress::Waiting { call, wait, delay } => {
                 Ok(self.waiting_report(origin, call, wait, delay))
@@ -223,11 +284,14 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
         Ok(true)
     }
 
-    /// Carries out an episode's steps until it concludes or waits in the delay queue.
+    /// Carries out an episode's steps until it concludes or waits in the delay queue. Without
+    /// a launcher (a dry run, or a halted episode, which concludes at its next step) nothing is
+    /// looked up or launched.
     async fn run(
         &self,
         origin: &Origin,
         mut episode: Episode,
+        launcher: Option<&L::Launcher>,
         invocation: &Invocation,
     ) -> Result<Progress, HandlerError> {
         let secrets: Vec<&str> = origin.request.environment_values().collect();
@@ -269,19 +333,22 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
                     return Ok(Progress::Done(conclusion));
                 }
                 Step::Lookup { wait, query } => {
-                    let found = if dry_run {
-                        tracing::info!(
-                            ?query,
-                            "dry run: would look for the caller's own retry (ListTasks, DescribeTasks)"
-                        );
-                        Lookup::Skipped
-                    } else {
-                        tracing::info!(
-                            wait_ms = millis(wait),
-                            "waiting before looking for the caller's own retry"
-                        );
-                        self.sleep(wait).await;
-                        self.launcher.find_tasks(&query).await
+                    let found = match launcher {
+                        None => {
+                            tracing::info!(
+                                ?query,
+                                "dry run: would look for the caller's own retry (ListTasks, DescribeTasks)"
+                            );
+                            Lookup::Skipped
+                        }
+                        Some(launcher) => {
+                            tracing::info!(
+                                wait_ms = millis(wait),
+                                "waiting before looking for the caller's own retry"
+                            );
+                            self.sleep(wait).await;
+                            launcher.find_tasks(&query).await
+                        }
                     };
                     if let Lookup::Failed(error) = &found {
                         tracing::warn!(error = %error, "look-up failed");
@@ -293,13 +360,13 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
                     wait,
                     request,
                 } => {
-                    if dry_run {
+                    let Some(launcher) = launcher else {
                         let schedule: Vec<u64> =
                             episode.schedule(policy).into_iter().map(millis).collect();
                         tracing::info!(call, request = %request.to_loggable_json(), schedule_ms = ?schedule, "dry run: would send RunTask on this backoff schedule (not slept)");
                         episode.record(LaunchResult::DryRun, self.clock.now(), &self.config.rules);
                         continue;
-                    }
+                    };
                     tracing::info!(
                         call,
                         wait_ms = millis(wait),
@@ -308,7 +375,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
                     );
                     self.sleep(wait).await;
                     let sent_at = self.clock.now();
-                    let result = self.launcher.run_task(&request).await;
+                    let result = launcher.run_task(&request).await;
                     log_attempt(call, &result, &secrets);
                     let started: Vec<String> = match &result {
                         LaunchResult::Placed { tasks, .. } => {
@@ -392,6 +459,8 @@ fn episode_span(origin: &Origin) -> tracing::Span {
     tracing::info_span!(
         "episode",
         event_id = %origin.event_id,
+        account = %origin.account,
+        region = %origin.region,
         caller = %origin.called_by.name(),
         cluster = %origin.request.cluster_name(),
         task_family = %origin.request.task_family().unwrap_or(""),

@@ -24,7 +24,7 @@ use crate::core::hop::{HopError, Message};
 use crate::core::plan::Outcome;
 use crate::ports::clock::Clock;
 use crate::ports::hearing::{Hearing, NoHearing};
-use crate::ports::launch::TaskLauncher;
+use crate::ports::launch::Launchers;
 use crate::ports::notify::{Notifier, PublishError};
 use crate::ports::queue::{DelayQueue, NoQueue, QueueError};
 use crate::ports::store::{LaunchStore, NoStore, StoreError};
@@ -152,13 +152,14 @@ pub struct Reply {
     pub reports: Vec<Report>,
 }
 
-/// The handler, generic over its ports; without a delay queue ([`NoQueue`]), a store
-/// ([`NoStore`]) or the self-check's describe calls ([`NoHearing`]) until
-/// [`Handler::with_queue`], [`Handler::with_store`] and [`Handler::with_hearing`] give it one.
+/// The handler, generic over its ports (`L` hands out the launcher of each record's place);
+/// without a delay queue ([`NoQueue`]), a store ([`NoStore`]) or the self-check's describe
+/// calls ([`NoHearing`]) until [`Handler::with_queue`], [`Handler::with_store`] and
+/// [`Handler::with_hearing`] give it one.
 #[derive(Debug)]
 pub struct Handler<L, N, C, Q = NoQueue, S = NoStore, H = NoHearing> {
     config: Config,
-    launcher: L,
+    launchers: L,
     notifier: N,
     clock: C,
     queue: Q,
@@ -166,12 +167,12 @@ pub struct Handler<L, N, C, Q = NoQueue, S = NoStore, H = NoHearing> {
     hearing: H,
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
+impl<L: Launchers, N: Notifier, C: Clock> Handler<L, N, C> {
     /// Assembles a handler from validated config and built adapters.
     pub fn new(config: Config, launcher: L, notifier: N, clock: C) -> Self {
         Self {
             config,
-            launcher,
+            launchers: launcher,
             notifier,
             clock,
             queue: NoQueue,
@@ -181,14 +182,14 @@ impl<L: TaskLauncher, N: Notifier, C: Clock> Handler<L, N, C> {
     }
 }
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
+impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
     Handler<L, N, C, Q, S, H>
 {
     /// The same handler, carrying episodes through their waits on `queue`.
     pub fn with_queue<Q2: DelayQueue>(self, queue: Q2) -> Handler<L, N, C, Q2, S, H> {
         Handler {
             config: self.config,
-            launcher: self.launcher,
+            launchers: self.launchers,
             notifier: self.notifier,
             clock: self.clock,
             queue,
@@ -201,7 +202,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
     pub fn with_store<S2: LaunchStore>(self, store: S2) -> Handler<L, N, C, Q, S2, H> {
         Handler {
             config: self.config,
-            launcher: self.launcher,
+            launchers: self.launchers,
             notifier: self.notifier,
             clock: self.clock,
             queue: self.queue,
@@ -214,7 +215,7 @@ impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: H
     pub fn with_hearing<H2: Hearing>(self, hearing: H2) -> Handler<L, N, C, Q, S, H2> {
         Handler {
             config: self.config,
-            launcher: self.launcher,
+            launchers: self.launchers,
             notifier: self.notifier,
             clock: self.clock,
             queue: self.queue,

@@ -6,12 +6,12 @@ use crate::core::plan::Outcome;
 use crate::core::self_check::{self, Observation, RuleAnswer, TrailProbe};
 use crate::ports::clock::Clock;
 use crate::ports::hearing::Hearing;
-use crate::ports::launch::TaskLauncher;
+use crate::ports::launch::Launchers;
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
 use crate::ports::store::LaunchStore;
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
+impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
     Handler<L, N, C, Q, S, H>
 {
     /// Runs the self-check: `self_check_ok`, or `self_check_failed` with one notification

@@ -13,7 +13,7 @@ use crate::core::plan::{Conclusion, Outcome};
 use crate::core::request::RunTaskRequest;
 use crate::ports::clock::Clock;
 use crate::ports::hearing::Hearing;
-use crate::ports::launch::TaskLauncher;
+use crate::ports::launch::Launchers;
 use crate::ports::notify::Notifier;
 use crate::ports::queue::DelayQueue;
 use crate::ports::store::LaunchStore;
@@ -22,7 +22,7 @@ use crate::ports::store::LaunchStore;
 /// which the store never guards (Batch retries them by itself).
 const BATCH_CLUSTER_PREFIX: &str = "AWSBatch-";
 
-impl<L: TaskLauncher, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
+impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hearing>
     Handler<L, N, C, Q, S, H>
 {
     /// Handles a stopped task; `tries` is the looks made before.

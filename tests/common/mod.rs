@@ -10,10 +10,11 @@ use ecs_rerun::config::Config;
 use ecs_rerun::core::event::PlacementFailure;
 use ecs_rerun::core::lookup::{ExistingTask, TaskQuery};
 use ecs_rerun::core::message::Notification;
+use ecs_rerun::core::org::Place;
 use ecs_rerun::core::plan::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::ports::clock::Clock;
-use ecs_rerun::ports::launch::TaskLauncher;
+use ecs_rerun::ports::launch::{Launchers, ReachError, TaskLauncher};
 use ecs_rerun::ports::notify::{Notifier, PublishError};
 use ecs_rerun::ports::queue::{DelayQueue, QueueError};
 use ecs_rerun::ports::store::MemoryStore;
@@ -21,6 +22,10 @@ use serde_json::Value;
 
 /// The fakes' clock starts here; sample records are retimed relative to it.
 pub const NOW: u64 = 1_800_000_000;
+/// The account the sample records were made in, and the function's own in tests.
+pub const HOME_ACCOUNT: &str = "111122223333";
+/// The Region of the sample records.
+pub const HOME_REGION: &str = "us-east-1";
 
 /// One world of fakes: an ECS, a topic, a clock, a delay queue and a launch store. Each test
 /// crate builds its handlers on it in an `impl World` of its own.
@@ -163,6 +168,10 @@ pub fn error(code: &str) -> Answer {
 pub struct FakeTask {
     /// Its ARN.
     pub arn: String,
+    /// The account it runs in.
+    pub account: String,
+    /// The Region it runs in.
+    pub region: String,
     /// The request that started it.
     pub request: RunTaskRequest,
     /// When.
@@ -171,18 +180,21 @@ pub struct FakeTask {
     pub stopped_at: Option<SystemTime>,
 }
 
-/// A fake ECS that keeps ECS's token table (ECS_Idempotency, aws-facts §4): per (cluster,
-/// token), the same parameters get the stored answer and start nothing; other parameters get
+/// A fake ECS that keeps ECS's token table (ECS_Idempotency, aws-facts §4): per (account,
+/// Region, cluster, token), the same parameters get the stored answer and start nothing; other parameters get
 /// `ConflictException` naming the token's tasks. A call without a token is always new. Only a
 /// call that started tasks or answered 200 leaves its answer behind the token, and only for
 /// min(24 h, until an hour after its last task stopped): then the token is new again. A scripted
 /// [`Answer::Error`] comes before the table, as ECS throttles a call before it looks at its
 /// token; other scripted answers are for calls the table does not answer. Tests count the tasks
-/// it started, whoever started them.
+/// it started, whoever started them. Each clone sees one (account, Region) of the same ECS:
+/// [`HOME_ACCOUNT`] and [`HOME_REGION`], or the place [`FakeEcs::at`] names.
 #[derive(Clone)]
 pub struct FakeEcs {
     inner: Arc<Mutex<FakeEcsState>>,
     clock: FakeClock,
+    account: String,
+    region: String,
 }
 
 /// What ECS keeps behind a token: the request (without its token), its answer, and when the
@@ -201,7 +213,7 @@ const TOKEN_AT_MOST: Duration = Duration::from_secs(24 * 3600);
 #[derive(Default)]
 struct FakeEcsState {
     script: VecDeque<Answer>,
-    tokens: HashMap<(String, String), Stored>,
+    tokens: HashMap<(String, String, String, String), Stored>,
     requests: Vec<RunTaskRequest>,
     tasks: Vec<FakeTask>,
     lookups: usize,
@@ -215,9 +227,20 @@ impl FakeEcs {
         let fake = Self {
             inner: Arc::default(),
             clock: clock.clone(),
+            account: HOME_ACCOUNT.to_owned(),
+            region: HOME_REGION.to_owned(),
         };
         fake.inner.lock().unwrap().script = answers.into();
         fake
+    }
+
+    /// The same ECS, in `account` and `region`.
+    pub fn at(&self, account: &str, region: &str) -> Self {
+        Self {
+            account: account.to_owned(),
+            region: region.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// Answers the next new tokens with these, before the ones scripted so far.
@@ -276,10 +299,14 @@ impl FakeEcs {
         }
         let mut params = request.clone();
         params.client_token = None;
-        let key = request
-            .client_token
-            .clone()
-            .map(|t| (request.cluster_name().to_owned(), t));
+        let key = request.client_token.clone().map(|t| {
+            (
+                self.account.clone(),
+                self.region.clone(),
+                request.cluster_name().to_owned(),
+                t,
+            )
+        });
         if let Some(Answer::Error { code }) = state.script.front().cloned() {
             state.script.pop_front();
             return rejected(&code);
@@ -315,12 +342,16 @@ impl FakeEcs {
         let mut launched = Vec::new();
         for _ in 0..place {
             let arn = format!(
-                "arn:aws:ecs:us-east-1:111122223333:task/{}/t{}",
+                "arn:aws:ecs:{}:{}:task/{}/t{}",
+                self.region,
+                self.account,
                 request.cluster_name(),
                 state.tasks.len()
             );
             state.tasks.push(FakeTask {
                 arn: arn.clone(),
+                account: self.account.clone(),
+                region: self.region.clone(),
                 request: request.clone(),
                 created_at: now,
                 stopped_at: None,
@@ -408,7 +439,9 @@ impl TaskLauncher for FakeEcs {
                 .tasks
                 .iter()
                 .filter(|t| {
-                    cluster(&t.request.cluster) == cluster(&query.cluster)
+                    t.account == self.account
+                        && t.region == self.region
+                        && cluster(&t.request.cluster) == cluster(&query.cluster)
                         && t.request.task_family() == Some(query.family.as_str())
                 })
                 .map(|t| {
@@ -446,6 +479,64 @@ impl TaskLauncher for FakeEcs {
                 })
                 .collect(),
         )
+    }
+}
+
+/// The fake ECS of a whole organization: the function's own account ([`HOME_ACCOUNT`]) and the
+/// members, each reached through the member role unless its trust refuses the function.
+#[derive(Clone)]
+pub struct FakeOrg {
+    /// The ECS of every account and Region.
+    pub ecs: FakeEcs,
+    refused: Arc<Mutex<HashMap<String, String>>>,
+    reached: Arc<Mutex<Vec<Place>>>,
+}
+
+impl FakeOrg {
+    /// An organization over `ecs`, whose member roles all trust the function.
+    pub fn new(ecs: &FakeEcs) -> Self {
+        Self {
+            ecs: ecs.clone(),
+            refused: Arc::default(),
+            reached: Arc::default(),
+        }
+    }
+
+    /// STS refuses the member role of `account` with `error`.
+    pub fn refuse(&self, account: &str, error: &str) {
+        self.refused
+            .lock()
+            .unwrap()
+            .insert(account.to_owned(), error.to_owned());
+    }
+
+    /// Every place a launcher was asked for, in order.
+    pub fn reached(&self) -> Vec<Place> {
+        self.reached.lock().unwrap().clone()
+    }
+}
+
+impl Launchers for FakeOrg {
+    type Launcher = FakeEcs;
+
+    async fn launcher(&self, place: &Place) -> Result<FakeEcs, ReachError> {
+        self.reached.lock().unwrap().push(place.clone());
+        match place {
+            Place::Home { region } => Ok(self.ecs.at(HOME_ACCOUNT, region)),
+            Place::Member { account, region } => match self.refused.lock().unwrap().get(account) {
+                Some(error) => Err(ReachError::AssumeRole {
+                    account: account.clone(),
+                    region: region.clone(),
+                    role_arn: ecs_rerun::core::org::member_role_arn(
+                        account,
+                        region,
+                        "ecs-rerun-member",
+                    ),
+                    cause: error.clone(),
+                }),
+                None => Ok(self.ecs.at(account, region)),
+            },
+        }
     }
 }
 

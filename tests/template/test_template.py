@@ -135,6 +135,7 @@ class Cfn:
                 "AWS::Serverless::Function": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
                 "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/{name}",
                 "AWS::Events::Rule": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}",
+                "AWS::Events::EventBus": f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{name}",
                 "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}",
                 "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
                 "AWS::S3::Bucket": f"arn:aws:s3:::{name.lower()}",
@@ -260,6 +261,8 @@ def test_function_settings(template):
         "ECS_RERUN_STORE_TABLE", "ECS_RERUN_STORE_TTL_HOURS",
         # only with SelfCheckSchedule set (test_self_check_variable_names_the_rules)
         "ECS_RERUN_SELF_CHECK_RULES",
+        # only with MemberRoleName set (tests/template/test_org.py)
+        "ECS_RERUN_MEMBER_ROLE",
     }
     # every variable the template sets is one the code reads (a typo would be silently ignored)
     config_rs = (REPO / "src" / "config.rs").read_text()
@@ -939,7 +942,7 @@ def test_emitted_is_read_from_the_code():
     assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable", "caller"}
     # an ignored event is no failure; a waiting episode is counted once, when it ends (issue 12)
     assert e["outcomes_without_metric"] == {"ignored", "waiting"}
-    assert e["span_fields"] == {"event_id", "caller", "cluster", "task_family"}
+    assert e["span_fields"] == {"event_id", "account", "region", "caller", "cluster", "task_family"}
 
 
 def alarms(template: dict, **params) -> dict[str, dict]:
@@ -1391,7 +1394,14 @@ def test_rerun_stopped_tasks_off_creates_nothing(template, value, on):
     # nothing else refers to the conditional resources outside an Fn::If on the same condition
     refs = [n for n, r in res.items() if n not in STORE_RESOURCES
             and any(s in json.dumps(r) for s in STORE_RESOURCES)]
-    assert sorted(refs) == ["EcsRerunFunction", "EcsRerunRole", "RuleDeadLetterQueuePolicy"], refs
+    # (the organization bus's copies of the rules exist only with RerunStopped too: OrgBusRerunStopped)
+    assert sorted(refs) == ["EcsRerunFunction", "EcsRerunRole", "OrgStartedRunTaskRulePermission",
+                            "OrgStoppedTaskRulePermission", "RuleDeadLetterQueuePolicy"], refs
+    for name in ["OrgStartedRunTaskRule", "OrgStoppedTaskRule", "OrgStartedRunTaskRulePermission",
+                 "OrgStoppedTaskRulePermission"]:
+        assert res[name]["Condition"] == "OrgBusRerunStopped", name
+    assert template["Conditions"]["OrgBusRerunStopped"] == {
+        "Fn::And": [{"Condition": "OrgBus"}, {"Condition": "RerunStopped"}]}
     env = function_props(template, RerunStoppedTasks=value)["Environment"]["Variables"]
     assert (STORE_ENV <= set(env)) is on and (not STORE_ENV & set(env)) is (not on)
     statements = role_statements(template, RerunStoppedTasks=value)
