@@ -42,7 +42,6 @@ template-check: $(VENV)/.installed ## cfn-lint (+ serverless rules) template.yam
 # The SAM CLI is installed there only when no `sam` is on PATH (yours is used otherwise). Telemetry off.
 DEPLOY_VENV := $(TOOLS)/deploy
 SAM_ENV     := PATH="$(DEPLOY_VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
-STACK       ?=
 SMOKE_ARGS   = $(if $(STACK),--stack $(STACK)) $(if $(CLUSTER),--cluster $(CLUSTER)) \
                $(if $(FAMILY),--family $(FAMILY)) $(if $(REGION),--region $(REGION))
 
@@ -123,4 +122,4 @@ bench: build $(BENCH_VENV)/.installed ## benchmarks (core, cold start vs Python,
 
 clean: ## remove build output and local tools
 	cargo clean
-	rm -rf $(TOOLS)
+	rm -rf $(TOOLS) .aws-sam
