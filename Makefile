@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help test lint unit replay replay-dry invoke build bench deploy tools clean template-check docs-check e2e stack
+.PHONY: help test lint unit replay replay-dry invoke build bench deploy package smoke sam-build tools clean template-check docs-check e2e stack
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,20 +34,51 @@ unit:
 	cargo test --locked
 
 template-check: $(VENV)/.installed ## cfn-lint (+ serverless rules) template.yaml, rule pattern vs events/, IAM vs src/
-	$(PY) -m pytest -q tests/template/test_template.py
+	$(PY) -m pytest -q tests/template --ignore=tests/template/test_docs.py
 
 docs-check: $(VENV)/.installed ## the docs say what the code does: links, make targets, parameters, env vars, outcomes, metrics
 	$(PY) -m pytest -q tests/template/test_docs.py
 
-deploy: ## sam build --beta-features && sam deploy --guided (needs the AWS SAM CLI and cargo-lambda; see the README, Deploy)
-	@if command -v sam >/dev/null 2>&1; then \
-		sam build --beta-features && sam deploy --guided; \
+# --- deploy: the SAM CLI, cargo-lambda and zig (PyPI) in their own venv, .tools/deploy -------------------------
+# SAM's `rust-cargolambda` build runs `cargo lambda build --release --arm64`; cargo-lambda finds zig (the pip
+# package ziglang) through the `python3` on PATH, so this venv's bin comes first on PATH for every sam command.
+# The SAM CLI is installed there only when no `sam` is on PATH (yours is used otherwise). Telemetry off.
+DEPLOY_VENV := $(TOOLS)/deploy
+SAM_ENV     := PATH="$(DEPLOY_VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
+SMOKE_ARGS   = $(if $(STACK),--stack $(STACK)) $(if $(CLUSTER),--cluster $(CLUSTER)) \
+               $(if $(FAMILY),--family $(FAMILY)) $(if $(REGION),--region $(REGION))
+
+$(DEPLOY_VENV)/.installed: scripts/deploy-requirements.txt
+	python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/pip install --quiet -r scripts/deploy-requirements.txt
+	@if [ -x $(DEPLOY_VENV)/bin/sam ] || ! command -v sam >/dev/null 2>&1; then \
+		echo "$(DEPLOY_VENV)/bin/pip install aws-sam-cli"; \
+		$(DEPLOY_VENV)/bin/pip install --quiet 'aws-sam-cli>=1.170,<2'; \
 	else \
-		echo "The AWS SAM CLI is not on PATH. Install it (e.g. 'pipx install aws-sam-cli', or the installer from"; \
-		echo "the AWS SAM CLI documentation), plus cargo-lambda ('pip install cargo-lambda' or 'cargo install"; \
-		echo "cargo-lambda'), then run 'make deploy' again. See the README, section Deploy."; \
-		exit 1; \
+		echo "using the SAM CLI on PATH: $$(command -v sam) ($$(sam --version))"; \
 	fi
+	touch $@
+
+samconfig.toml:
+	@echo "samconfig.toml is missing: copy samconfig.toml.example to samconfig.toml and fill in the values marked" >&2
+	@echo "FILL IN (Region, PassRoleArns, TaskFamilies, Clusters), or run 'sam deploy --guided' once; then 'make deploy'." >&2
+	@exit 1
+
+sam-build: $(DEPLOY_VENV)/.installed
+	rustup target add aarch64-unknown-linux-gnu
+	$(SAM_ENV) sam build --beta-features
+
+deploy: samconfig.toml ## build for arm64 and deploy the stack with samconfig.toml (sam build --beta-features && sam deploy)
+	$(MAKE) --no-print-directory sam-build
+	$(SAM_ENV) sam deploy
+	@echo "deployed: now 'make smoke' checks it end to end (one failed RunTask that can never start a task)"
+
+package: sam-build ## sam build --beta-features, then the zipped size of the function as sam deploy uploads it
+	$(DEPLOY_VENV)/bin/python scripts/package_size.py --build-dir .aws-sam/build --function EcsRerunFunction
+
+smoke: $(VENV)/.installed ## after deploy: one failed RunTask that never starts a task; prints the outcome (STACK= CLUSTER= FAMILY= REGION=)
+	$(PY) scripts/smoke.py $(SMOKE_ARGS)
 
 replay-dry: ## replay events/ through the handler, dry run: no AWS call, prints the requests
 	cargo run --quiet --locked --bin ecs-rerun-replay -- --dry-run --fresh --expect events/expected.json events/[0-9]*.json
@@ -94,4 +125,4 @@ bench: build $(BENCH_VENV)/.installed ## benchmarks (core, cold start vs Python,
 
 clean: ## remove build output and local tools
 	cargo clean
-	rm -rf $(TOOLS)
+	rm -rf $(TOOLS) .aws-sam
