@@ -197,6 +197,9 @@ def test_configuration_lists_every_parameter_with_its_default_and_range(template
             assert shown == [str(spec.get("MinValue", "")), str(spec.get("MaxValue", ""))], (
                 f"{name}: range {shown} vs {spec.get('MinValue')}..{spec.get('MaxValue')}"
             )
+        elif "AllowedPattern" in spec:
+            for value in shown:  # an example shown must be one the template accepts
+                assert re.fullmatch(spec["AllowedPattern"], value), f"{name}: `{value}` fails {spec['AllowedPattern']}"
         else:
             assert not shown, f"{name}: template.yaml restricts nothing, the docs list {shown}"
         assert re.findall(r"`(ECS_RERUN_\w+)`", env) == ([envs[name]] if name in envs else []), (
