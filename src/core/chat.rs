@@ -15,8 +15,7 @@ use crate::core::classify::Verdict;
 use crate::core::decode::Origin;
 use crate::core::marks;
 use crate::core::message::{
-    MAX_GROUPS, MAX_TEXT, Notification, attributes_size, console_url, gist, scrub_json, truncate,
-    what_to_do,
+    MAX_GROUPS, MAX_TEXT, Notification, console_url, gist, truncate, what_to_do,
 };
 use crate::core::plan::{AttemptLog, Conclusion, Outcome};
 use crate::core::redact;
@@ -113,7 +112,7 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         }
     }
 
-    let mut body = json!({
+    let body = json!({
         "version": "1.0",
         "source": "custom",
         "id": origin.event_id,
@@ -132,14 +131,7 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
             "additionalContext": context,
         },
     });
-    scrub_json(&mut body, &gist.secrets);
-
-    let budget = max_size.saturating_sub(attributes_size(&gist.attributes));
-    Notification {
-        subject: gist.subject,
-        body: fit(body, budget),
-        attributes: gist.attributes,
-    }
+    gist.seal(body, max_size, fit)
 }
 
 /// The thread of the episode of `origin`: the same for every notification of one failed call

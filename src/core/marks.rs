@@ -160,9 +160,13 @@ pub fn own_retry_marker(request: &RunTaskRequest) -> Option<String> {
 /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/FUNCTION_NAME` (Lambda names the execution role's
 /// session after the function).
 pub fn is_own_session(caller_arn: &str, function_name: &str) -> bool {
-    let Some(rest) = caller_arn.strip_prefix("arn:") else {
-        return false;
-    };
+    assumed_role(caller_arn).is_some_and(|(_role, session)| session == function_name)
+}
+
+/// The role and session of an assumed-role caller,
+/// `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`; `None` for any other principal.
+pub fn assumed_role(caller_arn: &str) -> Option<(&str, &str)> {
+    let rest = caller_arn.strip_prefix("arn:")?;
     let mut parts = rest.splitn(5, ':');
     let (Some(_partition), Some("sts"), Some(_region), Some(_account), Some(resource)) = (
         parts.next(),
@@ -171,13 +175,18 @@ pub fn is_own_session(caller_arn: &str, function_name: &str) -> bool {
         parts.next(),
         parts.next(),
     ) else {
-        return false;
+        return None;
     };
     let mut segments = resource.split('/');
-    matches!(
-        (segments.next(), segments.next(), segments.next(), segments.next()),
-        (Some("assumed-role"), Some(_role), Some(session), None) if session == function_name
-    )
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some("assumed-role"), Some(role), Some(session), None) => Some((role, session)),
+        _ => None,
+    }
 }
 
 /// The first `take` bytes of `bytes` in lowercase hex.

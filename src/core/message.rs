@@ -92,6 +92,25 @@ pub(super) struct Gist<'a> {
     pub task_definition: &'a str,
 }
 
+impl Gist<'_> {
+    /// The notification of this gist with `body`: its secrets masked, then cut by the format's
+    /// `fit` to the bytes the topic takes besides the attributes.
+    pub(super) fn seal(
+        self,
+        mut body: Value,
+        max_size: usize,
+        fit: fn(Value, usize) -> String,
+    ) -> Notification {
+        scrub_json(&mut body, &self.secrets);
+        let budget = max_size.saturating_sub(attributes_size(&self.attributes));
+        Notification {
+            subject: self.subject,
+            body: fit(body, budget),
+            attributes: self.attributes,
+        }
+    }
+}
+
 /// The [`Gist`] of the notification of `conclusion`.
 pub(super) fn gist<'a>(origin: &'a Origin, conclusion: &Conclusion) -> Gist<'a> {
     let request = &origin.request;
@@ -252,18 +271,11 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
             json!(conclusion.schedule_ms),
         );
     }
-    scrub_json(&mut body, &gist.secrets);
-
-    let budget = max_size.saturating_sub(attributes_size(&gist.attributes));
-    Notification {
-        subject: gist.subject,
-        body: fit(body, budget),
-        attributes: gist.attributes,
-    }
+    gist.seal(body, max_size, fit)
 }
 
 /// What SNS counts of the attributes: each name, data type and value.
-pub(super) fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
+fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
     attributes
         .iter()
         .map(|(k, v)| k.len() + "String".len() + v.len())
@@ -457,7 +469,7 @@ pub(crate) fn subject_line(raw: &str) -> String {
 }
 
 /// Masks `secrets` and secret-shaped text in every string of `value`.
-pub(super) fn scrub_json(value: &mut Value, secrets: &[&str]) {
+fn scrub_json(value: &mut Value, secrets: &[&str]) {
     match value {
         Value::String(s) => *s = redact::scrub(s, secrets.iter().copied()),
         Value::Array(items) => items.iter_mut().for_each(|v| scrub_json(v, secrets)),

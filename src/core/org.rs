@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use crate::core::marks;
+
 /// Which other accounts' records are acted on (`ECS_RERUN_ALLOWED_ACCOUNTS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedAccounts {
@@ -158,21 +160,7 @@ pub fn session_name(function_name: Option<&str>) -> String {
 /// `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`. Its retries in a member account
 /// come back through that account's bus with this identity.
 pub fn is_own_member_session(caller_arn: &str, role_name: &str, session: &str) -> bool {
-    let mut parts = caller_arn.splitn(6, ':');
-    let (Some("arn"), Some(_partition), Some("sts"), Some(""), Some(_account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return false;
-    };
-    resource
-        .strip_prefix("assumed-role/")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(role, name)| role == role_name && name == session)
+    marks::assumed_role(caller_arn).is_some_and(|(role, name)| role == role_name && name == session)
 }
 
 /// The full ARN of the cluster a request names: an ARN as given, a short or absent name
