@@ -205,9 +205,11 @@ fn stop_reasons_of_tasks_that_failed_to_start_are_classified() {
         &Subject::default(),
     );
     assert_eq!(spot.action, Action::Notify);
-    let theirs =
-        Rules::with_overrides(r#"[{"onStopCode": "SpotInterruption", "action": "retry"}]"#)
-            .unwrap();
+    let theirs = Rules::with_overrides(
+        r#"[{"onStopCode": "SpotInterruption", "action": "retry"}]"#,
+        3,
+    )
+    .unwrap();
     let spot = theirs.stopped(
         "SpotInterruption",
         "Your Spot Task was interrupted.",
@@ -217,7 +219,7 @@ fn stop_reasons_of_tasks_that_failed_to_start_are_classified() {
     assert_eq!(spot.action, Action::Retry);
     // A rule without onStopCode is for TaskFailedToStart only.
     let by_reason =
-        Rules::with_overrides(r#"[{"onReason": "*interrupted*", "action": "retry"}]"#).unwrap();
+        Rules::with_overrides(r#"[{"onReason": "*interrupted*", "action": "retry"}]"#, 3).unwrap();
     let spot = by_reason.stopped(
         "TerminationNotice",
         "Your Spot Task was interrupted.",
@@ -228,6 +230,7 @@ fn stop_reasons_of_tasks_that_failed_to_start_are_classified() {
     // An onStopCode rule never decides a placement failure or an API error.
     let stop_only = Rules::with_overrides(
         r#"[{"onStopCode": "TaskFailedToStart", "onReason": "AGENT", "action": "notify"}]"#,
+        3,
     )
     .unwrap();
     assert_eq!(
@@ -250,7 +253,7 @@ fn stop_code_rules_that_cannot_match_are_refused_at_start() {
             "no error code",
         ),
     ] {
-        let err = Rules::with_overrides(json).unwrap_err().to_string();
+        let err = Rules::with_overrides(json, 3).unwrap_err().to_string();
         assert!(err.contains(says), "{json}: {err}");
     }
 }
@@ -340,7 +343,7 @@ fn operator_rules_come_first_and_can_override_defaults() {
     let rules = Rules::with_overrides(r#"[
         {"onReason": "RESOURCE:PORTS", "action": "notify"},
         {"onErrorCode": "InvalidParameterException", "onMessage": "*No Container Instances*", "action": "retry"}
-    ]"#).unwrap();
+    ]"#, 3).unwrap();
     assert_eq!(
         rules
             .placement(&failure("RESOURCE:PORTS"), &Subject::default())
@@ -423,7 +426,7 @@ fn bad_rules_are_clear_errors() {
             "rule 0: MaxAttempts must be from 1 to 10",
         ),
     ] {
-        let err = Rules::with_overrides(json).unwrap_err().to_string();
+        let err = Rules::with_overrides(json, 3).unwrap_err().to_string();
         assert!(
             err.contains("ECS_RERUN_RULES") && err.contains(says),
             "{json}: {err}"
@@ -478,6 +481,7 @@ fn an_operators_rule_sets_its_own_schedule_and_attempts() {
     let rules = Rules::with_overrides(
         r#"[{"onReason": "RESOURCE:GPU", "action": "retry", "IntervalSeconds": 600,
              "BackoffRate": 1, "MaxDelaySeconds": 600, "JitterStrategy": "NONE", "MaxAttempts": 6}]"#,
+        3,
     )
     .unwrap();
     let gpu = rules.placement(&failure("RESOURCE:GPU"), &Subject::default());
@@ -2057,6 +2061,7 @@ fn caller_rules_match_by_caller_account_cluster_and_family_with_globs() {
     let rules = Rules::with_overrides(
         r#"[{"onCaller": "other", "onAccount": "1111*", "onCluster": "gpu-?", "action": "leave"},
             {"onTaskFamily": "etl-*", "onReason": "RESOURCE:*", "action": "notify"}]"#,
+        3,
     )
     .unwrap();
     let subject = |caller: &str, cluster: &str, family: &str| Subject {
@@ -2064,6 +2069,7 @@ fn caller_rules_match_by_caller_account_cluster_and_family_with_globs() {
         account: "111122223333".to_owned(),
         cluster: cluster.to_owned(),
         family: family.to_owned(),
+        ..Subject::default()
     };
     let memory = failure("RESOURCE:MEMORY");
     assert_eq!(
