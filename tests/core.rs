@@ -644,7 +644,7 @@ proptest! {
         original.extend((0..reserved).map(|i| Tag { key: Some(format!("AWS:batch:{i}")), value: Some("x".into()) }));
         // Tags of an earlier rerun, copied along by whoever replayed it: never carried over.
         original.extend((0..stale).map(|i| Tag { key: Some(format!("ecs-rerun:old{i}")), value: Some("x".into()) }));
-        let tags = marks::retry_tags(Some(&original), "the-call", attempt).unwrap_or_default();
+        let tags = marks::retry_tags(Some(&original), "the-call", attempt, None).unwrap_or_default();
         prop_assert!(tags.len() <= MAX_TAGS.max(n));
         prop_assert!(tags.iter().all(|t| !t.key.as_deref().unwrap().to_ascii_lowercase().starts_with("aws:")));
         prop_assert!(tags.iter().all(|t| !t.key.as_deref().unwrap().starts_with("ecs-rerun:old")));
