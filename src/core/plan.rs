@@ -253,7 +253,7 @@ pub struct Conclusion {
     /// Dry run: the waits before each call, in milliseconds.
     pub schedule_ms: Vec<u64>,
     /// The capacity fallback the episode moved to, if it did.
-    pub fallback: Option<FallbackReport>,
+    pub fallback: Option<Box<FallbackReport>>,
 }
 
 /// What a notification says about a capacity fallback.
@@ -1233,7 +1233,7 @@ impl Episode {
     fn conclusion(&self, outcome: Outcome, class: ReasonClass, why: String) -> Conclusion {
         let (deciding, rule) = deciding(self.last_verdicts());
         let fallback = self.fallback.as_ref().and_then(|state| {
-            Some(FallbackReport {
+            Some(Box::new(FallbackReport {
                 rule: state.fallback.rule.clone(),
                 trigger: state.trigger.clone(),
                 attempt: state.switched_at?,
@@ -1241,7 +1241,7 @@ impl Episode {
                 to: state.fallback.placement.label(),
                 started: state.started,
                 cost: state.fallback.cost_sentence(&state.from),
-            })
+            }))
         });
         let outcome = match (outcome, &fallback) {
             (Outcome::Recovered, Some(f)) if f.started > 0 => Outcome::RecoveredOnFallback,
