@@ -80,8 +80,16 @@ CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # Short backoff for the local run (production defaults are 20 s / 120 s): `make replay` takes seconds.
 # AWS_LAMBDA_FUNCTION_NAME is what Lambda sets, and the session name of the function's own calls
 # (arn:aws:sts::ACCOUNT:assumed-role/ROLE/<function name>): records of that session are ecs-rerun's own.
+# The capacity fallback of sample 18 (issue 21): its family only, so no other sample changes. Spot → FARGATE
+# from attempt 2 of 3.
+FALLBACK_RULES = json.dumps([{
+    "onReason": "*Capacity is unavailable*", "onCapacityProvider": "FARGATE_SPOT", "onTaskFamily": "spot-report",
+    "action": "retry", "fallbackFromAttempt": 2,
+    "fallback": {"capacityProviderStrategy": [{"capacityProvider": "FARGATE"}]},
+}])
 LOCAL_FUNCTION_ENV = {
     "AWS_LAMBDA_FUNCTION_NAME": FUNCTION,
+    "ECS_RERUN_RULES": FALLBACK_RULES,
     "ECS_RERUN_MAX_ATTEMPTS": "3",
     "ECS_RERUN_BASE_DELAY_MS": "200",
     "ECS_RERUN_MAX_DELAY_MS": "1000",
