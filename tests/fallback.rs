@@ -239,10 +239,8 @@ fn the_fallback_replaces_the_placement_and_nothing_else() {
     let moved = fallback.apply(&original).expect("fits");
     assert_eq!(
         moved.capacity_provider_strategy,
-        strategy(&["FARGATE"]).map(|mut s| {
-            s[0].weight = None;
-            s
-        })
+        strategy(&["FARGATE"]),
+        "a fallback that gives no weight weighs each provider 1 (ECS wants one above 0)"
     );
     assert_eq!(moved.launch_type, None);
     let mut rest = moved.clone();

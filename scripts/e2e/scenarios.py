@@ -120,7 +120,7 @@ SCENARIOS: dict[str, dict] = {
         "expect": {"outcome": "recovered_on_fallback", "attempts": 2, "tasks_started": 2, "counts": [2, 2],
                    "notified": True,
                    "fallback": {"from_attempt": 2, "tag": "FARGATE_SPOT:FARGATE",
-                                "capacityProviderStrategy": [{"capacityProvider": "FARGATE"}]}},
+                                "capacityProviderStrategy": [{"capacityProvider": "FARGATE", "weight": 1, "base": 0}]}},
     },
     "10-not-runtask.json": nothing("StopTask, not RunTask", "ignored"),
 }

@@ -43,6 +43,7 @@ import copy
 import ctypes
 import datetime as dt
 import json
+import re
 import os
 import shutil
 import signal
@@ -283,6 +284,16 @@ def sample_requests(event_files) -> list[dict]:
     return out
 
 
+def dotenv_value(value: str) -> str:
+    """A value as an env file holds it: single-quoted (literal) when it has more than word characters, as the
+    JSON of ECS_RERUN_RULES does; a single quote inside cannot be written that way, so it is refused."""
+    if re.fullmatch(r"[\w.:/,@+=-]*", value):
+        return value
+    if "'" in value:
+        raise ValueError(f"an env-file value with a single quote: {value!r}")
+    return f"'{value}'"
+
+
 class Stack:
     def __init__(self, event_files=(), with_lambda: bool = True, function_env: dict | None = None,
                  log_dir: Path = STATE_DIR, quiet: bool = False, delay_queue: bool = False,
@@ -383,7 +394,7 @@ class Stack:
         env_file = self.log_dir / "function.env"
         fenv = self.function_env_all()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in fenv.items()))
+        env_file.write_text("".join(f"{k}={dotenv_value(v)}\n" for k, v in fenv.items()))
         env = tool_env()
         env.update(fenv)   # also in the emulator's own environment, in case a variable is only inherited
         argv = ["cargo", "lambda", "watch", "--bin", FUNCTION, "--ignore-changes", "--quiet",

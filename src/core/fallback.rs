@@ -283,11 +283,14 @@ fn strategy(items: Vec<StrategySpec>) -> Result<Vec<CapacityProviderStrategyItem
     if items.iter().filter(|i| i.base.unwrap_or(0) > 0).count() > 1 {
         return Err(invalid(FIELD, "only one provider may have a base"));
     }
+    // ECS takes a missing weight as 0, and a strategy needs one provider weighted above 0: a
+    // fallback that gives no weight at all means "these providers", so each weighs 1.
+    let unweighted = items.iter().all(|i| i.weight.is_none());
     Ok(items
         .into_iter()
         .map(|i| CapacityProviderStrategyItem {
             capacity_provider: Some(i.capacity_provider),
-            weight: i.weight,
+            weight: if unweighted { Some(1) } else { i.weight },
             base: i.base,
         })
         .collect())
