@@ -118,7 +118,10 @@ impl Config {
             None
         };
         let rules = match get("ECS_RERUN_RULES") {
-            Some(json) => Rules::with_overrides(&json)?,
+            Some(json) => Rules::with_overrides(
+                &json,
+                u32::try_from(max_attempts).unwrap_or(defaults.max_attempts),
+            )?,
             None => Rules::defaults(),
         };
         let allowed_accounts = allowed_accounts(&get)?;

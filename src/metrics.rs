@@ -57,7 +57,10 @@ pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
         "Caller": report.caller.as_ref().map_or("none", |c| c.name()),
         seen: 1,
         "RetriesIssued": report.attempts,
-        "Recoveries": u8::from(report.outcome == Outcome::Recovered),
+        "Recoveries": u8::from(matches!(
+            report.outcome,
+            Outcome::Recovered | Outcome::RecoveredOnFallback
+        )),
         "Notifications": u8::from(report.notified),
         "cluster": report.cluster,
         "task_family": report.task_family,

@@ -209,9 +209,11 @@ fn stop_reasons_of_tasks_that_failed_to_start_are_classified() {
         &Subject::default(),
     );
     assert_eq!(spot.action, Action::Notify);
-    let theirs =
-        Rules::with_overrides(r#"[{"onStopCode": "SpotInterruption", "action": "retry"}]"#)
-            .unwrap();
+    let theirs = Rules::with_overrides(
+        r#"[{"onStopCode": "SpotInterruption", "action": "retry"}]"#,
+        3,
+    )
+    .unwrap();
     let spot = theirs.stopped(
         "SpotInterruption",
         "Your Spot Task was interrupted.",
@@ -221,7 +223,7 @@ fn stop_reasons_of_tasks_that_failed_to_start_are_classified() {
     assert_eq!(spot.action, Action::Retry);
     // A rule without onStopCode is for TaskFailedToStart only.
     let by_reason =
-        Rules::with_overrides(r#"[{"onReason": "*interrupted*", "action": "retry"}]"#).unwrap();
+        Rules::with_overrides(r#"[{"onReason": "*interrupted*", "action": "retry"}]"#, 3).unwrap();
     let spot = by_reason.stopped(
         "TerminationNotice",
         "Your Spot Task was interrupted.",
@@ -232,6 +234,7 @@ fn stop_reasons_of_tasks_that_failed_to_start_are_classified() {
     // An onStopCode rule never decides a placement failure or an API error.
     let stop_only = Rules::with_overrides(
         r#"[{"onStopCode": "TaskFailedToStart", "onReason": "AGENT", "action": "notify"}]"#,
+        3,
     )
     .unwrap();
     assert_eq!(
@@ -254,7 +257,7 @@ fn stop_code_rules_that_cannot_match_are_refused_at_start() {
             "no error code",
         ),
     ] {
-        let err = Rules::with_overrides(json).unwrap_err().to_string();
+        let err = Rules::with_overrides(json, 3).unwrap_err().to_string();
         assert!(err.contains(says), "{json}: {err}");
     }
 }
@@ -344,7 +347,7 @@ fn operator_rules_come_first_and_can_override_defaults() {
     let rules = Rules::with_overrides(r#"[
         {"onReason": "RESOURCE:PORTS", "action": "notify"},
         {"onErrorCode": "InvalidParameterException", "onMessage": "*No Container Instances*", "action": "retry"}
-    ]"#).unwrap();
+    ]"#, 3).unwrap();
     assert_eq!(
         rules
             .placement(&failure("RESOURCE:PORTS"), &Subject::default())
@@ -427,7 +430,7 @@ fn bad_rules_are_clear_errors() {
             "rule 0: MaxAttempts must be from 1 to 10",
         ),
     ] {
-        let err = Rules::with_overrides(json).unwrap_err().to_string();
+        let err = Rules::with_overrides(json, 3).unwrap_err().to_string();
         assert!(
             err.contains("ECS_RERUN_RULES") && err.contains(says),
             "{json}: {err}"
@@ -482,6 +485,7 @@ fn an_operators_rule_sets_its_own_schedule_and_attempts() {
     let rules = Rules::with_overrides(
         r#"[{"onReason": "RESOURCE:GPU", "action": "retry", "IntervalSeconds": 600,
              "BackoffRate": 1, "MaxDelaySeconds": 600, "JitterStrategy": "NONE", "MaxAttempts": 6}]"#,
+        3,
     )
     .unwrap();
     let gpu = rules.placement(&failure("RESOURCE:GPU"), &Subject::default());
@@ -644,7 +648,7 @@ proptest! {
         original.extend((0..reserved).map(|i| Tag { key: Some(format!("AWS:batch:{i}")), value: Some("x".into()) }));
         // Tags of an earlier rerun, copied along by whoever replayed it: never carried over.
         original.extend((0..stale).map(|i| Tag { key: Some(format!("ecs-rerun:old{i}")), value: Some("x".into()) }));
-        let tags = marks::retry_tags(Some(&original), "the-call", attempt).unwrap_or_default();
+        let tags = marks::retry_tags(Some(&original), "the-call", attempt, None).unwrap_or_default();
         prop_assert!(tags.len() <= MAX_TAGS.max(n));
         prop_assert!(tags.iter().all(|t| !t.key.as_deref().unwrap().to_ascii_lowercase().starts_with("aws:")));
         prop_assert!(tags.iter().all(|t| !t.key.as_deref().unwrap().starts_with("ecs-rerun:old")));
@@ -2065,6 +2069,7 @@ fn caller_rules_match_by_caller_account_cluster_and_family_with_globs() {
     let rules = Rules::with_overrides(
         r#"[{"onCaller": "other", "onAccount": "1111*", "onCluster": "gpu-?", "action": "leave"},
             {"onTaskFamily": "etl-*", "onReason": "RESOURCE:*", "action": "notify"}]"#,
+        3,
     )
     .unwrap();
     let subject = |caller: &str, cluster: &str, family: &str| Subject {
@@ -2072,6 +2077,7 @@ fn caller_rules_match_by_caller_account_cluster_and_family_with_globs() {
         account: "111122223333".to_owned(),
         cluster: cluster.to_owned(),
         family: family.to_owned(),
+        ..Subject::default()
     };
     let memory = failure("RESOURCE:MEMORY");
     assert_eq!(

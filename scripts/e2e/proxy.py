@@ -71,6 +71,8 @@ Actions (a call with no scripted action passes through):
   {"do": "drop_after_start"}                                forward to moto (tasks start), then drop the answer;
         with "drop_replays": N the next N calls with the same token are dropped too (the SDK's own retries)
   any action may carry "delay_ms": N (wait before acting: a slow endpoint / a client timeout)
+  any action may carry "only_capacity_provider": "FARGATE_SPOT": a call whose capacityProviderStrategy does not
+        name that provider passes through to moto instead (with "sticky": a Spot outage while FARGATE starts)
   any action may carry "whole_call": true: it then answers every try of the one SDK call that took it
         (the SDK's own retries, same `amz-sdk-invocation-id` header), not only the first; after
         `error_after_start` those retries get the error again instead of the stored answer (RunTask
@@ -432,6 +434,9 @@ class Handler(BaseHTTPRequestHandler):
             self._log(entry)
             return self._send_json_ecs(400, err)
 
+        only = action.get("only_capacity_provider")
+        if only and only not in [i.get("capacityProvider") for i in params.get("capacityProviderStrategy") or []]:
+            action = {"do": "pass"}
         entry["action"] = action.get("do", "pass")
         if action.get("retry_of_scripted_call"):
             entry["action"] += " (again: a retry of the same SDK call)"

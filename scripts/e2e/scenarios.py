@@ -111,6 +111,17 @@ SCENARIOS: dict[str, dict] = {
                    "notified": True},
     },
     "17-spot-notice-running.json": nothing("Spot notice while running: ignored", "ignored"),
+    "18-spot-capacity-fallback.json": {
+        # The local stack's ECS_RERUN_RULES (stack.FALLBACK_RULES) moves spot-report from Fargate Spot to
+        # FARGATE from attempt 2: Spot has no capacity (every Spot request fails), FARGATE starts both tasks.
+        "title": "Fargate Spot without capacity: attempt 2 on FARGATE (capacity fallback rule)",
+        "script": {"ecs:RunTask": [{"do": "fail", "reason": CAPACITY, "sticky": True,
+                                    "only_capacity_provider": "FARGATE_SPOT"}]},
+        "expect": {"outcome": "recovered_on_fallback", "attempts": 2, "tasks_started": 2, "counts": [2, 2],
+                   "notified": True,
+                   "fallback": {"from_attempt": 2, "tag": "FARGATE_SPOT:FARGATE",
+                                "capacityProviderStrategy": [{"capacityProvider": "FARGATE", "weight": 1, "base": 0}]}},
+    },
     "10-not-runtask.json": nothing("StopTask, not RunTask", "ignored"),
 }
 

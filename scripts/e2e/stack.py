@@ -43,6 +43,7 @@ import copy
 import ctypes
 import datetime as dt
 import json
+import re
 import os
 import shutil
 import signal
@@ -80,8 +81,16 @@ CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # Short backoff for the local run (production defaults are 20 s / 120 s): `make replay` takes seconds.
 # AWS_LAMBDA_FUNCTION_NAME is what Lambda sets, and the session name of the function's own calls
 # (arn:aws:sts::ACCOUNT:assumed-role/ROLE/<function name>): records of that session are ecs-rerun's own.
+# The capacity fallback of sample 18 (issue 21): its family only, so no other sample changes. Spot → FARGATE
+# from attempt 2 of 3.
+FALLBACK_RULES = json.dumps([{
+    "onReason": "*Capacity is unavailable*", "onCapacityProvider": "FARGATE_SPOT", "onTaskFamily": "spot-report",
+    "action": "retry", "fallbackFromAttempt": 2,
+    "fallback": {"capacityProviderStrategy": [{"capacityProvider": "FARGATE"}]},
+}])
 LOCAL_FUNCTION_ENV = {
     "AWS_LAMBDA_FUNCTION_NAME": FUNCTION,
+    "ECS_RERUN_RULES": FALLBACK_RULES,
     "ECS_RERUN_MAX_ATTEMPTS": "3",
     "ECS_RERUN_BASE_DELAY_MS": "200",
     "ECS_RERUN_MAX_DELAY_MS": "1000",
@@ -275,6 +284,16 @@ def sample_requests(event_files) -> list[dict]:
     return out
 
 
+def dotenv_value(value: str) -> str:
+    """A value as an env file holds it: single-quoted (literal) when it has more than word characters, as the
+    JSON of ECS_RERUN_RULES does; a single quote inside cannot be written that way, so it is refused."""
+    if re.fullmatch(r"[\w.:/,@+=-]*", value):
+        return value
+    if "'" in value:
+        raise ValueError(f"an env-file value with a single quote: {value!r}")
+    return f"'{value}'"
+
+
 class Stack:
     def __init__(self, event_files=(), with_lambda: bool = True, function_env: dict | None = None,
                  log_dir: Path = STATE_DIR, quiet: bool = False, delay_queue: bool = False,
@@ -375,7 +394,7 @@ class Stack:
         env_file = self.log_dir / "function.env"
         fenv = self.function_env_all()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in fenv.items()))
+        env_file.write_text("".join(f"{k}={dotenv_value(v)}\n" for k, v in fenv.items()))
         env = tool_env()
         env.update(fenv)   # also in the emulator's own environment, in case a variable is only inherited
         argv = ["cargo", "lambda", "watch", "--bin", FUNCTION, "--ignore-changes", "--quiet",

@@ -198,7 +198,9 @@ fn failures(verdicts: &[Verdict], text: &impl Fn(&str) -> String) -> String {
 fn emoji(conclusion: &Conclusion) -> &'static str {
     match conclusion.outcome {
         _ if conclusion.may_have_started.is_some() => ":warning:",
-        Outcome::Recovered | Outcome::AlreadyStarted => ":white_check_mark:",
+        Outcome::Recovered | Outcome::RecoveredOnFallback | Outcome::AlreadyStarted => {
+            ":white_check_mark:"
+        }
         Outcome::WouldRetry => ":information_source:",
         Outcome::Stale => ":hourglass:",
         _ => ":x:",

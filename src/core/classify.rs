@@ -17,6 +17,7 @@ use wildmatch::WildMatchPattern;
 
 use crate::core::decode::{Failure, Origin};
 use crate::core::event::PlacementFailure;
+use crate::core::fallback::{Fallback, FallbackError, FallbackSpec, Placement};
 use crate::core::schedule::{Jitter, Schedule};
 use crate::core::task_change::{FAILED_TO_START, INTERRUPTED};
 
@@ -56,6 +57,10 @@ pub struct Subject {
     pub cluster: String,
     /// The task family.
     pub family: String,
+    /// The recorded placement, as `onCapacityProvider` matches it
+    /// ([`Placement::matcher_names`]).
+    #[serde(default)]
+    pub placements: Vec<String>,
 }
 
 impl Subject {
@@ -66,6 +71,7 @@ impl Subject {
             account: origin.account.clone(),
             cluster: origin.request.cluster_name().to_owned(),
             family: origin.request.task_family().unwrap_or_default().to_owned(),
+            placements: Placement::of(&origin.request).matcher_names(),
         }
     }
 }
@@ -114,6 +120,9 @@ struct RuleSpec {
     on_account: Option<String>,
     on_cluster: Option<String>,
     on_task_family: Option<String>,
+    on_capacity_provider: Option<String>,
+    fallback: Option<FallbackSpec>,
+    fallback_from_attempt: Option<u32>,
     #[serde(rename = "IntervalSeconds")]
     interval_seconds: Option<f64>,
     #[serde(rename = "BackoffRate")]
@@ -137,8 +146,10 @@ struct Rule {
     on_account: Option<Glob>,
     on_cluster: Option<Glob>,
     on_task_family: Option<Glob>,
+    on_capacity_provider: Option<Glob>,
     schedule: Schedule,
     max_attempts: Option<u32>,
+    fallback: Option<Arc<Fallback>>,
     text: String,
 }
 
@@ -173,6 +184,9 @@ pub struct Verdict {
     /// The matching rule's `MaxAttempts`, when it sets one.
     #[serde(skip)]
     pub max_attempts: Option<u32>,
+    /// The matching rule's capacity fallback, when it has one.
+    #[serde(skip)]
+    pub fallback: Option<Arc<Fallback>>,
 }
 
 /// How many example ARNs a grouped verdict keeps: enough to find the instances, few enough that
@@ -424,11 +438,17 @@ impl Rules {
     /// that the built-in caller rules come before any operator rule that names no caller: a
     /// rule written for failures (`onReason: RESOURCE:GPU, retry`) must not rerun what AWS Batch
     /// or Step Functions retry by themselves. An operator's `onCaller` rule comes first.
-    pub fn with_overrides(json: &str) -> Result<Self, RuleError> {
-        let specs: Vec<RuleSpec> =
+    /// `max_attempts` is `ECS_RERUN_MAX_ATTEMPTS`, the default of a rule's `MaxAttempts` and so
+    /// of its `fallbackFromAttempt`.
+    pub fn with_overrides(json: &str, max_attempts: u32) -> Result<Self, RuleError> {
+        let specs: Vec<serde_json::Value> =
             serde_json::from_str(json).map_err(|e| RuleError(format!("not valid JSON: {e}")))?;
         let mut rules = Vec::with_capacity(specs.len() + DEFAULTS.len());
         for (i, spec) in specs.into_iter().enumerate() {
+            // One rule at a time, so that an unknown field (inside `fallback` too) is named
+            // with its rule.
+            let spec: RuleSpec =
+                serde_json::from_value(spec).map_err(|e| RuleError(format!("rule {i}: {e}")))?;
             let matchers = Matchers {
                 reason: spec.on_reason.as_deref(),
                 code: spec.on_error_code.as_deref(),
@@ -438,6 +458,7 @@ impl Rules {
                 account: spec.on_account.as_deref(),
                 cluster: spec.on_cluster.as_deref(),
                 family: spec.on_task_family.as_deref(),
+                capacity_provider: spec.on_capacity_provider.as_deref(),
             };
             if spec.on_message.is_some() && spec.on_reason.is_none() && spec.on_error_code.is_none()
             {
@@ -448,7 +469,7 @@ impl Rules {
             if matchers.is_empty() {
                 return Err(RuleError(format!(
                     "rule {i} matches nothing: give it onReason, onErrorCode, onStopCode, \
-                     onCaller, onAccount, onCluster or onTaskFamily"
+                     onCaller, onAccount, onCluster, onTaskFamily or onCapacityProvider"
                 )));
             }
             if let Some(caller) = spec.on_caller.as_deref()
@@ -500,12 +521,11 @@ impl Rules {
                     "rule {i}: MaxAttempts must be from 1 to 10"
                 )));
             }
-            rules.push(Rule::new(
-                spec.action,
-                matchers,
-                schedule,
-                spec.max_attempts,
-            ));
+            let mut rule = Rule::new(spec.action, matchers, schedule, spec.max_attempts);
+            rule.fallback = fallback(&spec, &rule.text, max_attempts)
+                .map_err(|e| RuleError(format!("rule {i} ({}): {e}", rule.text)))?
+                .map(Arc::new);
+            rules.push(rule);
         }
         let defaults = Self::defaults();
         let (callers, failures): (Vec<Rule>, Vec<Rule>) = defaults
@@ -578,6 +598,7 @@ impl Rules {
                             other.class = verdict.class;
                             other.schedule = verdict.schedule;
                             other.max_attempts = verdict.max_attempts;
+                            other.fallback = verdict.fallback.clone();
                         }
                     }
                 }
@@ -667,6 +688,7 @@ impl Rules {
                 examples: Vec::new(),
                 schedule: rule.schedule,
                 max_attempts: rule.max_attempts,
+                fallback: rule.fallback.clone(),
             },
             None => Verdict {
                 failure,
@@ -677,9 +699,51 @@ impl Rules {
                 examples: Vec::new(),
                 schedule: NONE,
                 max_attempts: None,
+                fallback: None,
             },
         }
     }
+}
+
+/// The validated `fallback` of a rule, with its `fallbackFromAttempt` resolved (default: the
+/// rule's `MaxAttempts`, else `ECS_RERUN_MAX_ATTEMPTS`, so that only the last attempt moves).
+fn fallback(
+    spec: &RuleSpec,
+    text: &str,
+    global_max_attempts: u32,
+) -> Result<Option<Fallback>, FallbackError> {
+    let Some(fallback) = spec.fallback.clone() else {
+        if spec.fallback_from_attempt.is_some() {
+            return Err(FallbackError::Invalid {
+                field: "fallbackFromAttempt",
+                problem: "given without a fallback".to_owned(),
+            });
+        }
+        return Ok(None);
+    };
+    if spec.action != Action::Retry {
+        return Err(FallbackError::Invalid {
+            field: "fallback",
+            problem: format!(
+                "only a rule whose action is retry can fall back; this one says {}",
+                spec.action.as_str()
+            ),
+        });
+    }
+    let max_attempts = spec.max_attempts.unwrap_or(global_max_attempts);
+    let from_attempt = spec.fallback_from_attempt.unwrap_or(max_attempts);
+    if !(1..=max_attempts).contains(&from_attempt) {
+        return Err(FallbackError::Invalid {
+            field: "fallbackFromAttempt",
+            problem: format!(
+                "{from_attempt} is outside 1..{max_attempts} (the rule's MaxAttempts, else \
+                 ECS_RERUN_MAX_ATTEMPTS): the fallback would never run"
+            ),
+        });
+    }
+    fallback
+        .validate(text, spec.on_reason.as_deref(), from_attempt)
+        .map(Some)
 }
 
 /// The verdict that decides a call: a caller that retries by itself first (its own retry is
@@ -716,6 +780,7 @@ struct Matchers<'a> {
     account: Option<&'a str>,
     cluster: Option<&'a str>,
     family: Option<&'a str>,
+    capacity_provider: Option<&'a str>,
 }
 
 impl Matchers<'_> {
@@ -728,6 +793,7 @@ impl Matchers<'_> {
             self.account,
             self.cluster,
             self.family,
+            self.capacity_provider,
         ]
         .iter()
         .all(Option::is_none)
@@ -742,6 +808,7 @@ impl Rule {
             ("onAccount", m.account),
             ("onCluster", m.cluster),
             ("onTaskFamily", m.family),
+            ("onCapacityProvider", m.capacity_provider),
             ("onReason", m.reason),
             ("onErrorCode", m.code),
             ("onMessage", m.message),
@@ -760,8 +827,10 @@ impl Rule {
             on_account: glob(m.account),
             on_cluster: glob(m.cluster),
             on_task_family: glob(m.family),
+            on_capacity_provider: glob(m.capacity_provider),
             schedule,
             max_attempts,
+            fallback: None,
             text: format!("{} -> {}", text.join(" "), action.as_str()),
         }
     }
@@ -783,5 +852,9 @@ impl Rule {
                 .on_task_family
                 .as_ref()
                 .is_none_or(|g| g.matches(&subject.family))
+            && self
+                .on_capacity_provider
+                .as_ref()
+                .is_none_or(|g| subject.placements.iter().any(|p| g.matches(p)))
     }
 }

@@ -4,7 +4,8 @@
 //! - the `clientToken` of every own attempt, derived from the *call* (not the record), so that
 //!   every CloudTrail record of one SDK call and every delivery of each record lead to the same
 //!   tokens, and ECS starts the job once ([`call_marks`], [`own_token`]);
-//! - the tags `ecs-rerun:attempt` and `ecs-rerun:call` on the tasks it starts ([`retry_tags`]);
+//! - the tags `ecs-rerun:attempt` and `ecs-rerun:call` on the tasks it starts, and
+//!   `ecs-rerun:fallback` on those a capacity fallback moved ([`retry_tags`]);
 //! - the Lambda session that makes its calls, which CloudTrail names after the function
 //!   ([`is_own_session`]): the only mark on the exact replay of an API-error record, which
 //!   carries neither tag nor token prefix.
@@ -20,6 +21,8 @@ use crate::core::request::{RunTaskRequest, Tag};
 pub const ATTEMPT_TAG: &str = "ecs-rerun:attempt";
 /// Tag key naming the original call (its recorded `clientToken`, or a digest of the call).
 pub const CALL_TAG: &str = "ecs-rerun:call";
+/// Tag key on a task a capacity fallback moved: `<from>:<to>`, e.g. `FARGATE_SPOT:FARGATE`.
+pub const FALLBACK_TAG: &str = "ecs-rerun:fallback";
 /// Prefix of every `clientToken` ecs-rerun makes up.
 pub const TOKEN_PREFIX: &str = "ecs-rerun-";
 /// ECS accepts at most 50 user tags per task.
@@ -104,14 +107,24 @@ pub fn own_token(key: &str, attempt: u32) -> String {
 }
 
 /// The original user tags (without the reserved `aws:` ones, which RunTask refuses, and without
-/// stale `ecs-rerun:` ones), plus the attempt and call tags as far as the 50-tag limit allows.
-/// When they do not fit, the user's tags win and the token prefix still marks the task.
-pub fn retry_tags(original: Option<&[Tag]>, call: &str, attempt: u32) -> Option<Vec<Tag>> {
+/// stale `ecs-rerun:` ones), plus the attempt and call tags (and, on a fallback attempt, the
+/// fallback tag) as far as the 50-tag limit allows. When they do not fit, the user's tags win
+/// and the token prefix still marks the task.
+pub fn retry_tags(
+    original: Option<&[Tag]>,
+    call: &str,
+    attempt: u32,
+    fallback: Option<String>,
+) -> Option<Vec<Tag>> {
     let mut tags = user_tags(original);
+    let fallback = fallback.map(|value| (FALLBACK_TAG, value));
     for (key, value) in [
         (ATTEMPT_TAG, attempt.to_string()),
         (CALL_TAG, call.to_owned()),
-    ] {
+    ]
+    .into_iter()
+    .chain(fallback)
+    {
         if tags.len() < MAX_TAGS {
             tags.push(Tag {
                 key: Some(key.to_owned()),

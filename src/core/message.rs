@@ -122,10 +122,14 @@ pub(super) fn gist<'a>(origin: &'a Origin, conclusion: &Conclusion) -> Gist<'a> 
     let unclear = conclusion.may_have_started.as_deref();
 
     let headline = match (conclusion.outcome, unclear) {
-        (Outcome::GaveUp | Outcome::NotRetryable, Some(_)) => "unclear, may have started",
+        (Outcome::GaveUp | Outcome::GaveUpAfterFallback | Outcome::NotRetryable, Some(_)) => {
+            "unclear, may have started"
+        }
         (Outcome::Recovered, _) => "recovered",
+        (Outcome::RecoveredOnFallback, _) => "recovered on fallback",
         (Outcome::AlreadyStarted, _) => "already running",
         (Outcome::GaveUp, None) => "gave up on",
+        (Outcome::GaveUpAfterFallback, None) => "gave up after fallback on",
         (Outcome::NotRetryable, None) => "cannot retry",
         (Outcome::Stale, _) => "too old to rerun",
         (Outcome::WouldRetry, _) => "dry run, would retry",
@@ -149,16 +153,33 @@ pub(super) fn gist<'a>(origin: &'a Origin, conclusion: &Conclusion) -> Gist<'a> 
         ),
         None => format!("{} still missing", conclusion.still_missing),
     };
+    let fallback = conclusion.fallback.as_ref().map_or_else(String::new, |f| {
+        format!(
+            " Capacity fallback (rule {}): after {}, attempt {} moved from {} to {} and started \
+             {} task(s) there; {}.",
+            f.rule,
+            f.trigger,
+            f.attempt,
+            f.from,
+            f.to,
+            f.started,
+            if f.started > 0 {
+                f.cost.as_str()
+            } else {
+                "none started there"
+            }
+        )
+    });
     let summary = format!(
         "ECS task family {family} on cluster {cluster}: {} of {requested} task(s) did not start \
-         ({}). {}",
+         ({}). {}{fallback}",
         requested - i32::try_from(origin.started).unwrap_or(0),
         conclusion
             .original
             .first()
             .map_or("no reason recorded", |v| v.failure.as_str()),
         match conclusion.outcome {
-            Outcome::Recovered => format!(
+            Outcome::Recovered | Outcome::RecoveredOnFallback => format!(
                 "ecs-rerun started {} after {} call(s).",
                 conclusion.started_by_retries,
                 conclusion.attempts.len()
@@ -168,7 +189,7 @@ pub(super) fn gist<'a>(origin: &'a Origin, conclusion: &Conclusion) -> Gist<'a> 
                  earlier rerun; ecs-rerun started nothing.",
                 conclusion.already_running
             ),
-            Outcome::GaveUp => format!(
+            Outcome::GaveUp | Outcome::GaveUpAfterFallback => format!(
                 "ecs-rerun made {} call(s) and gave up; {missing_now}.",
                 conclusion.attempts.len()
             ),
@@ -247,6 +268,7 @@ pub fn compose(origin: &Origin, conclusion: &Conclusion, max_size: usize) -> Not
         "already_running": conclusion.already_running,
         "still_missing": conclusion.still_missing,
         "may_have_started_token": conclusion.may_have_started,
+        "fallback": conclusion.fallback,
         "task_arns": conclusion.task_arns,
         "original_failure": conclusion.original,
         "attempts": conclusion.attempts,
@@ -428,17 +450,25 @@ pub(super) fn what_to_do(conclusion: &Conclusion) -> &'static str {
         (Outcome::Recovered | Outcome::AlreadyStarted, _) => {
             "Nothing: the missing tasks run now. Sent because ECS_RERUN_NOTIFY_ON_RECOVERY is on."
         }
+        (Outcome::RecoveredOnFallback, _) => {
+            "Nothing to restart: the missing tasks run now, on the rule's fallback placement (see `fallback`). Sent whatever ECS_RERUN_NOTIFY_ON_RECOVERY says, because the move changed what the job costs or where it runs."
+        }
         (Outcome::Stale, _) if conclusion.may_have_started.is_some() => {
             "Check whether the job ran before you start it by hand: ecs-rerun's next call would have resent a token ECS may have forgotten, and an earlier send of it (another delivery of this episode, or the caller's) may have started the job. List the cluster's tasks of this family, or look for the token named in may_have_started_token. A delivery of this episode that came on time may also still be rerunning it on its schedule: check again after that schedule's last wait."
         }
         (Outcome::Stale, _) => {
             "Check whether the job ran (it may have been started by hand, by a later schedule, or by another delivery of this record that came on time and may still be rerunning it on its schedule); if not, start it again yourself. Records older than ECS_RERUN_MAX_RECORD_AGE_S are never rerun."
         }
-        (Outcome::GaveUp | Outcome::NotRetryable, _) if conclusion.may_have_started.is_some() => {
+        (Outcome::GaveUp | Outcome::GaveUpAfterFallback | Outcome::NotRetryable, _)
+            if conclusion.may_have_started.is_some() =>
+        {
             "Before rerunning, check whether the task started: list the cluster's tasks of this family, or look for the token named in may_have_started_token. The last call got no clear answer, so ECS may have started it."
         }
         (Outcome::WouldRetry, _) => {
             "Nothing was launched (dry run). Set ECS_RERUN_DRY_RUN=false (template parameter DryRun) to let ecs-rerun retry."
+        }
+        (Outcome::GaveUpAfterFallback, _) => {
+            "Capacity did not come back in time, on the original placement nor on the rule's fallback (see `fallback`). Check both placements' capacity (Fargate availability in the subnets' zones, capacity providers), then start the missing task(s) again."
         }
         (Outcome::GaveUp, _) => {
             "Capacity did not come back in time. Check the cluster's capacity (container instances and their agents, capacity providers, Fargate availability in the subnets' zones), then start the missing task(s) again."

@@ -16,6 +16,7 @@ pub mod chat;
 pub mod classify;
 pub mod decode;
 pub mod event;
+pub mod fallback;
 pub mod guard;
 pub mod hop;
 pub mod lookup;

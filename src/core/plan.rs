@@ -18,7 +18,12 @@
 //!   and every delivery of each record send the same requests;
 //! - a token moves on only after ECS answered with tasks or failures: an error answer (throttled,
 //!   5xx, timeout) is retried with the same token and the same request;
-//! - `ConflictException` naming tasks means they exist: they count as started.
+//! - `ConflictException` naming tasks means they exist: they count as started;
+//! - a capacity fallback ([`crate::core::fallback`]) moves an attempt only after a definitive
+//!   capacity answer that every copy of the episode sees alike (the recorded failure, or ECS's
+//!   answer to the token before), once, for good; the fallback attempt keeps its own token, so
+//!   no token ever goes out with two different requests from copies that agree, and copies that
+//!   somehow disagree meet `ConflictException` rather than starting the job twice.
 
 use std::time::{Duration, SystemTime};
 
@@ -28,11 +33,13 @@ use crate::core::caller::Caller;
 use crate::core::classify::{self, Action, ReasonClass, Rules, Subject, Verdict};
 use crate::core::decode::{FailedRunTask, Failure, Ignored};
 use crate::core::event::PlacementFailure;
+use crate::core::fallback::{Fallback, FallbackError, Placement};
 use crate::core::lookup::{self, ExistingTask, TaskQuery};
 use crate::core::marks;
 use crate::core::org::{self, AllowedAccounts};
 use crate::core::request::RunTaskRequest;
 use crate::core::schedule::Schedule;
+use crate::core::task_change::FAILED_TO_START;
 
 /// How many task ARNs a conclusion names (the rest are counted).
 const MAX_TASK_ARNS: usize = 10;
@@ -90,11 +97,16 @@ pub struct Context<'a> {
 pub enum Outcome {
     /// The missing tasks were started by ecs-rerun.
     Recovered,
+    /// The missing tasks were started by ecs-rerun on a rule's fallback placement (always
+    /// notified: it changed the job's cost).
+    RecoveredOnFallback,
     /// The missing tasks had been started before ecs-rerun's re-issue: by the caller's own
     /// retry, or by an earlier delivery of the same record.
     AlreadyStarted,
     /// Retries were spent (or time ran out) and tasks are still missing.
     GaveUp,
+    /// As [`Outcome::GaveUp`], after the episode had moved to a rule's fallback placement.
+    GaveUpAfterFallback,
     /// The failure needs a person: permanent, unknown, not replayable, or another account's.
     NotRetryable,
     /// The record, or the token the next call would resend, is too old to rerun safely.
@@ -125,8 +137,10 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Recovered => "recovered",
+            Self::RecoveredOnFallback => "recovered_on_fallback",
             Self::AlreadyStarted => "already_started",
             Self::GaveUp => "gave_up",
+            Self::GaveUpAfterFallback => "gave_up_after_fallback",
             Self::NotRetryable => "not_retryable",
             Self::Stale => "stale",
             Self::WouldRetry => "would_retry",
@@ -208,6 +222,9 @@ pub struct AttemptLog {
     pub failures: Vec<Verdict>,
     /// It got no clear answer (5xx, timeout): ECS may have acted on it.
     pub ambiguous: bool,
+    /// It went to the rule's fallback placement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_fallback: bool,
 }
 
 /// How an episode concluded.
@@ -239,6 +256,27 @@ pub struct Conclusion {
     pub may_have_started: Option<String>,
     /// Dry run: the waits before each call, in milliseconds.
     pub schedule_ms: Vec<u64>,
+    /// The capacity fallback the episode moved to, if it did.
+    pub fallback: Option<Box<FallbackReport>>,
+}
+
+/// What a notification says about a capacity fallback.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FallbackReport {
+    /// The rule whose fallback it was.
+    pub rule: String,
+    /// The answer that triggered the switch.
+    pub trigger: String,
+    /// The attempt that moved (as `ecs-rerun:attempt` numbers it).
+    pub attempt: u32,
+    /// The recorded placement.
+    pub from: String,
+    /// The fallback placement.
+    pub to: String,
+    /// Tasks started on the fallback placement.
+    pub started: u32,
+    /// One sentence on what the move costs.
+    pub cost: String,
 }
 
 impl Conclusion {
@@ -265,6 +303,7 @@ impl Conclusion {
             task_arns: Vec::new(),
             may_have_started: None,
             schedule_ms: Vec::new(),
+            fallback: None,
             original,
         }
     }
@@ -493,6 +532,19 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     };
     let original_ambiguous = phase == Phase::Original
         && matches!(&failed.failure, Failure::Api { code, .. } if classify::is_server_error(code));
+    // The fallback is the rule's that matched the recorded failure. An API-error record holds
+    // no failure a rule could place: its fallback is fixed by the first answer with failures,
+    // which every copy of the call sees alike (ECS's stored answer to the token; the call's
+    // final record holds the same).
+    let fallback = lead.fallback.as_deref().map(|fallback| FallbackState {
+        fallback: fallback.clone(),
+        from: Placement::of(&template),
+        capacity_answer: capacity_answer(fallback, &failed.failure),
+        switched_at: None,
+        trigger: String::new(),
+        started: 0,
+    });
+    let fallback_open = matches!(failed.failure, Failure::Api { .. });
     Decision::Retry(Box::new(Episode {
         // The answers to ecs-rerun's own calls are its own: no onCaller rule concerns them.
         subject: Subject {
@@ -522,7 +574,40 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         task_arns: Vec::new(),
         pending: None,
         done: None,
+        fallback: fallback.filter(|_| !fallback_open),
+        fallback_open,
     }))
+}
+
+/// The failure that triggers a rule's fallback, if `failure` is a definitive capacity answer:
+/// placement failures that all say the placement had no capacity, or a task that failed to
+/// start for that reason. Never an API error (the call may not have been placed at all), nor a
+/// Spot interruption (the task ran: capacity was there).
+fn capacity_answer(fallback: &Fallback, failure: &Failure) -> Option<String> {
+    match failure {
+        Failure::Placement(failures) => capacity_failures(fallback, failures),
+        Failure::Stopped {
+            stop_code,
+            reason,
+            detail,
+        } if stop_code == FAILED_TO_START => {
+            let shown = format!("{reason} {detail}");
+            fallback
+                .is_capacity_failure(&shown)
+                .then(|| format!("{stop_code}: {}", shown.trim()))
+        }
+        Failure::Stopped { .. } | Failure::Api { .. } => None,
+    }
+}
+
+/// The first of `failures` if every one of them is a capacity failure.
+fn capacity_failures(fallback: &Fallback, failures: &[PlacementFailure]) -> Option<String> {
+    let reasons: Vec<&str> = failures
+        .iter()
+        .map(|f| f.reason.as_deref().unwrap_or(""))
+        .collect();
+    let all = !reasons.is_empty() && reasons.iter().all(|r| fallback.is_capacity_failure(r));
+    all.then(|| reasons[0].to_owned())
 }
 
 /// The recorded call as it can be sent again: every parameter and the token as recorded, only
@@ -605,6 +690,34 @@ pub struct Episode {
     task_arns: Vec<String>,
     pending: Option<AttemptLog>,
     done: Option<(Outcome, ReasonClass, String)>,
+    /// The capacity fallback fixed for this episode, and where it stands. (Absent in a hop
+    /// written before fallbacks existed: such an episode never falls back.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fallback: Option<FallbackState>,
+    /// An API-error record's fallback is not fixed yet: the first answer with failures fixes
+    /// it (see `decide`).
+    #[serde(default)]
+    fallback_open: bool,
+}
+
+/// A capacity fallback within an episode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FallbackState {
+    /// The rule's fallback, as it was when the episode began.
+    fallback: Fallback,
+    /// The recorded placement.
+    from: Placement,
+    /// The last definitive answer (the recorded failure, then ECS's answer to each own token)
+    /// said only "no capacity": its first failure. Changes only when the token moves on, so
+    /// every send of one token decides alike.
+    capacity_answer: Option<String>,
+    /// The attempt that moved to the fallback placement; every later one stays there.
+    switched_at: Option<u32>,
+    /// The capacity answer that moved it.
+    #[serde(default)]
+    trigger: String,
+    /// Tasks started on the fallback placement.
+    started: u32,
 }
 
 impl Episode {
@@ -683,7 +796,19 @@ impl Episode {
                 request.drop_redacted_environment();
                 request
             }
-            Phase::Lookup | Phase::Own => self.own_request(),
+            Phase::Lookup | Phase::Own => {
+                self.switch_to_fallback();
+                match self.own_request() {
+                    Ok(request) => request,
+                    Err(unfit) => {
+                        return Step::Done(self.conclusion(
+                            Outcome::NotRetryable,
+                            ReasonClass::Permanent,
+                            format!("{unfit}; {}", self.missing_phrase()),
+                        ));
+                    }
+                }
+            }
         };
         let waited = self.prewaited.take().unwrap_or(wait);
         self.pending = Some(AttemptLog {
@@ -696,6 +821,7 @@ impl Episode {
             already_running: 0,
             failures: Vec::new(),
             ambiguous: false,
+            on_fallback: self.on_fallback(),
         });
         Step::Launch {
             call,
@@ -767,11 +893,25 @@ impl Episode {
         self.token_sends += 1;
         match result {
             LaunchResult::DryRun => {
+                let fallback = self.fallback.as_ref().map_or_else(String::new, |state| {
+                    let to = state.fallback.placement.label();
+                    match state.switched_at {
+                        Some(attempt) => format!(
+                            "; would fall back to {to} at once (attempt {attempt}, rule {})",
+                            state.fallback.rule
+                        ),
+                        None => format!(
+                            "; would fall back to {to} from attempt {} if capacity stays \
+                             unavailable (rule {})",
+                            state.fallback.from_attempt, state.fallback.rule
+                        ),
+                    }
+                });
                 self.done = Some((
                     Outcome::WouldRetry,
                     ReasonClass::Transient,
                     format!(
-                        "dry run: would re-run {} task(s), first after {}s",
+                        "dry run: would re-run {} task(s), first after {}s{fallback}",
                         log.count,
                         log.waited_ms / 1000
                     ),
@@ -787,6 +927,9 @@ impl Episode {
                     .partition(|t| t.created_at.map_or(!resent, |c| c < first_sent));
                 log.started = len_u32(ours.len());
                 self.started_by_retries += log.started;
+                if let Some(state) = self.fallback.as_mut().filter(|_| log.on_fallback) {
+                    state.started += log.started;
+                }
                 self.missing -= i32::try_from(ours.len()).unwrap_or(i32::MAX);
                 for task in ours {
                     self.remember(task.arn);
@@ -797,6 +940,21 @@ impl Episode {
                     self.done = Some(self.all_running(&log));
                 } else {
                     log.failures = rules.placements(&failures, &self.subject);
+                    if std::mem::take(&mut self.fallback_open) {
+                        self.fallback = classify::overall(&log.failures)
+                            .and_then(|lead| lead.fallback.as_deref())
+                            .map(|fallback| FallbackState {
+                                fallback: fallback.clone(),
+                                from: Placement::of(&self.template),
+                                capacity_answer: None,
+                                switched_at: None,
+                                trigger: String::new(),
+                                started: 0,
+                            });
+                    }
+                    if let Some(state) = self.fallback.as_mut() {
+                        state.capacity_answer = capacity_failures(&state.fallback, &failures);
+                    }
                     self.stop_if_permanent(&log);
                 }
             }
@@ -816,11 +974,36 @@ impl Episode {
                 } else {
                     log.already_running = self.count_existing(existing.into_iter());
                     self.advance_token();
+                    // Not a capacity answer: whatever was missing, the token says nothing of it.
+                    if let Some(state) = self.fallback.as_mut() {
+                        state.capacity_answer = None;
+                    }
                     if self.missing <= 0 {
                         self.done = Some(self.all_running(&log));
                     }
                 }
                 log.failures = vec![rules.api_error(&code, "token already used", &self.subject)];
+            }
+            LaunchResult::Rejected { code, message, .. }
+                if log.on_fallback && code == "InvalidParameterException" =>
+            {
+                // The fallback placement itself was refused (a provider not attached to the
+                // cluster, a subnet of another VPC): a configuration error, never retried.
+                let rule = self
+                    .fallback
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.fallback.rule.clone());
+                self.done = Some((
+                    Outcome::NotRetryable,
+                    ReasonClass::Permanent,
+                    format!(
+                        "configuration error in rule {rule}: ECS refused the fallback placement \
+                         ({code}: {message}); not retried. Fix the rule's fallback (attach the \
+                         capacity provider to the cluster, or name subnets of the task's VPC); {}",
+                        self.missing_phrase()
+                    ),
+                ));
+                log.failures = vec![rules.api_error(&code, &message, &self.subject)];
             }
             LaunchResult::Rejected {
                 code,
@@ -996,8 +1179,18 @@ impl Episode {
 
     /// The request of the current own attempt: the original, for the missing tasks only, with
     /// ecs-rerun's tags and the attempt's token.
-    fn own_request(&self) -> RunTaskRequest {
-        let mut request = self.template.clone();
+    /// On the fallback placement once the episode switched; refused when the request cannot
+    /// run there as it stands. The token stays the attempt's: every copy of the episode sends
+    /// attempt n to the same placement, as they decide from the same answers.
+    fn own_request(&self) -> Result<RunTaskRequest, FallbackError> {
+        let (mut request, fallback_tag) =
+            match self.fallback.as_ref().filter(|_| self.on_fallback()) {
+                Some(state) => (
+                    state.fallback.apply(&self.template)?,
+                    Some(state.fallback.tag_value(&state.from)),
+                ),
+                None => (self.template.clone(), None),
+            };
         request.count = Some(self.missing);
         request.client_token = Some(self.own_token());
         request.reference_id = None;
@@ -1005,8 +1198,31 @@ impl Episode {
             self.template.tags.as_deref(),
             &self.call_tag,
             self.own_attempt,
+            fallback_tag,
         );
-        request
+        Ok(request)
+    }
+
+    /// Whether the episode runs on its fallback placement.
+    fn on_fallback(&self) -> bool {
+        self.fallback
+            .as_ref()
+            .is_some_and(|s| s.switched_at.is_some())
+    }
+
+    /// Moves the attempt about to be sent to the fallback placement when its time has come
+    /// (`fallbackFromAttempt`) and the last definitive answer said only "no capacity". At most
+    /// once: the switch is for good.
+    fn switch_to_fallback(&mut self) {
+        let attempt = self.own_attempt;
+        if let Some(state) = self.fallback.as_mut()
+            && state.switched_at.is_none()
+            && attempt >= state.fallback.from_attempt
+            && let Some(trigger) = &state.capacity_answer
+        {
+            state.trigger = trigger.clone();
+            state.switched_at = Some(attempt);
+        }
     }
 
     /// The token of the current own attempt. Numbered within this episode's key, not by the
@@ -1049,7 +1265,24 @@ impl Episode {
 
     fn conclusion(&self, outcome: Outcome, class: ReasonClass, why: String) -> Conclusion {
         let (deciding, rule) = deciding(self.last_verdicts());
+        let fallback = self.fallback.as_ref().and_then(|state| {
+            Some(Box::new(FallbackReport {
+                rule: state.fallback.rule.clone(),
+                trigger: state.trigger.clone(),
+                attempt: state.switched_at?,
+                from: state.from.label(),
+                to: state.fallback.placement.label(),
+                started: state.started,
+                cost: state.fallback.cost_sentence(&state.from),
+            }))
+        });
+        let outcome = match (outcome, &fallback) {
+            (Outcome::Recovered, Some(f)) if f.started > 0 => Outcome::RecoveredOnFallback,
+            (Outcome::GaveUp, Some(_)) => Outcome::GaveUpAfterFallback,
+            (outcome, _) => outcome,
+        };
         Conclusion {
+            fallback,
             outcome,
             class,
             why,
@@ -1062,7 +1295,9 @@ impl Episode {
             still_missing: self.missing.max(0),
             task_arns: self.task_arns.clone(),
             may_have_started: match outcome {
-                Outcome::GaveUp | Outcome::NotRetryable => self.ambiguous_token(),
+                Outcome::GaveUp | Outcome::GaveUpAfterFallback | Outcome::NotRetryable => {
+                    self.ambiguous_token()
+                }
                 _ => None,
             },
             schedule_ms: Vec::new(),

@@ -198,7 +198,13 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
             | Outcome::Unguarded
             | Outcome::SelfCheckOk
             | Outcome::SelfCheckFailed => false,
-            Outcome::GaveUp | Outcome::NotRetryable | Outcome::Stale | Outcome::WouldRetry => true,
+            // A recovery on the fallback placement changed the job's cost: always told.
+            Outcome::RecoveredOnFallback
+            | Outcome::GaveUp
+            | Outcome::GaveUpAfterFallback
+            | Outcome::NotRetryable
+            | Outcome::Stale
+            | Outcome::WouldRetry => true,
         };
         let note = wants_note.then(|| {
             self.config.notification_format.compose(
@@ -431,7 +437,7 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
         subject: Option<String>,
         secrets: &[&str],
     ) -> Report {
-        let recovery_ms = (c.outcome == Outcome::Recovered)
+        let recovery_ms = matches!(c.outcome, Outcome::Recovered | Outcome::RecoveredOnFallback)
             .then_some(origin.recorded_at)
             .flatten()
             .and_then(|t| self.clock.now().duration_since(t).ok())

@@ -140,6 +140,9 @@ pub enum Answer {
     Lost,
 }
 
+/// What Fargate answers when it has no capacity (aws-facts §14.1).
+pub const SPOT_CAPACITY: &str = "Capacity is unavailable at this time. Please try again later or in a different availability zone";
+
 /// All requested tasks start.
 pub fn ok() -> Answer {
     Answer::Place {
@@ -218,6 +221,7 @@ struct FakeEcsState {
     tasks: Vec<FakeTask>,
     lookups: usize,
     lookup_fails: bool,
+    spot_outage: bool,
 }
 
 impl FakeEcs {
@@ -249,6 +253,15 @@ impl FakeEcs {
         for answer in answers.into_iter().rev() {
             state.script.push_front(answer);
         }
+    }
+
+    /// An ECS where Fargate Spot has no capacity: a new token whose request names
+    /// `FARGATE_SPOT` gets a 200 listing "Capacity is unavailable" for every task (ECS keeps it
+    /// behind the token), before any scripted placement answer; other requests go on as
+    /// scripted. A scripted [`Answer::Error`] still comes first, as ECS throttles first.
+    pub fn spot_outage(self) -> Self {
+        self.inner.lock().unwrap().spot_outage = true;
+        self
     }
 
     /// An ECS whose `ListTasks` fails.
@@ -332,8 +345,20 @@ impl FakeEcs {
                 }
             };
         }
-        let answer = state.script.pop_front().unwrap_or_else(ok);
         let count = usize::try_from(request.requested_count()).unwrap_or(0);
+        let on_spot = request
+            .capacity_provider_strategy
+            .iter()
+            .flatten()
+            .any(|i| i.capacity_provider.as_deref() == Some("FARGATE_SPOT"));
+        let answer = if state.spot_outage && on_spot {
+            Answer::Place {
+                place: 0,
+                failures: vec![failure(SPOT_CAPACITY); count],
+            }
+        } else {
+            state.script.pop_front().unwrap_or_else(ok)
+        };
         let (place, failures) = match &answer {
             Answer::Place { place, failures } => ((*place).min(count), failures.clone()),
             Answer::Error { code } => return rejected(code),

@@ -13,6 +13,8 @@ from botocore.exceptions import ClientError
 from e2e_support import (ATTEMPT_TAG, EXPECTED, MALFORMED, NOT_REPLAYED, OWN_TOKEN, event, invoke, is_original,
                          job_tasks, record, run_task_calls, same_request, same_task_definition, token_groups)
 from scenarios import CAPACITY, SCENARIOS
+
+FALLBACK_TAG = "ecs-rerun:fallback"
 from stack import event_id_of
 
 
@@ -64,8 +66,15 @@ def test_sample_event(fresh, name):
             assert OWN_TOKEN.match(e["clientToken"] or ""), e["clientToken"]
             assert len(e["clientToken"]) <= 64
             sent = e["request"]
+            # A capacity fallback (issue 21) changes the placement, and nothing else, from its attempt on.
+            fallback = expect.get("fallback")
+            moved = fallback is not None and int(e["tags"].get(ATTEMPT_TAG)) >= fallback["from_attempt"]
+            assert e["tags"].get(FALLBACK_TAG) == (fallback["tag"] if moved else None), e["tags"]
             for k, v in original.items():
                 if k in NOT_REPLAYED:
+                    continue
+                if moved and k == "capacityProviderStrategy":
+                    assert sent.get(k) == fallback[k], (k, sent.get(k))
                     continue
                 if k == "taskDefinition" and pinned:
                     assert sent.get(k) == pinned, (k, sent.get(k), pinned)

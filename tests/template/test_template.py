@@ -68,7 +68,7 @@ RECOMMENDED_PATTERN = {
     },
 }
 
-FAILURE_EVENTS = [f"{n:02d}-" for n in range(1, 9)]  # 01..08 must reach the function (08: it ignores it itself)
+FAILURE_EVENTS = [f"{n:02d}-" for n in range(1, 9)] + ["18-"]  # must reach the function (08: it ignores it itself)
 # successful RunTask records (09, 14), another call (10), task state changes (15-17): not for FailedRunTaskRule
 OTHER_EVENTS = ["09-", "10-", "14-", "15-", "16-", "17-"]
 
@@ -654,6 +654,17 @@ def test_every_granted_action_is_used(template, params):
     assert not unused, f"granted but neither called in src/ nor used by AWS: {unused}"
 
 
+@pytest.mark.parametrize("params", [{}, {"Clusters": "jobs", "TaskFamilies": "spot-report"}])
+def test_a_capacity_fallback_needs_no_more_than_run_task(template, params):
+    """A fallback attempt (issue 21) is RunTask with another capacity provider, launch type or subnets: the
+    RunTask grant must not pin the provider (ecs:capacity-provider) and the role needs no EC2 action."""
+    statements = role_statements(template, **params)
+    for s in statements:
+        if "ecs:RunTask" in as_list(s["Action"]):
+            assert "ecs:capacity-provider" not in json.dumps(s.get("Condition", {})), s
+    assert not [a for a in allowed_actions(statements) if a.startswith("ec2:")]
+
+
 def test_tag_resource_only_on_create(template):
     (stmt,) = [s for s in role_statements(template) if "ecs:TagResource" in as_list(s["Action"])]
     assert stmt["Condition"] == {"StringEquals": {"ecs:CreateAction": "RunTask"}}
@@ -938,6 +949,7 @@ def test_emitted_is_read_from_the_code():
     assert e["dimensions"]["Outcome"] == {
         "recovered", "already_started", "gave_up", "not_retryable", "stale", "would_retry", "left",
         "guarded", "unguarded",  # issue 13: a started launch stored (or, for Batch / ecs-rerun's own, not)
+        "recovered_on_fallback", "gave_up_after_fallback",  # issue 21: a rule's capacity fallback
     }
     assert e["dimensions"]["ReasonClass"] == {"transient", "permanent", "unknown", "not_replayable", "caller"}
     # an ignored event is no failure; a waiting episode is counted once, when it ends (issue 12)
