@@ -13,6 +13,7 @@ use common::{
 };
 use ecs_rerun::core::decode::{Decoded, Failure, decode};
 use ecs_rerun::core::marks::{ATTEMPT_TAG, FALLBACK_TAG};
+use ecs_rerun::core::org::AllowedAccounts;
 use ecs_rerun::core::plan::{self, Context, Decision, Outcome, Policy};
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, Invocation, Report};
@@ -438,7 +439,8 @@ async fn a_spot_interruption_does_not_fall_back() {
     let ctx = Context {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(NOW),
         own_account: None,
-        allowed_accounts: &[],
+        allowed_accounts: &AllowedAccounts::NONE,
+        member_role: None,
         function_name: None,
     };
     let Decision::Retry(mut episode) = plan::decide(&failed, &rules, &Policy::default(), ctx)
