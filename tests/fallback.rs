@@ -399,3 +399,40 @@ fn placement_labels_hold_tag_characters_only() {
     request.capacity_provider_strategy = None;
     assert_eq!(Placement::of(&request).label(), "default");
 }
+
+/// The rules docs/capacity-fallback.md offers to copy: each ```json block of the page parses as
+/// `ECS_RERUN_RULES` does at start-up, and moves the request it is written for (Spot for the
+/// first, FARGATE for the second) when it lacked capacity, and no other.
+#[test]
+fn docs_examples_are_valid_rules() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/capacity-fallback.md"
+    ))
+    .expect("docs/capacity-fallback.md");
+    let examples: Vec<&str> = page
+        .split("```json\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("\n```").next())
+        .collect();
+    assert_eq!(examples.len(), 2, "the page's two ready-made rules");
+    let on = |provider: &str| {
+        let mut request = spot_request();
+        request.capacity_provider_strategy = strategy(&[provider]);
+        Subject {
+            family: "nightly-report".to_owned(),
+            placements: Placement::of(&request).matcher_names(),
+            ..Subject::default()
+        }
+    };
+    let moved = |json: &str, provider: &str| {
+        let rules = Rules::with_overrides(json, 3)
+            .unwrap_or_else(|e| panic!("docs example does not parse: {e}\n{json}"));
+        let verdict = rules.placement(&failure(CAPACITY), &on(provider));
+        assert_eq!(verdict.action, Action::Retry, "{json}");
+        verdict.fallback.is_some()
+    };
+    let (spot, more_zones) = (examples[0], examples[1]);
+    assert!(moved(spot, "FARGATE_SPOT") && !moved(spot, "FARGATE"));
+    assert!(moved(more_zones, "FARGATE") && !moved(more_zones, "FARGATE_SPOT"));
+}
