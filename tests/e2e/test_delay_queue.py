@@ -17,14 +17,15 @@ from e2e_support import (EXPECTED, ROOT, is_original, job_tasks, record, run_epi
                          token_groups)
 from scenarios import SCENARIOS
 
-# 01 .. 05: the failed records that are rerun (15, a task that failed to start, needs 14 first: test_stopped_tasks.py)
+# 01 .. 05 and 18 (Spot, moved by a fallback rule): the failed records that are rerun (15, a task that failed to
+# start, needs 14 first: test_stopped_tasks.py)
 RERUN = [n for n in sorted(SCENARIOS) if SCENARIOS[n]["expect"].get("counts") and not SCENARIOS[n].get("after")]
 MEMORY = "RESOURCE:MEMORY"
 
 
 def test_rerun_samples_are_the_ones_with_calls():
     assert RERUN == ["01-agent-ec2.json", "02-resource-memory-partial.json", "03-fargate-capacity.json",
-                     "04-throttling.json", "05-server-exception.json"]
+                     "04-throttling.json", "05-server-exception.json", "18-spot-capacity-fallback.json"]
 
 
 @pytest.mark.parametrize("name", RERUN)
