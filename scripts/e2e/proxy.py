@@ -66,7 +66,7 @@ Control API, on the same port, JSON in and out (the function never calls these p
   POST /__control/clear-script          forget the scripts
   POST /__control/created               {"taskArn": arn, "createdAt": epoch seconds}
   GET  /__control/log?since=N           the calls seen, from sequence number N on
-  GET  /__control/state                 remaining scripts, known tokens
+  GET  /__control/state                 remaining scripts, known tokens, the temporary keys learned (and whose)
 Actions (a call with no scripted action passes through):
   {"do": "pass"}                                            forward to moto
   {"do": "fail", "reason": "AGENT", "place": 0}             place `place` tasks in moto, report the rest as failed
@@ -145,7 +145,8 @@ class ProxyState:
         self.reset()
         self.subnets: dict[str, str] = {}
         self.container_instances: dict[str, list[str]] = {}
-        self.keys: dict[str, str] = {}     # access key id -> account, learned from AssumeRole answers
+        # access key id -> {"account", "role_arn", "session"}, learned from AssumeRole answers
+        self.keys: dict[str, dict] = {}
 
     def reset(self) -> None:
         self.scripts: dict[str, list[dict]] = {}
@@ -253,7 +254,8 @@ class Handler(BaseHTTPRequestHandler):
             return named
         key, _ = self._credential()
         with self.server.state.lock:
-            return self.server.state.keys.get(key or "", self.server.account)
+            learned = self.server.state.keys.get(key or "")
+        return learned["account"] if learned else self.server.account
 
     def _place(self) -> dict:
         return {"account": self._account(), "region": self._credential()[1] or self.server.region}
@@ -299,7 +301,8 @@ class Handler(BaseHTTPRequestHandler):
             entry.update(_sts_entry(op, params, status, data))
             if entry.get("access_key") and entry.get("assumed_account"):
                 with self.server.state.lock:
-                    self.server.state.keys[entry["access_key"]] = entry["assumed_account"]
+                    self.server.state.keys[entry["access_key"]] = {
+                        "account": entry["assumed_account"], "role_arn": entry["role_arn"], "session": entry["session"]}
         if service == "ecs":
             entry["request"] = params
             if status == 200 and op in ("DescribeTasks", "ListTasks"):
@@ -408,7 +411,8 @@ class Handler(BaseHTTPRequestHandler):
                                 "taskArns": [x.get("taskArn") for x in r["response"].get("tasks", [])],
                                 "failures": len(r["response"].get("failures", []))}
                                for (a, g, c, t), r in st.tokens.items()],
-                    "subnets": st.subnets, "container_instances": st.container_instances})
+                    "subnets": st.subnets, "container_instances": st.container_instances,
+                    "keys": st.keys})
         self._send_json(404, {"error": f"unknown control path {name}"})
 
     # ---- ECS RunTask --------------------------------------------------------------------------
