@@ -49,7 +49,7 @@ impl OwnAccount {
             }
         };
         if let Some(account) = &asked {
-            tracing::info!(
+            tracing::debug!(
                 account = %account,
                 "the invocation names no account (a local emulator): the function's own account \
                  is its credentials' (STS GetCallerIdentity)"
