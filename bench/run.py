@@ -4,10 +4,11 @@ bench/results.md links to bench/first-call.md (issue 14's hand-made trace analys
 which this script does not write: hand-written text belongs there, not in results.md.
 
     .tools/bench/bin/python bench/run.py [--runs 15] [--burst 1000] [--guarded 500] [--skip-core] [--skip-size]
-        [--skip-cold] [--skip-burst] [--skip-guarded] [--skip-outage] [--rust-bin PATH]
+        [--skip-cold] [--skip-burst] [--skip-guarded] [--skip-outage] [--skip-org | --only-org] [--rust-bin PATH]
 
 A run with any --skip-* or --rust-bin is partial (a quick check): it writes bench/out/results-partial.md,
-and only a full run rewrites bench/results.md. E.g. the guarded records alone, 100 of them:
+and only a full run rewrites bench/results.md. The organization-mode section (6.) is the exception: whenever it
+ran, its section of bench/results.md is replaced (`--only-org` runs it alone and updates just that section). E.g. the guarded records alone, 100 of them:
     .tools/bench/bin/python bench/run.py --skip-core --skip-size --skip-cold --skip-burst --skip-outage --guarded 100
 
 Benchmarks, not tests: they report and never fail on a number (the exit status is non-zero only
@@ -52,6 +53,9 @@ when something could not be measured at all, e.g. the binary did not start).
 5. Mass outage (bench/outage.py, issue 12): a few hundred placement failures at once, 5 slots, capacity
    back after 4, 10 and 30 minutes, time scaled down 60x; today's design (waits in the invocation) against
    the delay queue (waits in SQS). Its own section of bench/results.md.
+6. Organization mode (bench/org.py, issue 20): a member account's first event in a cold process (AssumeRole +
+   RunTask in the member account) and a second one of that account from another Region (no STS call, counted at
+   the proxy), against the Python baseline doing sts.assume_role + run_task. Its own section of bench/results.md.
 """
 
 from __future__ import annotations
@@ -850,8 +854,16 @@ def main() -> int:
     ap.add_argument("--skip-burst", action="store_true")
     ap.add_argument("--skip-guarded", action="store_true")
     ap.add_argument("--skip-outage", action="store_true")
+    ap.add_argument("--skip-org", action="store_true", help="leave out the organization-mode runs (bench/org.py)")
+    ap.add_argument("--only-org", action="store_true",
+                    help="only the organization-mode runs: updates their section of bench/results.md")
     ap.add_argument("--rust-bin", type=Path, help="use this ecs-rerun binary instead of building the release one")
     args = ap.parse_args()
+    if args.only_org:
+        if args.skip_org:
+            ap.error("--only-org and --skip-org exclude each other")
+        args.skip_core = args.skip_size = args.skip_cold = args.skip_burst = args.skip_guarded = True
+        args.skip_outage = True
     OUT.mkdir(parents=True, exist_ok=True)
     for f in OUT.glob("*.log"):
         f.unlink()
@@ -864,12 +876,13 @@ def main() -> int:
         m["load_core"] = load.stop()
     sz = None if args.skip_size else size()
 
-    cold = bst = grd = outage = None
+    cold = bst = grd = outage = org = None
+    rust_bin = args.rust_bin
+    if rust_bin is None and not (args.skip_cold and args.skip_burst and args.skip_guarded and args.skip_outage
+                                 and args.skip_org):
+        run(["cargo", "build", "--locked", "--release", "--bin", "ecs-rerun"])
+        rust_bin = ROOT / "target" / "release" / "ecs-rerun"
     if not (args.skip_cold and args.skip_burst and args.skip_guarded and args.skip_outage):
-        rust_bin = args.rust_bin
-        if rust_bin is None:
-            run(["cargo", "build", "--locked", "--release", "--bin", "ecs-rerun"])
-            rust_bin = ROOT / "target" / "release" / "ecs-rerun"
         from stack import Stack  # scripts/e2e/stack.py: moto + the fault proxy, seeded for the sample events
 
         load = LoadSampler()
@@ -892,11 +905,14 @@ def main() -> int:
             if not args.skip_outage:        # bench/outage.py: resets the stack before each of its runs
                 import outage as outage_bench
                 outage = outage_bench.run_all(stack, rust_bin)
+    if not args.skip_org:                   # bench/org.py: its own stack, in organization mode
+        import org as org_bench
+        org = org_bench.run_all(rust_bin, args.runs)
 
     lines = table(m, core, sz, cold, bst, args, grd)
     print("\n".join(lines))
     (OUT / "raw.json").write_text(json.dumps({"machine": m, "core_ns": core, "cold": cold, "burst": bst, "guarded": grd,
-                                              "outage": outage,
+                                              "outage": outage, "org": org,
                                               "size": {k: str(v) for k, v in (sz or {}).items()}}, indent=1))
     header = [
         "# ecs-rerun benchmarks",
@@ -939,10 +955,15 @@ def main() -> int:
         print("\n".join(section))
         lines = [*lines, "", *section]
     partial = (args.skip_core or args.skip_size or args.skip_cold or args.skip_burst or args.skip_guarded
-               or args.skip_outage or args.rust_bin)
+               or args.skip_outage or args.skip_org or args.rust_bin)
     target = OUT / "results-partial.md" if partial else RESULTS   # only a full run updates bench/results.md
     target.write_text("\n".join(header + lines) + "\n")
     say(f"wrote {target.relative_to(ROOT)} (raw numbers: {(OUT / 'raw.json').relative_to(ROOT)})")
+    if org:                                 # its own section, replaced in bench/results.md whenever it ran
+        section = org_bench.section(org)
+        print("\n".join(section))
+        org_bench.write_section(section, RESULTS)
+        say(f"wrote its section of {RESULTS.relative_to(ROOT)}: {org_bench.HEADING[3:]}")
     return 0
 
 

@@ -10,6 +10,7 @@ Standard library only; the real runtime interface client does more, so this flat
 import json
 import os
 import sys
+import types
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,9 +28,10 @@ def main() -> None:
     while True:
         with urllib.request.urlopen(f"{BASE}/invocation/next") as r:
             request_id = r.headers["Lambda-Runtime-Aws-Request-Id"]
+            context = types.SimpleNamespace(invoked_function_arn=r.headers.get("Lambda-Runtime-Invoked-Function-Arn"))
             event = json.loads(r.read())
         try:
-            path, body = "response", json.dumps(handler.handler(event, None)).encode()
+            path, body = "response", json.dumps(handler.handler(event, context)).encode()
         except Exception as err:  # noqa: BLE001
             path, body = "error", json.dumps({"errorType": type(err).__name__, "errorMessage": str(err)}).encode()
         urllib.request.urlopen(urllib.request.Request(f"{BASE}/invocation/{request_id}/{path}", data=body,

@@ -11,7 +11,7 @@ What it adds to moto:
     HTTP status) with or without tasks started before the error, a response lost after the tasks were
     started (the connection is dropped), or a delay.
   * Scripted SNS Publish errors (e.g. an HTTP 500 InternalError, a 403 AuthorizationError).
-  * ECS's clientToken table (ECS_Idempotency.html), per (cluster, token), whoever calls (the function,
+  * ECS's clientToken table (ECS_Idempotency.html), per (account, Region, cluster, token), whoever calls (the function,
     or a test playing the original caller through this proxy):
       - the token's first answer that started tasks or came back 200 (tasks and/or failures) is stored;
       - the same token with the same parameters gets that stored answer again, and nothing starts;
@@ -30,6 +30,14 @@ What it adds to moto:
     also drops moto's `"startedBy": ""` for tasks started without one, as ECS leaves the member out.
   * Subnet-id translation: the sample events name subnets that cannot exist in moto (moto picks its own
     ids), so the ids in `awsvpcConfiguration.subnets` are mapped to subnets seeded in moto.
+  * Accounts (issue 20): every call is forwarded with moto's `x-moto-account-id` header naming the
+    account it runs in, the way AWS decides it: the account of the access key that signed it. A key
+    from an STS AssumeRole answer the proxy passed on belongs to the RoleArn's account (learned from
+    that answer, and kept across `reset`, as the function keeps its credentials while moto forgets
+    its IAM on /moto-api/reset); any other key is the stack's own account's; a call that already
+    carries the header keeps it. Every logged call names its `account` and `region` (the Region of
+    its signature). STS calls are logged (`service` "sts": the operation, for AssumeRole the
+    `role_arn`, `session` and the `assumed_account`).
   * A log of every ECS and SNS call it saw (decoded request, what it did, decoded response), and of the
     function's SQS calls (SendMessage to the delay queue: the queue, `DelaySeconds`, the decoded body,
     its `kind` (hop or recheck) and the episode's `event_id` it carries, see `delay_message`); SQS calls
@@ -50,6 +58,7 @@ tasks in every state where ECS lists only RUNNING ones, and it has no paging (al
 Control API, on the same port, JSON in and out (the function never calls these paths):
   POST /__control/reset                 forget scripts, log, the token table and task times
   POST /__control/config                {"subnets": {"event-id": "moto-id"}, "container_instances": {"cluster": [arn]},
+                                         (a cluster of another account or Region: "ACCOUNT:REGION:cluster")
                                          "sqs_delay_cap_s": N or null}   (the cap is forgotten on reset)
   POST /__control/script                {"ecs:RunTask": [action, ...], "sns:Publish": [action, ...]}
                                         appends to each operation's queue; one action is used per call
@@ -57,7 +66,7 @@ Control API, on the same port, JSON in and out (the function never calls these p
   POST /__control/clear-script          forget the scripts
   POST /__control/created               {"taskArn": arn, "createdAt": epoch seconds}
   GET  /__control/log?since=N           the calls seen, from sequence number N on
-  GET  /__control/state                 remaining scripts, known tokens
+  GET  /__control/state                 remaining scripts, known tokens, the temporary keys learned (and whose)
 Actions (a call with no scripted action passes through):
   {"do": "pass"}                                            forward to moto
   {"do": "fail", "reason": "AGENT", "place": 0}             place `place` tasks in moto, report the rest as failed
@@ -138,12 +147,14 @@ class ProxyState:
         self.reset()
         self.subnets: dict[str, str] = {}
         self.container_instances: dict[str, list[str]] = {}
+        # access key id -> {"account", "role_arn", "session"}, learned from AssumeRole answers
+        self.keys: dict[str, dict] = {}
 
     def reset(self) -> None:
         self.scripts: dict[str, list[dict]] = {}
         self.log: list[dict] = []
-        self.tokens: dict[tuple[str, str], dict] = {}
-        self.token_locks: dict[tuple[str, str], threading.Lock] = {}   # one call of a token at a time
+        self.tokens: dict[tuple[str, str, str, str], dict] = {}   # (account, region, cluster, token)
+        self.token_locks: dict[tuple[str, str, str, str], threading.Lock] = {}   # one call of a token at a time
         self.created: dict[str, float] = {}       # taskArn -> createdAt (epoch seconds)
         self.whole_calls: dict[str, dict] = {}    # amz-sdk-invocation-id -> the action for all its tries
         self.delay_cap_s: int | None = None       # the time warp of SendMessage's DelaySeconds (off)
@@ -220,15 +231,36 @@ class Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items()
-                       if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")}
+                       if k.lower() not in ("host", "content-length", "transfer-encoding", "connection",
+                                            "x-moto-account-id")}
             headers["Host"] = up.netloc
             headers["Content-Length"] = str(len(body))
+            headers["x-moto-account-id"] = self._account()
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             return resp.status, dict(resp.getheaders()), data
         finally:
             conn.close()
+
+    # ---- the account and Region of a call ---------------------------------------------------------
+    def _credential(self) -> tuple[str | None, str | None]:
+        """The access key id and the Region of the call's SigV4 signature."""
+        m = re.search(r"Credential=([^/]+)/[^/]+/([^/]+)/", self.headers.get("Authorization", ""))
+        return (m.group(1), m.group(2)) if m else (None, None)
+
+    def _account(self) -> str:
+        """The account the call runs in: the header if it names one, else its access key's account."""
+        named = self.headers.get("x-moto-account-id")
+        if named:
+            return named
+        key, _ = self._credential()
+        with self.server.state.lock:
+            learned = self.server.state.keys.get(key or "")
+        return learned["account"] if learned else self.server.account
+
+    def _place(self) -> dict:
+        return {"account": self._account(), "region": self._credential()[1] or self.server.region}
 
     # ---- dispatch -----------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802
@@ -265,7 +297,14 @@ class Handler(BaseHTTPRequestHandler):
                 warp = cap
                 body = json.dumps({**params, "DelaySeconds": cap}).encode()
         status, headers, data = self._forward(body)
-        entry = {"t": time.time(), "service": service, "op": op, "action": "pass", "status": status}
+        entry = {"t": time.time(), "service": service, "op": op, "action": "pass", "status": status,
+                 **self._place()}
+        if service == "sts":
+            entry.update(_sts_entry(op, params, status, data))
+            if entry.get("access_key") and entry.get("assumed_account"):
+                with self.server.state.lock:
+                    self.server.state.keys[entry["access_key"]] = {
+                        "account": entry["assumed_account"], "role_arn": entry["role_arn"], "session": entry["session"]}
         if service == "ecs":
             entry["request"] = params
             if status == 200 and op in ("DescribeTasks", "ListTasks"):
@@ -281,7 +320,7 @@ class Handler(BaseHTTPRequestHandler):
                 entry["delay_applied"] = entry["delay_seconds"] if warp is None else warp
         if service == "dynamodb":
             entry.update(_dynamodb_entry(params, status, data))
-        if service in ("ecs", "sns", "sqs", "dynamodb"):
+        if service in ("ecs", "sns", "sqs", "dynamodb", "sts"):
             with self.server.state.lock:
                 self.server.state.record(entry)
         self._send(status, data, headers)
@@ -369,11 +408,13 @@ class Handler(BaseHTTPRequestHandler):
             if name == "state":
                 return self._send_json(200, {
                     "scripts": st.scripts,
-                    "tokens": [{"cluster": c, "clientToken": t, "tasks": len(r["response"].get("tasks", [])),
+                    "tokens": [{"account": a, "region": g, "cluster": c, "clientToken": t,
+                                "tasks": len(r["response"].get("tasks", [])),
                                 "taskArns": [x.get("taskArn") for x in r["response"].get("tasks", [])],
                                 "failures": len(r["response"].get("failures", []))}
-                               for (c, t), r in st.tokens.items()],
-                    "subnets": st.subnets, "container_instances": st.container_instances})
+                               for (a, g, c, t), r in st.tokens.items()],
+                    "subnets": st.subnets, "container_instances": st.container_instances,
+                    "keys": st.keys})
         self._send_json(404, {"error": f"unknown control path {name}"})
 
     # ---- ECS RunTask --------------------------------------------------------------------------
@@ -386,18 +427,21 @@ class Handler(BaseHTTPRequestHandler):
         arrived = time.time()
         cluster = _cluster_name(params.get("cluster"))
         token = params.get("clientToken")
+        place = self._place()
         if not token:
-            return self._run_task_one(params, cluster, token, arrived)
+            return self._run_task_one(params, cluster, token, arrived, place)
         with self.server.state.lock:
-            lock = self.server.state.token_locks.setdefault((cluster, token), threading.Lock())
+            lock = self.server.state.token_locks.setdefault((place["account"], place["region"], cluster, token),
+                                                            threading.Lock())
         with lock:
-            return self._run_task_one(params, cluster, token, arrived)
+            return self._run_task_one(params, cluster, token, arrived, place)
 
-    def _run_task_one(self, params: dict, cluster: str, token: str | None, arrived: float) -> None:
+    def _run_task_one(self, params: dict, cluster: str, token: str | None, arrived: float, where: dict) -> None:
         st = self.server.state
         invocation = self.headers.get("amz-sdk-invocation-id")
         fp = fingerprint(params)
-        entry = {"t": arrived, "service": "ecs", "op": "RunTask", "cluster": cluster,
+        token_key = (where["account"], where["region"], cluster, token)
+        entry = {"t": arrived, "service": "ecs", "op": "RunTask", "cluster": cluster, **where,
                  "clientToken": token, "count": params.get("count", 1),
                  "taskDefinition": params.get("taskDefinition"),
                  "tags": {t.get("key"): t.get("value") for t in params.get("tags") or []},
@@ -405,7 +449,7 @@ class Handler(BaseHTTPRequestHandler):
                  "sdk_attempt": self.headers.get("amz-sdk-request")}
 
         with st.lock:
-            known = st.tokens.get((cluster, token)) if token else None
+            known = st.tokens.get(token_key) if token else None
             action = None if known else st.next_action("ecs:RunTask", invocation)
         if known:
             if known.get("drop_replays", 0) > 0:
@@ -477,7 +521,7 @@ class Handler(BaseHTTPRequestHandler):
                     t.setdefault("createdAt", now)
                     st.created[t["taskArn"]] = t["createdAt"]
         if do == "fail":
-            response["failures"] = self._failures(action, cluster, requested - len(response["tasks"]))
+            response["failures"] = self._failures(action, cluster, requested - len(response["tasks"]), where)
         error = None
         if do == "error_after_start":
             error = (int(action.get("status", 500)),
@@ -485,7 +529,7 @@ class Handler(BaseHTTPRequestHandler):
                       "message": action.get("message", "Scripted error after the tasks started")})
         if token:
             with st.lock:
-                st.tokens[(cluster, token)] = {
+                st.tokens[token_key] = {
                     "fingerprint": fp, "response": response,
                     "drop_replays": int(action.get("drop_replays", 0)),
                     "error": error, "error_invocation": invocation if action.get("whole_call") else None}
@@ -502,15 +546,18 @@ class Handler(BaseHTTPRequestHandler):
         self._log(entry)
         self._send_json_ecs(200, response)
 
-    def _failures(self, action: dict, cluster: str, missing: int) -> list[dict]:
+    def _failures(self, action: dict, cluster: str, missing: int, where: dict) -> list[dict]:
         reason = action.get("reason", "AGENT")
         extra = {"detail": action["detail"]} if action.get("detail") else {}
         if action.get("arn"):
             return [{"arn": action["arn"], "reason": reason, **extra}]
         if SHORT_ECS_REASONS.match(reason):
-            arns = self.server.state.container_instances.get(cluster) or [
-                f"arn:aws:ecs:{self.server.region}:{self.server.account}:container-instance/{cluster}/"
-                + uuid.uuid4().hex]
+            instances = self.server.state.container_instances
+            home = (where["account"], where["region"]) == (self.server.account, self.server.region)
+            arns = (instances.get(f"{where['account']}:{where['region']}:{cluster}")
+                    or (instances.get(cluster) if home else None)
+                    or [f"arn:aws:ecs:{where['region']}:{where['account']}:container-instance/{cluster}/"
+                        + uuid.uuid4().hex])
             return [{"arn": a, "reason": reason, **extra} for a in arns]
         return [{"reason": reason, **extra} for _ in range(max(missing, 1))]
 
@@ -534,7 +581,7 @@ class Handler(BaseHTTPRequestHandler):
             m = re.match(r"MessageAttributes\.entry\.(\d+)\.Name$", k)
             if m:
                 attrs[v] = params.get(f"MessageAttributes.entry.{m.group(1)}.Value.StringValue")
-        entry = {"t": time.time(), "service": "sns", "op": "Publish", "topic": params.get("TopicArn"),
+        entry = {"t": time.time(), "service": "sns", "op": "Publish", **self._place(), "topic": params.get("TopicArn"),
                  "subject": params.get("Subject"), "attributes": attrs, "request": params}
         with st.lock:
             action = st.next_action("sns:Publish", self.headers.get("amz-sdk-invocation-id"))
@@ -585,6 +632,20 @@ def delay_message(body) -> tuple[str | None, str | None]:
     if isinstance(body.get("recheck"), dict):
         return "recheck", body["recheck"].get("event_id") or body["recheck"].get("id")
     return None, None
+
+
+def _sts_entry(op: str, params: dict, status: int, data: bytes) -> dict:
+    """What the log keeps of an STS call: for AssumeRole the role, the session name and, when it was
+    granted, the temporary key's id and the account it belongs to (read from the answer)."""
+    if op != "AssumeRole":
+        return {}
+    out: dict = {"role_arn": params.get("RoleArn"), "session": params.get("RoleSessionName")}
+    text = data.decode("utf-8", "replace")
+    key = re.search(r"<AccessKeyId>([^<]+)</AccessKeyId>", text)
+    arn = re.search(r"<Arn>arn:[^:]+:sts::(\d{12}):assumed-role/[^<]+</Arn>", text)
+    if status == 200 and key and arn:
+        out.update(access_key=key.group(1), assumed_account=arn.group(1))
+    return out
 
 
 def _dynamodb_entry(params: dict, status: int, data: bytes) -> dict:

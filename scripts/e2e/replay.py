@@ -39,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenarios import scenario  # noqa: E402
-from stack import RETIME_NOTE, RunningStack, Stack, install_signal_handlers, load_event  # noqa: E402
+from stack import (ACCOUNT, MEMBER_ROLE, ORG_MEMBERS, REGION, RETIME_NOTE, RunningStack, Stack, install_signal_handlers,  # noqa: E402
+                   load_event)
 from pump import MAX_RECEIVE_COUNT  # noqa: E402
 
 TTY = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
@@ -71,7 +72,9 @@ def describe_call(e: dict, t0: float, last: list, recorded_token: str | None = N
         else:
             what = f"RunTask attempt {attempt or '?'}"
         tok = tok if len(tok) <= 24 else tok[:24] + "…"
-        head = f"   +{at:5.2f}s  {what}: count={e.get('count')} token={tok}{gap}"
+        where = (f" in account {e['account']}, {e['region']}"
+                 if e.get("account") and (e.get("account"), e.get("region")) != (ACCOUNT, REGION) else "")
+        head = f"   +{at:5.2f}s  {what}{where}: count={e.get('count')} token={tok}{gap}"
         act, status, resp = e.get("action"), e.get("status"), e.get("response") or {}
         if act == "idempotent-replay":
             n = len(resp.get("tasks", [])) if isinstance(resp, dict) else 0
@@ -89,6 +92,10 @@ def describe_call(e: dict, t0: float, last: list, recorded_token: str | None = N
             if fails:
                 res += c(f", failures: {', '.join(fails)}", "33") + " (scripted)"
         return f"{head}\n{'':12}→ {res}"
+    if e.get("service") == "sts" and e.get("op") == "AssumeRole":
+        got = (f"credentials of account {e['assumed_account']}" if e.get("assumed_account")
+               else c(f"HTTP {e.get('status')}", "31"))
+        return f"   +{at:5.2f}s  STS AssumeRole {e.get('role_arn')} (session {e.get('session')}){gap} → {got}"
     if e.get("op") == "Publish":
         status = e.get("status")
         res = "published" if status == 200 else c(f"HTTP {status} (scripted failure)" if status else "dropped", "31")
@@ -180,11 +187,14 @@ def main(argv=None) -> int:
     else:
         out(c("Starting the local stack (moto + fault proxy + cargo lambda watch"
               + (" + delay queue and its pump" if args.delay_queue else "") + ") …", "2"))
-        ctx = Stack(event_files=args.events, delay_queue=args.delay_queue)
+        ctx = Stack(event_files=args.events, delay_queue=args.delay_queue, members=ORG_MEMBERS)
         stack = ctx.__enter__()
         out(c("Function settings for this local run: ECS_RERUN_BASE_DELAY_MS=200 ECS_RERUN_MAX_DELAY_MS=1000 "
               "(production: unset, each failure class on its own schedule), ECS_RERUN_MAX_ATTEMPTS=3, AWS_LAMBDA_FUNCTION_NAME=ecs-rerun, "
-              f"ECS_RERUN_STORE_TABLE={stack.seeded.get('store_table')} (the launch store, in moto's DynamoDB)", "2"))
+              f"ECS_RERUN_STORE_TABLE={stack.seeded.get('store_table')} (the launch store, in moto's DynamoDB), "
+              f"ECS_RERUN_MEMBER_ROLE={MEMBER_ROLE} ECS_RERUN_ALLOWED_ACCOUNTS="
+              f"{stack.function_env['ECS_RERUN_ALLOWED_ACCOUNTS']} (organization mode: member account(s) "
+              + ", ".join(f"{a} in {' and '.join(r)}" for a, r in ORG_MEMBERS.items()) + " seeded)", "2"))
         if args.delay_queue:
             out(c(f"Delay queue: ECS_RERUN_DELAY_QUEUE_URL={stack.function_queue_url()} "
                   f"ECS_RERUN_HOP_AFTER_MS={stack.function_env['ECS_RERUN_HOP_AFTER_MS']} (production: 5000): every "
@@ -230,6 +240,8 @@ def main(argv=None) -> int:
                 out(json.dumps(res.response))
         notes = stack.notifications()
         tasks = stack.tasks()
+        member_tasks = {(a, r): stack.tasks(a, r) for a, regions in getattr(stack, "members", {}).items()
+                        for r in regions}
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
@@ -282,6 +294,15 @@ def main(argv=None) -> int:
             f"{t.get('startedBy') or '-':28} {rerun}" + (f"  [{others}]" if others else ""))
     if not tasks:
         out("  (none)")
+    for (account, region), held in member_tasks.items():
+        out(c(f"Tasks in member account {account}, {region} ({len(held)}):", "1"))
+        for t in held:
+            tags = {x["key"]: x["value"] for x in t.get("tags") or []}
+            rerun = ", ".join(f"{k}={v}" for k, v in tags.items() if k.startswith("ecs-rerun:")) or "no ecs-rerun tags"
+            out(f"  {t['clusterArn'].rsplit('/', 1)[-1]}/{t['taskArn'].rsplit('/', 1)[-1][:8]}  "
+                f"{t['taskDefinitionArn'].rsplit('/', 1)[-1]:18} {t.get('lastStatus', ''):8} {rerun}")
+        if not held:
+            out("  (none)")
 
     bad = [p.name for p, _, r, _ in results if not r["_match"]]
     failed_invocations = sum(1 for _, res, _, _ in results if not res.ok)

@@ -126,6 +126,20 @@ SCENARIOS: dict[str, dict] = {
 }
 
 
+# Records of a member account of the organization (issue 20): played by a stack in organization mode
+# (`Stack(members=ORG_MEMBERS)`, as `make replay` runs), which reruns them in that account and Region with
+# the member role; `account` names where the tasks must appear. Kept apart from SCENARIOS, whose stacks
+# have no member account (tests/e2e/test_org.py plays these).
+ORG_SCENARIOS: dict[str, dict] = {
+    "19-member-account-agent.json": {
+        "title": "member account, AGENT: rerun there with the member role",
+        "script": {"ecs:RunTask": [{"do": "fail", "reason": "AGENT"}]},
+        "account": "444455556666",
+        "expect": {"outcome": "recovered", "attempts": 2, "tasks_started": 1, "counts": [1, 1]},
+    },
+}
+
+
 def scenario(file_name: str) -> dict:
-    return SCENARIOS.get(file_name, {"title": "", "script": {}, "expect": {}})
+    return SCENARIOS.get(file_name) or ORG_SCENARIOS.get(file_name) or {"title": "", "script": {}, "expect": {}}
 

@@ -31,6 +31,18 @@ does not wait for the others).
 Task state changes (`ECS Task State Change`) are retimed too: `detail.stoppedAt` is set to now and the
 other times of the event keep their offset to it; their `id` is the episode's `event_id`, as for the function.
 
+Organization mode (issue 20; `members=`): moto keeps accounts and Regions apart. moto runs without
+MOTO_ACCOUNT_ID (which would put every call in one account); the fault proxy names each call's account to
+moto (`x-moto-account-id`: the account of the key that signed it, see proxy.py) and the harness's own
+clients name theirs the same way (`client(service, account, region)`). With `members={account: [regions]}`
+the stack also seeds, in each of those accounts and Regions, the clusters, task definitions and container
+instances of the sample records of that account (EC2 ones: the subnets map is the home account's), and the
+function runs with ECS_RERUN_MEMBER_ROLE=MEMBER_ROLE and those accounts in ECS_RERUN_ALLOWED_ACCOUNTS, so a
+member's record is rerun there with the credentials of an sts:AssumeRole (moto needs no role for it).
+The home account is seeded with every record's cluster and family too, members' included, so a call sent
+to the wrong account would find something to start there. `make replay` and `make stack` run this way
+(ORG_MEMBERS); the other end-to-end stacks do not, unless a test asks for it.
+
 Usage as a program (what `make stack` runs):
     python scripts/e2e/stack.py up      start, seed, print the addresses, run until interrupted;
                                         writes .tools/e2e/stack.json so `make invoke` can find it
@@ -77,6 +89,11 @@ DEAD_LETTER_QUEUE_NAME = "ecs-rerun-delay-dlq"
 STORE_TABLE = "ecs-rerun-launches"
 TASK_CHANGE = "ECS Task State Change"
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# Organization mode: a member account, served in two Regions, reached through this role.
+MEMBER_ACCOUNT = "444455556666"
+MEMBER_REGIONS = ("us-east-1", "eu-west-1")
+MEMBER_ROLE = "ecs-rerun-member"
+ORG_MEMBERS = {MEMBER_ACCOUNT: list(MEMBER_REGIONS)}
 
 # Short backoff for the local run (production defaults are 20 s / 120 s): `make replay` takes seconds.
 # AWS_LAMBDA_FUNCTION_NAME is what Lambda sets, and the session name of the function's own calls
@@ -254,6 +271,21 @@ class InvokeResult:
     event_id: str | None = None    # the CloudTrail record's eventID of an EventBridge event
 
 
+def org_function_env(members: dict[str, list[str]], role: str | None = MEMBER_ROLE) -> dict[str, str]:
+    """The function's settings for organization mode: the member role (None: unset) and the allowed accounts
+    (the stack's own and the members)."""
+    env = {"ECS_RERUN_ALLOWED_ACCOUNTS": ",".join([ACCOUNT, *members])}
+    if role:
+        env["ECS_RERUN_MEMBER_ROLE"] = role
+    return env
+
+
+def event_account(path) -> str | None:
+    """The account of an event file's envelope (None when it is not an event)."""
+    ev = load_event(path)
+    return ev.get("account") if isinstance(ev, dict) else None
+
+
 def sample_requests(event_files) -> list[dict]:
     """What the given event files name, as RunTask requests to seed for: the requestParameters of every
     RunTask record; the revision each of its started tasks ran (`responseElements.tasks[].taskDefinitionArn`:
@@ -297,8 +329,15 @@ def dotenv_value(value: str) -> str:
 class Stack:
     def __init__(self, event_files=(), with_lambda: bool = True, function_env: dict | None = None,
                  log_dir: Path = STATE_DIR, quiet: bool = False, delay_queue: bool = False,
-                 store: bool = True, concurrency: int = 1):
+                 store: bool = True, concurrency: int = 1, members: dict[str, list[str]] | None = None,
+                 member_role: str | None = MEMBER_ROLE):
+        """`members` ({account: [Region, ...]}): organization mode (see the module's doc); `member_role`
+        None runs it without ECS_RERUN_MEMBER_ROLE (members' records are then only notified).
+        `function_env` comes last and may override any of it."""
         self.event_files = [str(f) for f in event_files] or [str(p) for p in sorted((ROOT / "events").glob("[0-9]*.json"))]
+        self.members = {a: list(r) for a, r in (members or {}).items()}
+        function_env = {**(org_function_env(self.members, member_role) if self.members else {}),
+                        **(function_env or {})}
         self.with_lambda = with_lambda
         self.delay_queue = delay_queue
         self.store = store
@@ -315,7 +354,6 @@ class Stack:
         self.queue_url = ""
         self.seeded: dict = {}
         self._clients: dict = {}
-        self._image = ""
         self.delay_queue_url = ""          # in moto, for the harness
         self.dead_letter_url = ""
         self.pump: Pump | None = None
@@ -352,7 +390,9 @@ class Stack:
         t0 = time.monotonic()
         port = free_port()
         env = tool_env()
-        env["MOTO_ACCOUNT_ID"] = ACCOUNT
+        # No MOTO_ACCOUNT_ID: it would override the account of every call; the proxy and the harness's
+        # clients name each call's account instead (x-moto-account-id).
+        env.pop("MOTO_ACCOUNT_ID", None)
         proc = self._spawn("moto", [tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], env)
         wait_for_port(port, 30, proc, "moto_server")
         self.moto_url = f"http://127.0.0.1:{port}"
@@ -428,18 +468,25 @@ class Stack:
             self.proxy = None
 
     # ---- AWS clients: straight to moto, or through the proxy as another caller of ECS ------------
-    def client(self, service: str):
+    def client(self, service: str, account: str = ACCOUNT, region: str = REGION):
         """A client straight to moto: what the harness uses to seed and read the endpoint (one per
-        service, kept: building a boto3 client costs tens of milliseconds)."""
+        service, account and Region, kept: building a boto3 client costs tens of milliseconds)."""
         cache = self.__dict__.setdefault("_clients", {})
-        if service not in cache:
-            cache[service] = self.new_client(service)
-        return cache[service]
+        key = service if (account, region) == (ACCOUNT, REGION) else (service, account, region)
+        if key not in cache:
+            cache[key] = self.new_client(service, account, region)
+        return cache[key]
 
-    def new_client(self, service: str):
-        """A client straight to moto of its own (for another thread)."""
-        return boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
-                            config=Config(retries={"max_attempts": 1}), **CREDS)
+    def new_client(self, service: str, account: str = ACCOUNT, region: str = REGION):
+        """A client straight to moto of its own (for another thread), its calls made in `account`
+        (moto's x-moto-account-id header) and `region`."""
+        c = boto3.client(service, endpoint_url=self.moto_url, region_name=region,
+                         config=Config(retries={"max_attempts": 1}), **CREDS)
+
+        def name_account(request, **_):
+            request.headers["x-moto-account-id"] = account
+        c.meta.events.register("before-sign.*.*", name_account)
+        return c
 
     def caller_client(self, service: str = "ecs"):
         """A client through the fault proxy, as the function sees ECS: a test plays the original caller
@@ -472,13 +519,54 @@ class Stack:
         urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/state-manager/set-transition",
                                                       data=body.encode(), method="POST"), timeout=10).read()
         requests = sample_requests(self.event_files)
+        subnet_map, clusters, families, instances = self._seed_ecs(ec2, ecs, requests, ACCOUNT, REGION)
+        member_instances: dict[str, list[str]] = {}
+        for account, regions in self.members.items():
+            own = sample_requests([f for f in self.event_files if event_account(f) == account])
+            for region in regions:
+                _, _, _, found = self._seed_ecs(self.client("ec2", account, region),
+                                                self.client("ecs", account, region), own, account, region)
+                member_instances.update({f"{account}:{region}:{c}": arns for c, arns in found.items()})
+        # The topic the function publishes to, with a (non-raw) SQS subscription to read notifications back.
+        self.topic_arn = sns.create_topic(Name=TOPIC_NAME)["TopicArn"]
+        self.queue_url = sqs.create_queue(QueueName=QUEUE_NAME)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        if self.delay_queue:
+            # The delay queue and its dead-letter queue, as the template has them (maxReceiveCount 5).
+            self.dead_letter_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE_NAME)["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dead_letter_url,
+                                               AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self.delay_queue_url = sqs.create_queue(QueueName=DELAY_QUEUE_NAME, Attributes={
+                "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                             "maxReceiveCount": MAX_RECEIVE_COUNT})})["QueueUrl"]
 
+        if self.store:
+            # The launch store as the function expects it: string hash key `pk`, TTL attribute `expiresAt`.
+            ddb = self.client("dynamodb")
+            ddb.create_table(TableName=STORE_TABLE, BillingMode="PAY_PER_REQUEST",
+                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+            ddb.update_time_to_live(TableName=STORE_TABLE,
+                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"})
+
+        self.control.config(subnets=subnet_map, container_instances={**instances, **member_instances})
+        self.seeded = {"clusters": sorted(clusters), "task_definitions": {k: v["revision"] for k, v in families.items()},
+                       "container_instances": instances, "subnets": subnet_map, "topic": self.topic_arn,
+                       "queue": self.queue_url, "delay_queue": self.delay_queue_url or None,
+                       "store_table": STORE_TABLE if self.store else None, "members": self.members}
+
+    def _seed_ecs(self, ec2, ecs, requests: list[dict], account: str, region: str):
+        """Seed one account and Region (clients bound to it) for `requests`: a VPC and two subnets, the
+        clusters, task definitions and container instances. Returns (the event subnets mapped onto these
+        subnets, clusters, families, the container instances of each EC2 cluster)."""
         # A VPC with DNS hostnames (moto answers 500 for awsvpc tasks without them) and two subnets; the
         # subnet ids the events name are mapped onto these by the proxy.
         vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{region}{az}")
                    ["Subnet"]["SubnetId"] for i, az in enumerate("ab")]
         event_subnets = sorted({s for r in requests
                                 for s in ((r.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {})
@@ -517,8 +605,9 @@ class Stack:
                 ecs.register_task_definition(family=family, containerDefinitions=containers, **kw)
 
         # Container instances for the EC2 clusters: moto needs a (moto) EC2 instance's identity document.
-        # moto's built-in AMIs survive a reset; listing them takes over a second, so once is enough.
-        image = self._image = self._image or ec2.describe_images()["Images"][0]["ImageId"]
+        # moto's built-in AMIs survive a reset; listing them takes over a second, so once per Region is enough.
+        images = self.__dict__.setdefault("_images", {})
+        image = images[region] = images.get(region) or ec2.describe_images()["Images"][0]["ImageId"]
         instances: dict[str, list[str]] = {}
         for name, c in clusters.items():
             if not c["ec2"]:
@@ -526,41 +615,14 @@ class Stack:
             for i in range(2):
                 inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.xlarge",
                                          SubnetId=subnets[i % 2])["Instances"][0]
-                doc = {"instanceId": inst["InstanceId"], "region": REGION, "instanceType": "m5.xlarge",
-                       "availabilityZone": inst["Placement"]["AvailabilityZone"], "accountId": ACCOUNT,
+                doc = {"instanceId": inst["InstanceId"], "region": region, "instanceType": "m5.xlarge",
+                       "availabilityZone": inst["Placement"]["AvailabilityZone"], "accountId": account,
                        "imageId": image}
                 ci = ecs.register_container_instance(cluster=name, instanceIdentityDocument=json.dumps(doc))
                 instances.setdefault(name, []).append(ci["containerInstance"]["containerInstanceArn"])
 
-        # The topic the function publishes to, with a (non-raw) SQS subscription to read notifications back.
-        self.topic_arn = sns.create_topic(Name=TOPIC_NAME)["TopicArn"]
-        self.queue_url = sqs.create_queue(QueueName=QUEUE_NAME)["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        if self.delay_queue:
-            # The delay queue and its dead-letter queue, as the template has them (maxReceiveCount 5).
-            self.dead_letter_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE_NAME)["QueueUrl"]
-            dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dead_letter_url,
-                                               AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-            self.delay_queue_url = sqs.create_queue(QueueName=DELAY_QUEUE_NAME, Attributes={
-                "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                             "maxReceiveCount": MAX_RECEIVE_COUNT})})["QueueUrl"]
 
-        if self.store:
-            # The launch store as the function expects it: string hash key `pk`, TTL attribute `expiresAt`.
-            ddb = self.client("dynamodb")
-            ddb.create_table(TableName=STORE_TABLE, BillingMode="PAY_PER_REQUEST",
-                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
-            ddb.update_time_to_live(TableName=STORE_TABLE,
-                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"})
-
-        self.control.config(subnets=subnet_map, container_instances=instances)
-        self.seeded = {"clusters": sorted(clusters), "task_definitions": {k: v["revision"] for k, v in families.items()},
-                       "container_instances": instances, "subnets": subnet_map, "topic": self.topic_arn,
-                       "queue": self.queue_url, "delay_queue": self.delay_queue_url or None,
-                       "store_table": STORE_TABLE if self.store else None}
+        return subnet_map, clusters, families, instances
 
     # ---- driving the function -------------------------------------------------------------------
     def invoke(self, event, on_call=None, timeout: float = 120, fresh: bool = True,
@@ -638,8 +700,9 @@ class Stack:
         return InvokeResult(str(event_file), False, None, err, secs, seen, event_id)
 
     # ---- reading the endpoint's state back --------------------------------------------------------
-    def tasks(self) -> list[dict]:
-        ecs = self.client("ecs")
+    def tasks(self, account: str = ACCOUNT, region: str = REGION) -> list[dict]:
+        """Every task moto holds in `account` and `region` (default: the stack's own)."""
+        ecs = self.client("ecs", account, region)
         out = []
         for cluster in ecs.list_clusters()["clusterArns"]:
             arns = ecs.list_tasks(cluster=cluster)["taskArns"]
@@ -647,12 +710,13 @@ class Stack:
                 out += ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100], include=["TAGS"])["tasks"]
         return out
 
-    def job_tasks(self, request: dict) -> list[dict]:
+    def job_tasks(self, request: dict, account: str = ACCOUNT, region: str = REGION) -> list[dict]:
         """The tasks in moto of the job a RunTask request names: same cluster and task definition family
-        (after `reset`, a test's tasks of that family are those of its scenario), in every state."""
+        (after `reset`, a test's tasks of that family are those of its scenario), in every state, in
+        `account` and `region` (default: the stack's own)."""
         cluster = _name_of(request.get("cluster") or "default")
         family = _name_of(request["taskDefinition"]).split(":", 1)[0]
-        ecs = self.client("ecs")
+        ecs = self.client("ecs", account, region)
         if cluster not in [_name_of(c) for c in ecs.list_clusters()["clusterArns"]]:
             return []
         arns = ecs.list_tasks(cluster=cluster, family=family)["taskArns"]   # moto: every state
@@ -742,7 +806,8 @@ class Stack:
         return {"moto": self.moto_url, "proxy": self.proxy.url if self.proxy else None,
                 "lambda_port": self.lambda_port, "topic": self.topic_arn, "queue": self.queue_url,
                 "delay_queue": self.delay_queue_url or None,
-                "pid": os.getpid(), "region": REGION, "account": ACCOUNT, "function": FUNCTION}
+                "pid": os.getpid(), "region": REGION, "account": ACCOUNT, "function": FUNCTION,
+                "members": self.members}
 
 
 class RunningStack:
@@ -757,6 +822,7 @@ class RunningStack:
         self.control = ControlClient(info["proxy"])
         self.event_files = []
         self.log_dir = STATE_DIR
+        self.members = info.get("members") or {}
 
     @classmethod
     def find(cls) -> "RunningStack":
@@ -822,7 +888,7 @@ def main(argv: list[str]) -> int:
         return 2
     install_signal_handlers()
     try:
-        with Stack() as stack:
+        with Stack(members=ORG_MEMBERS) as stack:
             STACK_FILE.write_text(json.dumps(stack.describe(), indent=2))
             print(json.dumps(stack.describe(), indent=2), flush=True)
             print("stack is up: `make invoke EVENT=events/01-agent-ec2.json` in another terminal; Ctrl-C stops it",

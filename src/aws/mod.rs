@@ -4,6 +4,7 @@
 pub mod dynamodb;
 pub mod ecs;
 pub mod hearing;
+pub mod identity;
 pub mod places;
 pub mod setup;
 pub mod sns;

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ecs_rerun::aws::dynamodb::DynamoStore;
 use ecs_rerun::aws::hearing::AwsHearing;
+use ecs_rerun::aws::identity::OwnAccount;
 use ecs_rerun::aws::places::EcsPlaces;
 use ecs_rerun::aws::sns::SnsNotifier;
 use ecs_rerun::aws::sqs::SqsDelayQueue;
@@ -41,6 +42,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         );
     }
     let hearing = AwsHearing::from_config(&aws);
+    let own_account = OwnAccount::new(&aws);
     // Other accounts' tasks run with the member role's credentials, in their records' Regions.
     let places = EcsPlaces::new(
         aws.clone(),
@@ -53,25 +55,28 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     match queue {
         Some(url) => {
             let queue = SqsDelayQueue::new(aws_sdk_sqs::Client::new(&aws), url);
-            serve(&handler.with_queue(queue)).await
+            serve(&handler.with_queue(queue), &own_account).await
         }
         None => {
             tracing::warn!(
                 "ECS_RERUN_DELAY_QUEUE_URL is not set: each episode waits inside its invocation, \
                  bounded by the function's timeout (set it to let waits go through the delay queue)"
             );
-            serve(&handler).await
+            serve(&handler, &own_account).await
         }
     }
 }
 
 async fn serve<Q: DelayQueue>(
     handler: &Handler<EcsPlaces, SnsNotifier, TokioClock, Q, Option<DynamoStore>, AwsHearing>,
+    own_account: &OwnAccount,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation {
             deadline: deadline(&event.context),
-            own_account: account_of_arn(&event.context.invoked_function_arn),
+            own_account: own_account
+                .resolve(account_of_arn(&event.context.invoked_function_arn))
+                .await,
         };
         let reply = handler
             .handle_payload(event.payload, &invocation)

@@ -68,7 +68,7 @@ RECOMMENDED_PATTERN = {
     },
 }
 
-FAILURE_EVENTS = [f"{n:02d}-" for n in range(1, 9)] + ["18-"]  # must reach the function (08: it ignores it itself)
+FAILURE_EVENTS = [f"{n:02d}-" for n in range(1, 9)] + ["18-", "19-"]  # must reach the function (08: it ignores it itself)
 # successful RunTask records (09, 14), another call (10), task state changes (15-17): not for FailedRunTaskRule
 OTHER_EVENTS = ["09-", "10-", "14-", "15-", "16-", "17-"]
 
