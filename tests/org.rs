@@ -547,3 +547,97 @@ async fn the_home_account_uses_the_functions_own_credentials() {
         ]
     );
 }
+
+// ---- review: failing tests ---------------------------------------------------------------------
+
+/// A member account that still runs its own single-account stack (the setup issue 20 replaces)
+/// while the member StackSet already forwards its records to the central bus: both functions
+/// handle the same failed launch. The member's stack keys it by the cluster's short name, the
+/// central one by the cluster's ARN, so they send different tokens and ECS starts it twice.
+#[tokio::test]
+async fn review_a_member_s_own_stack_and_the_central_stack_start_the_job_once() {
+    let org = Org::new();
+    // The member's own stack: home there, with its own credentials.
+    let local = Handler::new(
+        config(&[("AWS_LAMBDA_FUNCTION_NAME", "ecs-rerun-local")]),
+        org.world.ecs.at(MEMBER, MEMBER_REGION),
+        org.world.sns.clone(),
+        org.world.clock.clone(),
+    );
+    let at_member = Invocation {
+        deadline: None,
+        own_account: Some(MEMBER.to_owned()),
+    };
+    let mine = local
+        .handle(member_record(), &at_member)
+        .await
+        .expect("handled");
+    let central = org.handle(ORG, member_record()).await;
+
+    assert_eq!(mine.outcome, Outcome::Recovered, "{}", mine.reason);
+    assert_eq!(
+        org.world.ecs.tasks_started(),
+        1,
+        "one failed launch, started {} times (central: {:?}; tokens {:?})",
+        org.world.ecs.tasks_started(),
+        central.outcome,
+        org.world
+            .ecs
+            .requests()
+            .iter()
+            .map(|r| r.client_token.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The central account's own records from two Regions (a `member.yaml` stack with
+/// `CreateRole=false` forwards its other Regions, deploy.md step 4) keep the pre-org key, which
+/// names neither account nor Region. The same untokened call made at the same minute in both
+/// Regions (one cron job deployed in two Regions, an SDK from before 2023-11) gets one key:
+/// with the launch store, both episodes give up, and the second one's notification is taken
+/// for a duplicate of the first: its job is lost without a word.
+#[tokio::test]
+async fn review_home_records_of_two_regions_each_notify_their_give_up() {
+    let world = World::new(vec![fail("RESOURCE:MEMORY", 0); 12]);
+    let org = FakeOrg::new(&world.ecs);
+    let handler = Handler::new(
+        config(ORG),
+        org.clone(),
+        world.sns.clone(),
+        world.clock.clone(),
+    )
+    .with_store(world.store.clone());
+    let untokened = |region: &str| {
+        let mut e = record_in("01-agent-ec2.json", HOME_ACCOUNT, region);
+        let request = e["detail"]["requestParameters"]
+            .as_object_mut()
+            .expect("an object");
+        request.remove("clientToken");
+        // The cluster by its short name, as most callers name it.
+        request.insert("cluster".to_owned(), json!("batch"));
+        e
+    };
+    let east = handler
+        .handle(untokened(HOME_REGION), &central())
+        .await
+        .expect("handled");
+    let west = handler
+        .handle(untokened(MEMBER_REGION), &central())
+        .await
+        .expect("handled");
+
+    assert_eq!(east.outcome, Outcome::GaveUp, "{}", east.reason);
+    assert_eq!(west.outcome, Outcome::GaveUp, "{}", west.reason);
+    assert_eq!(world.ecs.tasks_started(), 0);
+    assert_eq!(
+        world.sns.sent().len(),
+        2,
+        "two jobs given up in two Regions, notified: {:?}",
+        world
+            .sns
+            .sent()
+            .iter()
+            .map(|n| n.subject.clone())
+            .collect::<Vec<_>>()
+    );
+}
