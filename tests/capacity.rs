@@ -491,3 +491,40 @@ async fn the_fake_ecs_starts_fargate_while_spot_has_no_capacity() {
         ecs_rerun::core::plan::LaunchResult::Placed { ref tasks, .. } if tasks.len() == 2
     ));
 }
+
+// ---- review: failing tests --------------------------------------------------------------
+
+/// Issue 21.1: the fallback "also works on a rule with `onCaller`". The throttled record and
+/// the final record of one SDK call: the final record's episode takes the `onCaller` rule's
+/// fallback from the recorded failure; the throttled record's episode fixes its fallback from
+/// ECS's answer to the replay, classified without the caller (ecs-rerun's own answers), so the
+/// `onCaller` rule never matches and it stays on Spot. Attempt 2 then goes out under one token
+/// with two requests: Spot from the throttled copy (first), FARGATE from the final one, which
+/// ECS refuses with `ConflictException` naming no task, so the job never reaches FARGATE.
+#[tokio::test]
+async fn review_sibling_records_agree_on_an_on_caller_rule_s_fallback() {
+    let rules = r#"[{"onCaller": "other", "onReason": "*Capacity is unavailable*",
+        "onCapacityProvider": "FARGATE_SPOT", "action": "retry", "MaxAttempts": 3,
+        "fallbackFromAttempt": 2,
+        "fallback": {"capacityProviderStrategy": [{"capacityProvider": "FARGATE"}]}}]"#;
+    let w = World::spot_outage(vec![]);
+    let final_record = spot_record();
+    w.ecs.caller_calls(&request_of(&final_record));
+    let mut throttled = final_record.clone();
+    throttled["detail"]["errorCode"] = json!("ThrottlingException");
+    throttled["detail"]["errorMessage"] = json!("Rate exceeded");
+    throttled["detail"]["responseElements"] = Value::Null;
+    let a = w.run_with(rules, throttled).await;
+    let b = w.run_with(rules, final_record).await;
+
+    w.assert_one_request_per_token();
+    assert_eq!(
+        w.task_placements(),
+        ["FARGATE", "FARGATE"],
+        "throttled copy: {:?} ({}); final copy: {:?} ({})",
+        a.outcome,
+        a.reason,
+        b.outcome,
+        b.reason
+    );
+}
