@@ -37,6 +37,10 @@ pub struct Config {
     /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`, set by Lambda): its calls are made by a
     /// session of that name, which is how it knows its own records.
     pub function_name: Option<String>,
+    /// The function's Region (`AWS_REGION`, set by Lambda). A record of its own account made
+    /// elsewhere keeps its job apart from one made here ([`crate::core::org::Place::is_own`]);
+    /// `None` (a local run): every Region counts as its own.
+    pub region: Option<String>,
     /// The SQS queue that carries an episode through a wait (`ECS_RERUN_DELAY_QUEUE_URL`);
     /// without it, the invocation waits itself, within its deadline.
     pub delay_queue_url: Option<String>,
@@ -189,6 +193,7 @@ impl Config {
             member_role,
             dry_run: flag(&get, "ECS_RERUN_DRY_RUN")?,
             function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
+            region: get("AWS_REGION").map(|r| r.trim().to_owned()),
             delay_queue_url: get("ECS_RERUN_DELAY_QUEUE_URL"),
             hop_after: millis(&get, "ECS_RERUN_HOP_AFTER_MS", Duration::from_secs(5))?,
             store_table: get("ECS_RERUN_STORE_TABLE"),

@@ -491,3 +491,110 @@ async fn the_fake_ecs_starts_fargate_while_spot_has_no_capacity() {
         ecs_rerun::core::plan::LaunchResult::Placed { ref tasks, .. } if tasks.len() == 2
     ));
 }
+
+// ---- an onCaller rule's fallback, across the records of one call ---------------------------
+
+/// An `onCaller` rule: Spot → FARGATE from attempt 2 of 3, for calls by "other" callers.
+const ON_CALLER_RULES: &str = r#"[{"onCaller": "other", "onReason": "*Capacity is unavailable*",
+    "onCapacityProvider": "FARGATE_SPOT", "action": "retry", "MaxAttempts": 3,
+    "fallbackFromAttempt": 2,
+    "fallback": {"capacityProviderStrategy": [{"capacityProvider": "FARGATE"}]}}]"#;
+
+/// The throttled and the final record of one SDK call whose first try ECS answered with
+/// capacity failures (its token's stored answer).
+fn sibling_records(w: &World) -> (Value, Value) {
+    let final_record = spot_record();
+    w.ecs.caller_calls(&request_of(&final_record));
+    let mut throttled = final_record.clone();
+    throttled["detail"]["errorCode"] = json!("ThrottlingException");
+    throttled["detail"]["errorMessage"] = json!("Rate exceeded");
+    throttled["detail"]["responseElements"] = Value::Null;
+    (throttled, final_record)
+}
+/// Issue 21.1: the fallback "also works on a rule with `onCaller`". The throttled record and
+/// the final record of one SDK call: the final record's episode takes the `onCaller` rule's
+/// fallback from the recorded failure; the throttled record's episode fixes its fallback from
+/// ECS's answer to the replay, classified without the caller (ecs-rerun's own answers), so the
+/// `onCaller` rule never matches and it stays on Spot. Attempt 2 then goes out under one token
+/// with two requests: Spot from the throttled copy (first), FARGATE from the final one, which
+/// ECS refuses with `ConflictException` naming no task, so the job never reaches FARGATE.
+/// Guards: the throttled record's episode (its replay answered with the final record's
+/// capacity failures, classified with the recorded caller), then the final record's episode:
+/// both fall back at attempt 2 to FARGATE, under one request per token.
+#[tokio::test]
+async fn sibling_records_agree_on_an_on_caller_rule_s_fallback() {
+    let w = World::spot_outage(vec![]);
+    let (throttled, final_record) = sibling_records(&w);
+    let a = w.run_with(ON_CALLER_RULES, throttled).await;
+    let b = w.run_with(ON_CALLER_RULES, final_record).await;
+
+    w.assert_one_request_per_token();
+    assert_eq!(
+        w.task_placements(),
+        ["FARGATE", "FARGATE"],
+        "throttled copy: {:?} ({}); final copy: {:?} ({})",
+        a.outcome,
+        a.reason,
+        b.outcome,
+        b.reason
+    );
+}
+
+/// Guards: the throttled record's episode waits in the delay queue before the replay whose
+/// answer fixes its fallback, and resumes from the hop (a hop written now, and one written
+/// before the hop kept the recorded caller, which is still read); then the final record's
+/// episode. With the caller in the hop both fall back alike at attempt 2.
+#[tokio::test]
+async fn the_recorded_caller_travels_in_the_hop_to_the_answer_that_fixes_the_fallback() {
+    for older in [false, true] {
+        let w = World::spot_outage(vec![]);
+        let (throttled, final_record) = sibling_records(&w);
+        let handler = w
+            .handler(&[
+                ("ECS_RERUN_RULES", ON_CALLER_RULES),
+                ("ECS_RERUN_HOP_AFTER_MS", "0"),
+            ])
+            .with_queue(w.queue.clone());
+        let first = handler
+            .handle(throttled, &Invocation::default())
+            .await
+            .expect("handled");
+        assert_eq!(first.outcome, Outcome::Waiting, "{}", first.reason);
+        assert!(w.ecs.requests().is_empty(), "the replay waits in the queue");
+        let mut last = first;
+        let mut hops = 0;
+        while let Some((body, delay)) = w.queue.pop() {
+            let mut hop: Value = serde_json::from_str(&body).expect("a hop");
+            if older && let Some(episode) = hop["episode"].as_object_mut() {
+                episode.remove("open_caller");
+            }
+            w.clock.advance(delay);
+            last = handler
+                .handle_message(&hop.to_string(), &Invocation::default())
+                .await
+                .expect("a hop is read, not dead-lettered");
+            hops += 1;
+        }
+        assert!(hops >= 2, "{hops} hop(s)");
+        if older {
+            // Written before: the answer is classified as it was then, without the caller.
+            assert_ne!(last.outcome, Outcome::Waiting, "{}", last.reason);
+            continue;
+        }
+        assert_eq!(
+            last.outcome,
+            Outcome::RecoveredOnFallback,
+            "{}",
+            last.reason
+        );
+        let again = w.run_with(ON_CALLER_RULES, final_record).await;
+        w.assert_one_request_per_token();
+        assert_eq!(
+            w.task_placements(),
+            ["FARGATE", "FARGATE"],
+            "final copy: {:?} ({})",
+            again.outcome,
+            again.reason
+        );
+    }
+}

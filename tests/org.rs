@@ -141,8 +141,11 @@ async fn a_duplicate_delivery_of_a_member_record_starts_one_task() {
     assert_eq!(second.outcome, Outcome::AlreadyStarted, "{}", second.reason);
 }
 
+/// The same call in three places (two Regions of a member, the central account): ECS scopes a
+/// token to its cluster, whose ARN names account and Region, so each place starts its task
+/// under the token a single-account stack there sends, the same everywhere.
 #[tokio::test]
-async fn the_same_job_in_two_places_gets_two_tokens_and_two_tasks() {
+async fn the_same_job_in_three_places_starts_one_task_in_each() {
     let org = Org::new();
     org.handle(ORG, member_record()).await;
     org.handle(
@@ -175,7 +178,11 @@ async fn the_same_job_in_two_places_gets_two_tokens_and_two_tasks() {
         .into_iter()
         .map(|r| r.client_token)
         .collect();
-    assert_eq!(tokens.len(), 3, "one token per place");
+    assert_eq!(
+        tokens.into_iter().collect::<Vec<_>>(),
+        [Some(HOME_TOKEN_BEFORE.to_owned())],
+        "one call's token, whatever its place: a single-account stack's"
+    );
 }
 
 /// The token ecs-rerun sent for `01-agent-ec2.json` in its own account before organizations
@@ -545,5 +552,102 @@ async fn the_home_account_uses_the_functions_own_credentials() {
                 "AKIDCENTRAL".to_owned()
             ),
         ]
+    );
+}
+
+/// A member account that still runs its own single-account stack (the setup issue 20 replaces)
+/// while the member StackSet already forwards its records to the central bus: both functions
+/// handle the same failed launch. The member's stack keys it by the cluster's short name, the
+/// central one by the cluster's ARN, so they send different tokens and ECS starts it twice.
+/// Guards: the member's own stack reruns the record, then the central stack reruns the same
+/// record in that account and Region; both send the short-name token, so ECS starts one task.
+#[tokio::test]
+async fn a_member_s_own_stack_and_the_central_stack_start_the_job_once() {
+    let org = Org::new();
+    // The member's own stack: home there, with its own credentials.
+    let local = Handler::new(
+        config(&[("AWS_LAMBDA_FUNCTION_NAME", "ecs-rerun-local")]),
+        org.world.ecs.at(MEMBER, MEMBER_REGION),
+        org.world.sns.clone(),
+        org.world.clock.clone(),
+    );
+    let at_member = Invocation {
+        deadline: None,
+        own_account: Some(MEMBER.to_owned()),
+    };
+    let mine = local
+        .handle(member_record(), &at_member)
+        .await
+        .expect("handled");
+    let central = org.handle(ORG, member_record()).await;
+
+    assert_eq!(mine.outcome, Outcome::Recovered, "{}", mine.reason);
+    assert_eq!(
+        org.world.ecs.tasks_started(),
+        1,
+        "one failed launch, started {} times (central: {:?}; tokens {:?})",
+        org.world.ecs.tasks_started(),
+        central.outcome,
+        org.world
+            .ecs
+            .requests()
+            .iter()
+            .map(|r| r.client_token.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The central account's own records from two Regions (a `member.yaml` stack with
+/// `CreateRole=false` forwards its other Regions, deploy.md step 4) keep the pre-org key, which
+/// names neither account nor Region. The same untokened call made at the same minute in both
+/// Regions (one cron job deployed in two Regions, an SDK from before 2023-11) gets one key:
+/// with the launch store, both episodes give up, and the second one's notification is taken
+/// for a duplicate of the first: its job is lost without a word.
+/// Guards: an untokened home record of the function's own Region gives up and is notified,
+/// then the same call's record from another Region gives up: its claim names its cluster by
+/// ARN, so it is notified too.
+#[tokio::test]
+async fn home_records_of_two_regions_each_notify_their_give_up() {
+    let world = World::new(vec![fail("RESOURCE:MEMORY", 0); 12]);
+    let org = FakeOrg::new(&world.ecs);
+    let handler = Handler::new(
+        config(ORG),
+        org.clone(),
+        world.sns.clone(),
+        world.clock.clone(),
+    )
+    .with_store(world.store.clone());
+    let untokened = |region: &str| {
+        let mut e = record_in("01-agent-ec2.json", HOME_ACCOUNT, region);
+        let request = e["detail"]["requestParameters"]
+            .as_object_mut()
+            .expect("an object");
+        request.remove("clientToken");
+        // The cluster by its short name, as most callers name it.
+        request.insert("cluster".to_owned(), json!("batch"));
+        e
+    };
+    let east = handler
+        .handle(untokened(HOME_REGION), &central())
+        .await
+        .expect("handled");
+    let west = handler
+        .handle(untokened(MEMBER_REGION), &central())
+        .await
+        .expect("handled");
+
+    assert_eq!(east.outcome, Outcome::GaveUp, "{}", east.reason);
+    assert_eq!(west.outcome, Outcome::GaveUp, "{}", west.reason);
+    assert_eq!(world.ecs.tasks_started(), 0);
+    assert_eq!(
+        world.sns.sent().len(),
+        2,
+        "two jobs given up in two Regions, notified: {:?}",
+        world
+            .sns
+            .sent()
+            .iter()
+            .map(|n| n.subject.clone())
+            .collect::<Vec<_>>()
     );
 }

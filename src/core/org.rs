@@ -7,8 +7,12 @@
 //! where a record belongs ([`Place::of`]), whether its envelope and its CloudTrail record agree
 //! ([`disagreement`]), the member role's ARN and session ([`member_role_arn`],
 //! [`session_name`]), how the function recognises its own calls made under that role
-//! ([`is_own_member_session`]), and the key of a member's job, which names the cluster by its
-//! full ARN ([`member_key`]) so that no two accounts or Regions ever share a token.
+//! ([`is_own_member_session`]), and the central key of a job made elsewhere than the
+//! function's own account and Region ([`Place::is_own`]), which names the cluster by its full
+//! ARN ([`qualified_key`]) so that no two accounts or Regions ever share a stored launch or a
+//! notification. Tokens never use it: ECS scopes a `clientToken` to its cluster, whose ARN
+//! names account and Region, so every record's tokens derive from the key a single-account
+//! stack in that account and Region sends, and the two stacks, if both run, agree.
 
 use std::fmt;
 
@@ -79,6 +83,16 @@ impl Place {
     pub fn region(&self) -> &str {
         match self {
             Self::Home { region } | Self::Member { region, .. } => region,
+        }
+    }
+
+    /// Whether a record here is one a single-account stack of the function would handle: the
+    /// function's own account, in its own Region (`own_region`; `None`, a local run: every
+    /// Region). Only such a record keeps the keys it always had.
+    pub fn is_own(&self, own_region: Option<&str>) -> bool {
+        match self {
+            Self::Home { region } => own_region.is_none_or(|own| own == region),
+            Self::Member { .. } => false,
         }
     }
 
@@ -176,11 +190,12 @@ pub fn qualified_cluster(cluster: Option<&str>, account: &str, region: &str) -> 
     }
 }
 
-/// The key of a member's job: the call's key ([`crate::core::marks::CallMarks::key`], which
-/// starts with the cluster's short name) with the cluster's full ARN in its place, so that the
-/// same cluster name in two accounts or Regions gives two jobs, two notices and other tokens.
-/// A key that does not start with the short name (a task's key) is returned as it is.
-pub fn member_key(
+/// The central key of a job made elsewhere than the function's own account and Region: the
+/// call's key ([`crate::core::marks::CallMarks::key`], which starts with the cluster's short
+/// name) with the cluster's full ARN in its place, so that the same cluster name in two
+/// accounts or Regions gives two stored launches and two notices. A key that does not start
+/// with the short name (a task's key, which names the task's ARN) is returned as it is.
+pub fn qualified_key(
     key: &str,
     cluster: Option<&str>,
     short_name: &str,
@@ -229,6 +244,18 @@ mod tests {
             Place::of("444455556666", "us-east-1", None).member_account(),
             None
         );
+    }
+
+    #[test]
+    fn only_the_own_account_in_the_own_region_is_own() {
+        let here = Place::of("111122223333", "us-east-1", Some("111122223333"));
+        let elsewhere = Place::of("111122223333", "eu-west-1", Some("111122223333"));
+        let member = Place::of("444455556666", "us-east-1", Some("111122223333"));
+        assert!(here.is_own(Some("us-east-1")));
+        assert!(!elsewhere.is_own(Some("us-east-1")));
+        assert!(!member.is_own(Some("us-east-1")));
+        // A local run knows no Region: every home record is its own.
+        assert!(elsewhere.is_own(None));
     }
 
     #[test]
@@ -299,11 +326,11 @@ mod tests {
     }
 
     #[test]
-    fn member_keys_name_the_cluster_by_arn() {
+    fn qualified_keys_name_the_cluster_by_arn() {
         let key = "batch|token|abc";
-        let a = member_key(key, Some("batch"), "batch", "444455556666", "eu-west-1");
-        let b = member_key(key, Some("batch"), "batch", "444455556666", "us-east-1");
-        let c = member_key(key, Some("batch"), "batch", "777788889999", "eu-west-1");
+        let a = qualified_key(key, Some("batch"), "batch", "444455556666", "eu-west-1");
+        let b = qualified_key(key, Some("batch"), "batch", "444455556666", "us-east-1");
+        let c = qualified_key(key, Some("batch"), "batch", "777788889999", "eu-west-1");
         assert_eq!(
             a,
             "arn:aws:ecs:eu-west-1:444455556666:cluster/batch|token|abc"
@@ -312,13 +339,13 @@ mod tests {
         // The short name and the ARN of one cluster give one key.
         let arn = "arn:aws:ecs:eu-west-1:444455556666:cluster/batch";
         assert_eq!(
-            member_key(key, Some(arn), "batch", "444455556666", "eu-west-1"),
+            qualified_key(key, Some(arn), "batch", "444455556666", "eu-west-1"),
             a
         );
         // A task's key names the task's ARN already.
         let task = "task|arn:aws:ecs:eu-west-1:444455556666:task/batch/1";
         assert_eq!(
-            member_key(task, Some("batch"), "batch", "444455556666", "eu-west-1"),
+            qualified_key(task, Some("batch"), "batch", "444455556666", "eu-west-1"),
             task
         );
     }

@@ -535,7 +535,8 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     // The fallback is the rule's that matched the recorded failure. An API-error record holds
     // no failure a rule could place: its fallback is fixed by the first answer with failures,
     // which every copy of the call sees alike (ECS's stored answer to the token; the call's
-    // final record holds the same).
+    // final record holds the same), classified as the final record's failure is: with the
+    // recorded caller, so that an `onCaller` rule's fallback is every copy's.
     let fallback = lead.fallback.as_deref().map(|fallback| FallbackState {
         fallback: fallback.clone(),
         from: Placement::of(&template),
@@ -545,6 +546,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         started: 0,
     });
     let fallback_open = matches!(failed.failure, Failure::Api { .. });
+    let open_caller = subject.caller.clone().filter(|_| fallback_open);
     Decision::Retry(Box::new(Episode {
         // The answers to ecs-rerun's own calls are its own: no onCaller rule concerns them.
         subject: Subject {
@@ -576,6 +578,7 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
         done: None,
         fallback: fallback.filter(|_| !fallback_open),
         fallback_open,
+        open_caller,
     }))
 }
 
@@ -698,6 +701,11 @@ pub struct Episode {
     /// it (see `decide`).
     #[serde(default)]
     fallback_open: bool,
+    /// While the fallback is open: the recorded caller, with which the answer that fixes it is
+    /// classified, as the call's final record is. (Absent in a hop written before it existed:
+    /// that answer is classified without a caller, as it was then.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_caller: Option<String>,
 }
 
 /// A capacity fallback within an episode.
@@ -939,8 +947,21 @@ impl Episode {
                 if self.missing <= 0 {
                     self.done = Some(self.all_running(&log));
                 } else {
-                    log.failures = rules.placements(&failures, &self.subject);
-                    if std::mem::take(&mut self.fallback_open) {
+                    // The answer that fixes an open fallback is ECS's stored answer to the
+                    // recorded call (or the first to this job): the recorded caller's, whose
+                    // onCaller rules then apply to it as to the call's final record.
+                    let settles = std::mem::take(&mut self.fallback_open);
+                    log.failures = match self.open_caller.take().filter(|_| settles) {
+                        Some(caller) => {
+                            let subject = Subject {
+                                caller: Some(caller),
+                                ..self.subject.clone()
+                            };
+                            rules.placements(&failures, &subject)
+                        }
+                        None => rules.placements(&failures, &self.subject),
+                    };
+                    if settles {
                         self.fallback = classify::overall(&log.failures)
                             .and_then(|lead| lead.fallback.as_deref())
                             .map(|fallback| FallbackState {

@@ -7,8 +7,11 @@
 //! Each episode runs in its record's [`Place`]: a member account's record with the launcher the
 //! [`Launchers`] port hands out for that account and Region (credentials of the member role),
 //! which is asked for before anything is launched; if it cannot be had, the episode ends
-//! notified, and nothing is launched anywhere. A member's job key names its cluster by ARN
-//! ([`org::member_key`]); the function's own records keep the keys they always had.
+//! notified, and nothing is launched anywhere. Every record's tokens derive from its own key,
+//! as a single-account stack where it was made would send them; the central keys (stored
+//! launch, notification claim) of a record made elsewhere than the function's own account and
+//! Region name its cluster by ARN ([`org::qualified_key`]); the function's own records keep
+//! the keys they always had.
 
 use std::time::Duration;
 
@@ -56,26 +59,24 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
         let place = self.place(&failed.origin, invocation);
-        let member;
-        let failed = match &place {
-            // The key every token and notice of the job derives from names the cluster by ARN.
-            Place::Member { account, region } if failed.origin.stopped_task.is_none() => {
-                let request = &failed.origin.request;
-                let mut copy = failed.clone();
-                copy.origin.key = org::member_key(
-                    &failed.origin.key,
-                    request.cluster.as_deref(),
-                    request.cluster_name(),
-                    account,
-                    region,
-                );
-                member = copy;
-                &member
-            }
-            _ => failed,
-        };
-        let span = episode_span(&failed.origin);
-        self.decide_and_drive(failed, &place, invocation)
+        // The tokens derive from the record's own key (`failed`), exactly as a single-account
+        // stack where the record was made sends them: ECS scopes tokens to the cluster, and
+        // such a stack may still run beside this one. What this function keeps centrally (the
+        // stored launch, the notification claim) names the cluster by ARN unless the record
+        // was made in its own account and Region, so that no two places share it.
+        let mut origin = failed.origin.clone();
+        if failed.origin.stopped_task.is_none() && !place.is_own(self.config.region.as_deref()) {
+            let request = &failed.origin.request;
+            origin.key = org::qualified_key(
+                &failed.origin.key,
+                request.cluster.as_deref(),
+                request.cluster_name(),
+                &failed.origin.account,
+                place.region(),
+            );
+        }
+        let span = episode_span(&origin);
+        self.decide_and_drive(failed, &origin, &place, invocation)
             .instrument(span)
             .await
     }
@@ -133,9 +134,12 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
         }
     }
 
+    /// Decides on `failed` (whose key the tokens derive from), then drives the episode, keeping
+    /// and notifying it as `origin` (whose key is the central one).
     async fn decide_and_drive(
         &self,
         failed: &FailedRunTask,
+        origin: &Origin,
         place: &Place,
         invocation: &Invocation,
     ) -> Result<Report, HandlerError> {
@@ -146,17 +150,16 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
             member_role: self.config.member_role.as_deref(),
             function_name: self.config.function_name.as_deref(),
         };
-        let origin = failed.origin.clone();
         match plan::decide(failed, &self.config.rules, &self.config.policy, ctx) {
             Decision::Ignore(why) => Ok(ignored(Some(failed.origin.event_id.clone()), &why)),
             Decision::Conclude(conclusion) => {
                 log_failure(failed);
-                self.finish(&origin, conclusion, invocation).await
+                self.finish(origin, conclusion, invocation).await
             }
             Decision::Retry(mut episode) => {
                 log_failure(failed);
                 let launcher = self.reach(place, &mut episode).await;
-                self.drive(&origin, *episode, launcher.as_ref(), invocation)
+                self.drive(origin, *episode, launcher.as_ref(), invocation)
                     .await
             }
         }

@@ -81,10 +81,14 @@ pub fn event(name: &str) -> Value {
 
 /// Config as the environment would give it, with test-friendly defaults.
 pub fn config(extra: &[(&str, &str)]) -> Config {
-    let mut vars: HashMap<String, String> = HashMap::from([(
-        "ECS_RERUN_TOPIC_ARN".to_owned(),
-        "arn:aws:sns:us-east-1:111122223333:ecs-rerun".to_owned(),
-    )]);
+    // Lambda always sets AWS_REGION: the function runs in [`HOME_REGION`].
+    let mut vars: HashMap<String, String> = HashMap::from([
+        (
+            "ECS_RERUN_TOPIC_ARN".to_owned(),
+            "arn:aws:sns:us-east-1:111122223333:ecs-rerun".to_owned(),
+        ),
+        ("AWS_REGION".to_owned(), HOME_REGION.to_owned()),
+    ]);
     for (k, v) in extra {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
