@@ -65,6 +65,9 @@ pub fn emf_line(report: &Report, timestamp_ms: u64) -> Option<String> {
         "cluster": report.cluster,
         "task_family": report.task_family,
         "event_id": report.event_id,
+        // Properties, not dimensions: one metric per account would multiply what CloudWatch charges.
+        "account": report.account,
+        "region": report.region,
     });
     if let (Some(ms), Some(fields)) = (report.recovery_ms, line.as_object_mut()) {
         fields.insert("TimeToRecovery".to_owned(), Value::from(ms));

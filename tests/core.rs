@@ -2001,6 +2001,8 @@ fn report(outcome: Outcome, recovery_ms: Option<u64>) -> ecs_rerun::handler::Rep
         recovery_ms,
         caller: Some(ecs_rerun::core::caller::Caller::Scheduler),
         rule: Some("onReason=AGENT -> retry".into()),
+        account: Some("444455556666".into()),
+        region: Some("eu-west-1".into()),
     }
 }
 
@@ -2042,6 +2044,11 @@ fn emf_line_declares_every_metric_it_carries() {
         assert!(line[name].is_number(), "{name} has a value");
     }
     assert_eq!(line["Outcome"], "recovered");
+    // The account and Region of the call travel as properties, never as dimensions.
+    assert_eq!(line["account"], "444455556666");
+    assert_eq!(line["region"], "eu-west-1");
+    let dimensions = directive["Dimensions"].to_string();
+    assert!(!dimensions.contains("account") && !dimensions.contains("region"));
     assert_eq!(line["RetriesIssued"], 2);
     assert_eq!(line["Recoveries"], 1);
 

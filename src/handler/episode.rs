@@ -446,7 +446,6 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
             .and_then(|t| self.clock.now().duration_since(t).ok())
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Report {
-            event_id: Some(origin.event_id.clone()),
             outcome: c.outcome,
             reason_class: Some(c.class),
             reason: redact::scrub(&c.why, secrets.iter().copied()),
@@ -455,11 +454,9 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
             waited_ms: c.attempts.iter().map(|a| a.waited_ms).sum(),
             notified: subject.is_some(),
             subject,
-            cluster: Some(origin.request.cluster_name().to_owned()),
-            task_family: origin.request.task_family().map(str::to_owned),
             recovery_ms,
-            caller: Some(origin.called_by.clone()),
             rule: Some(c.rule.clone()),
+            ..Report::about(origin)
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct Report {
     pub caller: Option<Caller>,
     /// The rule that decided.
     pub rule: Option<String>,
+    /// The account the failed call was made in (a member's, organization-wide).
+    pub account: Option<String>,
+    /// Its Region.
+    pub region: Option<String>,
 }
 
 impl Report {
@@ -89,6 +93,8 @@ impl Report {
             recovery_ms: None,
             caller: None,
             rule: None,
+            account: None,
+            region: None,
         }
     }
 
@@ -109,6 +115,8 @@ impl Report {
             recovery_ms: None,
             caller: Some(origin.called_by.clone()),
             rule: None,
+            account: Some(origin.account.clone()),
+            region: Some(origin.region.clone()),
         }
     }
 }
