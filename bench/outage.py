@@ -3,7 +3,7 @@ capacity back after a while; today's design (the wait inside the invocation) aga
 queue (one call per invocation, the wait in SQS). Part of `make bench` (bench/run.py); standalone:
 
     .tools/bench/bin/python bench/outage.py [--rust-bin target/release/ecs-rerun] [--jobs 283]
-                                            [--back 4,10,30] [--update-results]
+                                            [--back 4,10,30] [--spot fallback,plain] [--update-results]
 
 Time is scaled down SCALE times (60: a minute becomes a second; the schedules, the function's
 timeout, the event age, the visibility timeout and the record-age guard all divided by it). What
@@ -29,6 +29,14 @@ The machinery, all on 127.0.0.1 and stopped at the end:
     HTTP, which the function reaches through AWS_ENDPOINT_URL_SQS; ECS and SNS stay on the proxy).
     moto's SQS honours DelaySeconds, but at 10-15 ms a call it cannot take a few hundred sends in
     a scaled minute.
+
+The Spot outage (issue 21.6): the same machinery with the delay queue, FARGATE_SPOT RunTask records
+(sample 18, each its own job, count 1), half of them of sample 18's family `spot-report`, half of
+another family (`spot-digest`, not registered: no call of it may reach ECS). The proxy answers every
+FARGATE_SPOT request with the capacity failure for the whole outage (SPOT_OUTAGE_MIN, 2 h: longer than
+the capacity schedule's horizon) while FARGATE requests start (its `only_capacity_provider` action
+option). Two runs: with the Spot -> FARGATE rule for `spot-report` (fallbackFromAttempt 2) in
+ECS_RERUN_RULES before the capacity rules, and with the capacity rules alone.
 
 Per job: arrival (all at once, t0 = the records' eventTime), the slot that took its event, every
 RunTask call the proxy saw (the job is a user tag on the request, kept on every retry), the first
@@ -95,6 +103,15 @@ HANG_S = 10.0                     # real seconds past its deadline after which a
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:111122223333:function:ecs-rerun"
 ACCOUNT = "111122223333"
 EVENT = ROOT / "events" / "03-fargate-capacity.json"
+SPOT_EVENT = ROOT / "events" / "18-spot-capacity-fallback.json"   # FARGATE_SPOT, family spot-report
+EVENTS = (EVENT, SPOT_EVENT)      # what the local stack must be seeded for (clusters, task definitions)
+SPOT_OUTAGE_MIN = 120             # the Spot outage: FARGATE_SPOT has no capacity for 2 h (scaled)
+SPOT = "FARGATE_SPOT"
+ON_DEMAND = "FARGATE"
+FALLBACK_FROM = 2                 # the rule's fallbackFromAttempt
+OTHER_FAMILY = "spot-digest"      # the Spot jobs no fallback rule matches (never reach ECS: Spot fails)
+FALLBACK_TAG = "ecs-rerun:fallback"
+SPOT_CASES = {"fallback": "Spot → FARGATE rule (fallback from attempt 2)", "plain": "capacity rules only"}
 CAPACITY = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 JOB_TAG = "bench-job"
 
@@ -117,11 +134,27 @@ def iso_ms(t: float) -> str:
 
 
 # ---- the designs -----------------------------------------------------------------------------------
-def scaled_rules() -> str:
-    s = {**CAPACITY_SCHEDULE, "IntervalSeconds": CAPACITY_SCHEDULE["IntervalSeconds"] / SCALE,
-         "MaxDelaySeconds": CAPACITY_SCHEDULE["MaxDelaySeconds"] / SCALE}
-    return json.dumps([{"onReason": "RESOURCE:*", "action": "retry", **s},
-                       {"onReason": "*Capacity is unavailable*", "action": "retry", **s}])
+def scaled_schedule() -> dict:
+    return {**CAPACITY_SCHEDULE, "IntervalSeconds": CAPACITY_SCHEDULE["IntervalSeconds"] / SCALE,
+            "MaxDelaySeconds": CAPACITY_SCHEDULE["MaxDelaySeconds"] / SCALE}
+
+
+def spot_family() -> str:
+    return json.loads(SPOT_EVENT.read_text())["detail"]["requestParameters"]["taskDefinition"].split(":")[0]
+
+
+def scaled_rules(fallback: bool = False) -> str:
+    """The capacity schedule as rules; with `fallback`, first the docs' Spot → FARGATE rule for sample 18's
+    family (the same schedule, attempt FALLBACK_FROM and later on FARGATE)."""
+    s = scaled_schedule()
+    rules = [{"onReason": "RESOURCE:*", "action": "retry", **s},
+             {"onReason": "*Capacity is unavailable*", "action": "retry", **s}]
+    if fallback:
+        rules.insert(0, {"onReason": "*Capacity is unavailable*", "onCapacityProvider": SPOT,
+                         "onTaskFamily": spot_family(), "action": "retry", **s,
+                         "fallbackFromAttempt": FALLBACK_FROM,
+                         "fallback": {"capacityProviderStrategy": [{"capacityProvider": ON_DEMAND}]}})
+    return json.dumps(rules)
 
 
 def equal_jitter_range(interval: float, rate: float, cap: float, call: int) -> tuple[float, float]:
@@ -144,7 +177,7 @@ def horizon_s(design: str) -> tuple[float, float]:
     return sum(lo for lo, _ in waits), sum(hi for _, hi in waits)
 
 
-def function_env(stack, design: str, dq: "DelayQueue | None") -> dict:
+def function_env(stack, design: str, dq: "DelayQueue | None", fallback: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ECS_RERUN_", "RUST_LOG"))}
     env.update({
         "AWS_ENDPOINT_URL": stack.proxy.url, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
@@ -166,16 +199,17 @@ def function_env(stack, design: str, dq: "DelayQueue | None") -> dict:
         env["ECS_RERUN_DELAY_QUEUE_URL"] = dq.url
         env["AWS_ENDPOINT_URL_SQS"] = dq.endpoint       # the delay queue; ECS and SNS stay on the proxy
         env["ECS_RERUN_HOP_AFTER_MS"] = ms(HOP_AFTER_S)
-        env["ECS_RERUN_RULES"] = scaled_rules()
+        env["ECS_RERUN_RULES"] = scaled_rules(fallback)
     return env
 
 
 # ---- the jobs --------------------------------------------------------------------------------------
-def make_events(n: int, t0: float) -> list[dict]:
+def make_events(n: int, t0: float, spot: bool = False) -> list[dict]:
     """n failed RunTask records of one outage, each its own job: own event IDs, own clientToken,
     count 1, a user tag naming the job; eventTime = t0 (with milliseconds, so that the record-age
-    guard's clock is not off by up to a scaled minute)."""
-    base = json.loads(EVENT.read_text())
+    guard's clock is not off by up to a scaled minute). `spot`: FARGATE_SPOT records of sample 18,
+    the even jobs of its family, the odd ones of OTHER_FAMILY."""
+    base = json.loads((SPOT_EVENT if spot else EVENT).read_text())
     out = []
     for i in range(n):
         ev = copy.deepcopy(base)
@@ -188,6 +222,8 @@ def make_events(n: int, t0: float) -> list[dict]:
         rp = d["requestParameters"]
         rp["clientToken"] = str(uuid.uuid4())
         rp["count"] = 1
+        if spot and i % 2:
+            rp["taskDefinition"] = f"{OTHER_FAMILY}:1"
         rp["tags"] = [*rp.get("tags", []), {"key": JOB_TAG, "value": str(i)}]
         d["responseElements"] = {"tasks": [], "failures": [{"reason": CAPACITY}]}
         out.append(ev)
@@ -464,12 +500,14 @@ class _SqsHandler(BaseHTTPRequestHandler):
         return self._reply(200, xml.encode(), "text/xml")
 
 
-def run_once(stack, rust_bin: Path, design: str, back_min: float, jobs: int) -> dict:
-    """One outage: `jobs` failures at t0, capacity back at t0 + back_min scaled minutes."""
+def run_once(stack, rust_bin: Path, design: str, back_min: float, jobs: int, spot: str | None = None) -> dict:
+    """One outage: `jobs` failures at t0, capacity back at t0 + back_min scaled minutes. `spot` (a key of
+    SPOT_CASES, with the delay queue): the Spot outage, only FARGATE_SPOT without capacity."""
     stack.reset()
     dq = DelayQueue(real(VISIBILITY_S)) if design == "queue" else None
     timeout = real(DESIGNS[design]["timeout_s"])
-    lam = Lambda([str(rust_bin)], function_env(stack, design, dq), OUT / f"outage-{design}-{back_min:g}.log")
+    log_name = f"outage-spot-{spot}.log" if spot else f"outage-{design}-{back_min:g}.log"
+    lam = Lambda([str(rust_bin)], function_env(stack, design, dq, fallback=spot == "fallback"), OUT / log_name)
     esm_running = 0                                      # the event source mapping's invocations in flight
     try:
         lam.start()
@@ -483,11 +521,14 @@ def run_once(stack, rust_bin: Path, design: str, back_min: float, jobs: int) -> 
         if len(free) < SLOTS:
             raise RuntimeError(f"only {len(free)} of {SLOTS} bootstrap processes came up in 30 s")
         stack.control.clear_script()
-        stack.control.script({"ecs:RunTask": [{"do": "fail", "reason": CAPACITY, "place": 0, "sticky": True}]})
+        outage = {"do": "fail", "reason": CAPACITY, "place": 0, "sticky": True}
+        if spot:       # a Spot outage: FARGATE requests pass through to moto and start
+            outage["only_capacity_provider"] = SPOT
+        stack.control.script({"ecs:RunTask": [outage]})
         since = (stack.control.log() or [{"seq": 0}])[-1]["seq"]
 
         t0 = math.ceil(time.time() * 10) / 10 + 0.2
-        events = make_events(jobs, t0)
+        events = make_events(jobs, t0, spot=bool(spot))
         by_event = {ev["detail"]["eventID"]: i for i, ev in enumerate(events)}
         while time.time() < t0:
             time.sleep(0.01)
@@ -635,7 +676,7 @@ def run_once(stack, rust_bin: Path, design: str, back_min: float, jobs: int) -> 
         lam.close()
         if dq is not None:
             dq.close()
-    return {"design": design, "back_min": back_min, "jobs": jobs, "t0": t0, "t_back": t_back, "back_at": back_at,
+    return {"design": design, "spot": spot, "back_min": back_min, "jobs": jobs, "t0": t0, "t_back": t_back, "back_at": back_at,
             "t_end": t_end, "finished": finished, "events": events, "by_event": by_event, "picked": picked,
             "dead": dead, "calls": calls, "publishes": len(publishes), "emf": emf, "waits": waits,
             "problems": problems, "invocations": invocations, "sqs_batches": sqs_batches,
@@ -725,7 +766,8 @@ def summarize(r: dict) -> dict:
                   if v["end"] is not None and v["kind"] == "event"]
     over = sum(1 for v in r["invocations"] if v["end"] is not None and v["end"] > v["deadline"])
     return {
-        "design": r["design"], "back_min": r["back_min"], "jobs": n, "finished": r["finished"], "t0": t0,
+        "design": r["design"], "spot": r["spot"], "back_min": r["back_min"], "jobs": n, "finished": r["finished"],
+        "t0": t0,
         "reruns": len(reruns), "gave_up": count.get("gave_up", 0), "stale": count.get("stale", 0),
         "outcomes": dict(count), "dead_too_old": dead.get("older than the maximum event age", 0),
         "dead_error": dead.get("function error", 0), "dlq": len(r["dlq"]), "queue_left": r["queue_left"],
@@ -754,7 +796,63 @@ def summarize(r: dict) -> dict:
         "hop_late_median_s": statistics.median(late) if late else None, "hop_late_max_s": max(late, default=None), "hop_rounding_mean_s": statistics.mean(rounding) if rounding else None,
         "publishes": r["publishes"], "wall_s": r["t_end"] - t0, "back_late_ms": (r["back_at"] - r["t_back"]) * 1000,
         "problems": r["problems"][:5],
+        **({"groups": spot_groups(r, per_job, outcomes)} if r["spot"] else {}),
     }
+
+
+def placement(call: dict) -> str:
+    """Where a RunTask call asked to run: its capacity providers, else its launch type, else `default`."""
+    req = call.get("request") or {}
+    names = [i.get("capacityProvider", "?") for i in req.get("capacityProviderStrategy") or []]
+    return ",".join(names) or req.get("launchType") or "default"
+
+
+def spot_groups(r: dict, per_job: dict[int, dict], outcomes: dict[int, str]) -> dict[str, dict]:
+    """The Spot outage, per task family (the rule's, and the other): where each job's calls went and
+    when, where its task started, and its outcome."""
+    sc = lambda t: (t - r["t0"]) * SCALE  # noqa: E731
+    family = {i: ev["detail"]["requestParameters"]["taskDefinition"].split(":")[0] for i, ev in enumerate(r["events"])}
+    out = {}
+    for fam in sorted(set(family.values()), key=lambda f: f != spot_family()):
+        jobs = [i for i in per_job if family[i] == fam]
+        started_on: collections.Counter = collections.Counter()
+        first_fargate_call: collections.Counter = collections.Counter()
+        at, spot_after, fargate_calls, untagged_fallbacks = [], 0, 0, 0
+        times: dict[int, list[float]] = collections.defaultdict(list)    # call k -> scaled s after t0
+        gaps: dict[int, list[float]] = collections.defaultdict(list)     # call k -> scaled s since call k-1 (t0)
+        for i in jobs:
+            calls = sorted(per_job[i]["calls"], key=lambda c: c["t"])
+            where = [placement(c) for c in calls]
+            for c, w in zip(calls, where):
+                if int(c.get("tasks_started") or 0):
+                    started_on[w] += 1
+                    if w == ON_DEMAND:
+                        at.append(sc(c["t"]) / 60)
+                if w == ON_DEMAND:
+                    fargate_calls += 1
+                    untagged_fallbacks += (c.get("tags") or {}).get(FALLBACK_TAG) != f"{SPOT}:{ON_DEMAND}"
+            if ON_DEMAND in where:
+                k = where.index(ON_DEMAND)
+                first_fargate_call[k + 1] += 1
+                spot_after += SPOT in where[k:]
+            prev = r["t0"]
+            for k, c in enumerate(calls, 1):
+                times[k].append(sc(c["t"]))
+                gaps[k].append((c["t"] - prev) * SCALE)
+                prev = c["t"]
+        out[fam] = {
+            "jobs": len(jobs), "started_on": dict(started_on),
+            "outcomes": dict(collections.Counter(outcomes.get(i, "unfinished") for i in jobs)),
+            "fallback_median_min": statistics.median(at) if at else None, "fallback_p90_min": pct(at, 90),
+            "fallback_min_min": min(at, default=None), "fallback_max_min": max(at, default=None),
+            "first_fargate_call": dict(first_fargate_call), "spot_after_fallback": spot_after,
+            "fargate_calls": fargate_calls, "fallback_calls_without_tag": untagged_fallbacks,
+            "max_calls": max((len(per_job[i]["calls"]) for i in jobs), default=0),
+            "started_twice": sum(1 for i in jobs if per_job[i]["started"] > 1),
+            "call_median_min": {k: statistics.median(v) / 60 for k, v in sorted(times.items())},
+            "gap_range_s": {k: (min(v), max(v)) for k, v in sorted(gaps.items())},
+        }
+    return out
 
 
 # ---- the section of bench/results.md ---------------------------------------------------------------------
@@ -769,6 +867,8 @@ def fmt_s(v: float | None) -> str:
 
 
 def section(summaries: list[dict], jobs: int) -> list[str]:
+    spot = [s for s in summaries if s.get("spot")]
+    everything, summaries = summaries, [s for s in summaries if not s.get("spot")]
     lo_q, hi_q = horizon_s("queue")
     lo_t, hi_t = horizon_s("today")
     w = {d: ", ".join(f"{lo:g}–{hi:g} s" for lo, hi in DESIGNS[d]["waits"]) for d in DESIGNS}
@@ -776,7 +876,7 @@ def section(summaries: list[dict], jobs: int) -> list[str]:
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
-    when = dt.datetime.fromtimestamp(min(s.get("t0", time.time()) for s in summaries), dt.timezone.utc) \
+    when = dt.datetime.fromtimestamp(min(s.get("t0", time.time()) for s in everything), dt.timezone.utc) \
         .strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "## Mass outage (issue 12)",
@@ -902,15 +1002,117 @@ def section(summaries: list[dict], jobs: int) -> list[str]:
             bad.append(f"{s['untagged_calls']} RunTask call(s) without the job tag")
         if bad:
             notes.append(f"- Note, {s['design']}, capacity back after {s['back_min']:g} min: " + "; ".join(bad) + ".")
-    notes.append("- Every job: at most " + f"{max(s['max_calls_per_job'] for s in summaries)} RunTask calls "
-                 f"(limit {MAX_ATTEMPTS}), tasks started twice: {sum(s['started_twice'] for s in summaries)}. "
-                 f"Wall time of the {len(summaries)} runs: {sum(s['wall_s'] for s in summaries):.0f} s.")
+    for s in spot:
+        bad = []
+        if s["max_calls_per_job"] > MAX_ATTEMPTS:
+            bad.append(f"a job got {s['max_calls_per_job']} RunTask calls (> {MAX_ATTEMPTS})")
+        if s["over_deadline"]:
+            bad.append(f"{s['over_deadline']} invocation(s) answered after their (scaled) deadline")
+        if s["untagged_calls"]:
+            bad.append(f"{s['untagged_calls']} RunTask call(s) without the job tag")
+        if s["dead_too_old"] + s["dead_error"] + s["dlq"]:
+            bad.append(f"{s['dead_too_old'] + s['dead_error'] + s['dlq']} event(s) or hop(s) dead-lettered")
+        if bad:
+            notes.append(f"- Note, Spot outage, {SPOT_CASES[s['spot']]}: " + "; ".join(bad) + ".")
+    if not summaries:                 # the Spot runs alone: the heading and method, no empty table
+        lines = lines[:3]
+    notes.append("- Every job: at most " + f"{max(s['max_calls_per_job'] for s in everything)} RunTask calls "
+                 f"(limit {MAX_ATTEMPTS}), tasks started twice: {sum(s['started_twice'] for s in everything)}. "
+                 f"Wall time of the {len(everything)} runs: {sum(s['wall_s'] for s in everything):.0f} s.")
+    return lines + notes + (spot_section(spot) if spot else [])
+
+
+def spot_section(spot: list[dict]) -> list[str]:
+    """The Spot outage's rows (issue 21.6): per run and task family."""
+    lo_q, hi_q = horizon_s("queue")
+    fam = spot_family()
+    w = ", ".join(f"{lo:g}–{hi:g} s" for lo, hi in DESIGNS["queue"]["waits"])
+    lines = [
+        "",
+        "### Spot outage with a capacity fallback (issue 21)",
+        "",
+        f"The same machinery, delay queue, {spot[0]['jobs']} FARGATE_SPOT RunTask records (sample 18, each its own "
+        f"job: own clientToken, count 1) at once: the even jobs of sample 18's family `{fam}`, the odd ones of "
+        f"`{OTHER_FAMILY}`. Fargate Spot has no capacity for {SPOT_OUTAGE_MIN // 60} hours (scaled), longer than "
+        f"the capacity schedule's horizon ({lo_q / 60:g}–{hi_q / 60:g} min): the proxy answers every FARGATE_SPOT "
+        f"request with \"Capacity is unavailable at this time\" (its `only_capacity_provider` action option) while "
+        f"FARGATE requests reach moto and start. **{SPOT_CASES['fallback']}**: ECS_RERUN_RULES holds, before the "
+        f"capacity rules of the delay-queue runs above, `{{\"onReason\": \"*Capacity is unavailable*\", "
+        f"\"onCapacityProvider\": \"{SPOT}\", \"onTaskFamily\": \"{fam}\", \"action\": \"retry\", "
+        f"\"fallbackFromAttempt\": {FALLBACK_FROM}, \"fallback\": {{\"capacityProviderStrategy\": "
+        f"[{{\"capacityProvider\": \"{ON_DEMAND}\"}}]}}}}` with the same schedule ({w}); "
+        f"`{OTHER_FAMILY}` matches only the capacity rules. **{SPOT_CASES['plain']}**: the same outage and jobs "
+        f"without that rule. {MAX_ATTEMPTS} attempts. Placement = the capacity providers of the RunTask request "
+        f"the endpoint received; times from the moment the outage began (the records' eventTime).",
+        "",
+    ]
+    head = ("Rules", "Task family", "Jobs", f"Started on {ON_DEMAND}", f"Started on {SPOT}", "Outcomes",
+            f"Outage start → started on {ON_DEMAND}: median / p90 / max", f"First {ON_DEMAND} call",
+            "Calls 1 / 2 / 3: median after the outage began", "Gap before call 1 / 2 / 3 (min–max)",
+            "Max calls", "Started twice")
+    rows = [head]
+    for s in spot:
+        for f, g in s["groups"].items():
+            calls = " / ".join(fmt_min(v) for v in g["call_median_min"].values()) or "none"
+            gaps = " / ".join(f"{lo / 60:.1f}–{hi / 60:.1f}" for lo, hi in g["gap_range_s"].values()) + " min"
+            rows.append((
+                SPOT_CASES[s["spot"]], f"`{f}`", str(g["jobs"]), str(g["started_on"].get(ON_DEMAND, 0)),
+                str(g["started_on"].get(SPOT, 0)),
+                ", ".join(f"{n} {o}" for o, n in sorted(g["outcomes"].items())),
+                f"{fmt_min(g['fallback_median_min'])} / {fmt_min(g['fallback_p90_min'])} / "
+                f"{fmt_min(g['fallback_max_min'])}" if g["fallback_median_min"] is not None else "none",
+                ", ".join(f"call {k}: {n}" for k, n in sorted(g["first_fargate_call"].items())) or "none",
+                calls, gaps, str(g["max_calls"]), str(g["started_twice"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    lines += [line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows[1:]), ""]
+    by = {s["spot"]: s["groups"] for s in spot}
+    notes = []
+    rule = by.get("fallback", {}).get(fam)
+    if rule:
+        n = rule["jobs"]
+        on_fargate = rule["started_on"].get(ON_DEMAND, 0)
+        notes.append(
+            f"- Check, {SPOT_CASES['fallback']}, `{fam}`: {'every job' if on_fargate == n else 'NOT every job'} "
+            f"started on {ON_DEMAND} ({on_fargate} / {n}), its first {ON_DEMAND} call being call "
+            f"{', '.join(f'{k} ({c} jobs)' for k, c in sorted(rule['first_fargate_call'].items())) or 'none'} "
+            f"(the rule says {FALLBACK_FROM}); {rule['fallback_median_min'] or 0:.1f} min after the outage began "
+            f"(median; first {rule['fallback_min_min'] or 0:.1f}, last {rule['fallback_max_min'] or 0:.1f} min); "
+            f"{rule['spot_after_fallback']} job(s) back on {SPOT} after a {ON_DEMAND} call; "
+            f"{rule['fallback_calls_without_tag']} {ON_DEMAND} call(s) without the tag "
+            f"`{FALLBACK_TAG}={SPOT}:{ON_DEMAND}`; started twice: {rule['started_twice']}.")
+    for f, g in by.get("fallback", {}).items():
+        if f == fam:
+            continue
+        plain = by.get("plain", {}).get(f)
+        same = (f"calls at {' / '.join(fmt_min(v) for v in g['call_median_min'].values())} after the outage "
+                f"began (medians) with the rule set, {' / '.join(fmt_min(v) for v in plain['call_median_min'].values())} "
+                f"without it" if plain else "no run without the rule to compare")
+        notes.append(
+            f"- Check, {SPOT_CASES['fallback']}, `{f}` (no rule matches it): {g['fargate_calls']} {ON_DEMAND} "
+            f"call(s), {g['started_on'].get(SPOT, 0)} started; the Spot schedule unchanged: {same}; "
+            f"at most {g['max_calls']} calls; outcomes: "
+            + ", ".join(f"{n} {o}" for o, n in sorted(g["outcomes"].items())) + ".")
+    plain_rule = by.get("plain", {}).get(fam)
+    if plain_rule and rule:
+        notes.append(
+            f"- Comparison, `{fam}`: with the rule {rule['started_on'].get(ON_DEMAND, 0)} / {rule['jobs']} started "
+            f"(on {ON_DEMAND}, median {rule['fallback_median_min'] or 0:.1f} min after the outage began); without it "
+            f"{sum(plain_rule['started_on'].values())} / {plain_rule['jobs']} started, outcomes "
+            + ", ".join(f"{n} {o}" for o, n in sorted(plain_rule["outcomes"].items()))
+            + f" (the outage outlasts the schedule's {lo_q / 60:g}–{hi_q / 60:g} min; Spot comes back after "
+              f"{SPOT_OUTAGE_MIN // 60} h).")
     return lines + notes
 
 
 # ---- entry points ----------------------------------------------------------------------------------------
-def run_all(stack, rust_bin: Path, jobs: int = JOBS, backs=BACK_MINUTES, designs=("today", "queue")) -> list[dict]:
+def run_all(stack, rust_bin: Path, jobs: int = JOBS, backs=BACK_MINUTES, designs=("today", "queue"),
+            spot=tuple(SPOT_CASES)) -> list[dict]:
     OUT.mkdir(parents=True, exist_ok=True)
+    seeded = {Path(f).resolve() for f in stack.event_files}
+    if spot and SPOT_EVENT.resolve() not in seeded:
+        raise RuntimeError(f"the Spot outage needs the stack seeded with {SPOT_EVENT.relative_to(ROOT)} "
+                           f"(Stack(event_files=[..., outage.SPOT_EVENT]))")
     out = []
     for b in backs:
         for d in designs:
@@ -925,6 +1127,17 @@ def run_all(stack, rust_bin: Path, jobs: int = JOBS, backs=BACK_MINUTES, designs
                 f"({time.time() - t:.0f} s wall)")
             for p in s["problems"]:
                 say(f"  function said: {p[:300]}")
+    for case in spot:
+        t = time.time()
+        s = summarize(run_once(stack, rust_bin, "queue", SPOT_OUTAGE_MIN, jobs, spot=case))
+        out.append(s)
+        for f, g in s["groups"].items():
+            say(f"spot  {case:8} {f}: started on {g['started_on']}, outcomes {g['outcomes']}, on {ON_DEMAND} after "
+                f"median {fmt_min(g['fallback_median_min'])} max {fmt_min(g['fallback_max_min'])}, "
+                f"calls at {[round(v, 1) for v in g['call_median_min'].values()]} min")
+        say(f"spot  {case:8} ({time.time() - t:.0f} s wall)")
+        for p in s["problems"]:
+            say(f"  function said: {p[:300]}")
     return out
 
 
@@ -941,6 +1154,8 @@ def main() -> int:
     ap.add_argument("--back", default=",".join(str(b) for b in BACK_MINUTES),
                     help="capacity back after, scaled minutes, comma-separated")
     ap.add_argument("--designs", default="today,queue")
+    ap.add_argument("--spot", default=",".join(SPOT_CASES),
+                    help=f"the Spot outage's runs, comma-separated ({', '.join(SPOT_CASES)}; empty: none)")
     ap.add_argument("--update-results", action="store_true",
                     help="replace the mass-outage section of bench/results.md with this run's")
     args = ap.parse_args()
@@ -951,9 +1166,12 @@ def main() -> int:
     from stack import Stack  # scripts/e2e/stack.py
 
     OUT.mkdir(parents=True, exist_ok=True)
-    with Stack(event_files=[EVENT], with_lambda=False, log_dir=OUT, quiet=True) as stack:
-        summaries = run_all(stack, rust_bin, args.jobs, [float(b) for b in args.back.split(",")],
-                            args.designs.split(","))
+    spot = [c for c in args.spot.split(",") if c]
+    if unknown := set(spot) - set(SPOT_CASES):
+        ap.error(f"--spot: unknown run(s) {', '.join(sorted(unknown))} (known: {', '.join(SPOT_CASES)})")
+    with Stack(event_files=list(EVENTS), with_lambda=False, log_dir=OUT, quiet=True) as stack:
+        summaries = run_all(stack, rust_bin, args.jobs, [float(b) for b in args.back.split(",") if b],
+                            [d for d in args.designs.split(",") if d], spot)
     lines = section(summaries, args.jobs)
     print("\n".join(lines))
     (OUT / "outage.json").write_text(json.dumps(summaries, indent=1))

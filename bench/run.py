@@ -52,7 +52,8 @@ when something could not be measured at all, e.g. the binary did not start).
    every record came back `guarded`, and the table, read from moto directly, holds one item per task ARN.
 5. Mass outage (bench/outage.py, issue 12): a few hundred placement failures at once, 5 slots, capacity
    back after 4, 10 and 30 minutes, time scaled down 60x; today's design (waits in the invocation) against
-   the delay queue (waits in SQS). Its own section of bench/results.md.
+   the delay queue (waits in SQS); and a 2-hour Fargate Spot outage with and without a Spot -> FARGATE
+   fallback rule (issue 21). Its own section of bench/results.md.
 6. Organization mode (bench/org.py, issue 20): a member account's first event in a cold process (AssumeRole +
    RunTask in the member account) and a second one of that account from another Region (no STS call, counted at
    the proxy), against the Python baseline doing sts.assume_role + run_task. Its own section of bench/results.md.
@@ -93,6 +94,7 @@ FAILURE_EVENTS = sorted((ROOT / "events").glob("0[1-7]-*.json"))
 GUARDED_EVENTS = [ROOT / "events" / "09-successful-runtask.json", ROOT / "events" / "14-started-fargate.json"]
 FIRST_CALL_DOC = "bench/first-call.md"   # issue 14's hand-made trace analysis; results.md links to it
 LARGE_EVENT = ROOT / "bench" / "events" / "large.json"
+SPOT_EVENT = ROOT / "events" / "18-spot-capacity-fallback.json"   # bench/outage.py's Spot outage
 COLD_EVENT = ROOT / "events" / "01-agent-ec2.json"
 CAPACITY = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 
@@ -886,7 +888,9 @@ def main() -> int:
         from stack import Stack  # scripts/e2e/stack.py: moto + the fault proxy, seeded for the sample events
 
         load = LoadSampler()
-        with Stack(event_files=[*FAILURE_EVENTS, LARGE_EVENT], with_lambda=False, log_dir=OUT, quiet=True) as stack:
+        # sample 18: the outage bench's Spot jobs (its cluster with FARGATE and FARGATE_SPOT, its family)
+        with Stack(event_files=[*FAILURE_EVENTS, LARGE_EVENT, SPOT_EVENT], with_lambda=False, log_dir=OUT,
+                   quiet=True) as stack:
             front = TlsFront(int(stack.proxy.url.rsplit(":", 1)[1]), OUT) if args.tls else None
             try:
                 if not args.skip_cold:

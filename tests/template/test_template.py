@@ -513,7 +513,7 @@ def test_rule_target_has_dlq_and_invoke_config_has_destination(template):
     queue_alarms = [
         cfn.eval(a["Properties"]["Dimensions"])
         for a in res.values()
-        if a["Type"] == "AWS::CloudWatch::Alarm" and a["Properties"]["Namespace"] == "AWS/SQS"
+        if a["Type"] == "AWS::CloudWatch::Alarm" and a["Properties"].get("Namespace") == "AWS/SQS"
     ]
     assert sorted(d[0]["Value"] for d in queue_alarms) == [
         "<DelayDeadLetterQueue.QueueName>", "<DelayQueue.QueueName>",
@@ -966,6 +966,27 @@ def alarms(template: dict, **params) -> dict[str, dict]:
     }
 
 
+def watched(a: dict) -> list[dict]:
+    """The metrics an alarm evaluates, each as {Namespace, MetricName, Dimensions, Period, Stat}: the alarm's own
+    metric, or every MetricStat of a metric-math alarm (whose top level then has no metric, period or statistic)."""
+    if "Metrics" not in a:
+        return [{"Namespace": a["Namespace"], "MetricName": a["MetricName"], "Dimensions": a["Dimensions"],
+                 "Period": a["Period"], "Stat": a["Statistic"]}]
+    assert not {"Namespace", "MetricName", "Dimensions", "Period", "Statistic"} & set(a), a
+    return [{**q["MetricStat"]["Metric"], "Period": q["MetricStat"]["Period"], "Stat": q["MetricStat"]["Stat"]}
+            for q in a["Metrics"] if "MetricStat" in q]
+
+
+def math_sum_of_all(a: dict) -> bool:
+    """A metric-math alarm evaluates exactly one expression, the sum of all its metrics with missing periods as 0
+    (so that any one of them alone can breach), and returns no other series."""
+    stats = [q for q in a["Metrics"] if "MetricStat" in q]
+    (expr,) = [q for q in a["Metrics"] if "Expression" in q]
+    terms = sorted(re.sub(r"\s", "", term) for term in expr["Expression"].split("+"))
+    return (expr.get("ReturnData", True) is True and all(q["ReturnData"] is False for q in stats)
+            and terms == sorted(f"FILL({q['Id']},0)" for q in stats) and len(a["Metrics"]) == len(stats) + 1)
+
+
 def test_every_alarm_fires_on_the_first_occurrence_and_notifies(template):
     for params, topic in TOPIC_PARAMS:
         found = alarms(template, **params)
@@ -975,7 +996,9 @@ def test_every_alarm_fires_on_the_first_occurrence_and_notifies(template):
             "SelfCheckAlarm",
         }
         for name, a in found.items():
-            assert a["Period"] == 300 and a["EvaluationPeriods"] == 1, name
+            assert a["EvaluationPeriods"] == 1 and all(m["Period"] == 300 for m in watched(a)), name
+            if "Metrics" in a:
+                assert math_sum_of_all(a), name
             if name == "DelayQueueAgeAlarm":  # an age in seconds, not a count (test_delay_queue_alarms)
                 continue
             assert a["Threshold"] == 1 and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
@@ -988,9 +1011,10 @@ def test_every_alarm_fires_on_the_first_occurrence_and_notifies(template):
 
 def test_aws_metric_alarms(template):
     found = {
-        (a["Namespace"], a["MetricName"], a["Statistic"], json.dumps(a["Dimensions"]))
+        (m["Namespace"], m["MetricName"], m["Stat"], json.dumps(m["Dimensions"]))
         for a in alarms(template).values()
-        if a["Namespace"] != "EcsRerun"
+        for m in watched(a)
+        if m["Namespace"] != "EcsRerun"
     }
     fn = [{"Name": "FunctionName", "Value": "<ref:EcsRerunFunction>"}]
     assert found == {
@@ -1007,17 +1031,38 @@ def test_aws_metric_alarms(template):
     }
 
 
-@pytest.mark.parametrize("name, outcome", [("GaveUpAlarm", "gave_up"), ("NotRetryableAlarm", "not_retryable")])
-def test_outcome_alarms_use_an_emitted_metric(template, name, outcome):
+# The outcomes an alarm watches. An episode that gave up after a rule's capacity fallback (issue 21) is a give-up
+# too: GaveUpAlarm sums both.
+OUTCOME_ALARMS = {"GaveUpAlarm": {"gave_up", "gave_up_after_fallback"}, "NotRetryableAlarm": {"not_retryable"}}
+# Every other outcome, and why no alarm watches it: the tasks ran, nothing was asked of ecs-rerun, or it is a
+# per-episode notification only (stale: the record came too late, the notification says whether to start it).
+OUTCOMES_WITHOUT_ALARM = {"recovered", "recovered_on_fallback", "already_started", "left", "would_retry",
+                          "guarded", "unguarded", "stale"}
+
+
+@pytest.mark.parametrize("name, outcomes", sorted(OUTCOME_ALARMS.items()))
+def test_outcome_alarms_use_an_emitted_metric(template, name, outcomes):
     e = emitted()
     a = alarms(template)[name]
-    assert a["Namespace"] == e["namespace"]
-    assert a["MetricName"] == "FailuresSeen" and a["MetricName"] in e["metrics"]
-    assert a["Statistic"] == "Sum"
-    # exactly one of the emitted dimension sets, or the alarm would watch a metric that never gets data
-    assert a["Dimensions"] == [{"Name": "Outcome", "Value": outcome}]
-    assert [d["Name"] for d in a["Dimensions"]] in e["dimension_sets"]
-    assert outcome in e["dimensions"]["Outcome"]
+    metrics = watched(a)
+    for m in metrics:
+        assert m["Namespace"] == e["namespace"]
+        assert m["MetricName"] == "FailuresSeen" and m["MetricName"] in e["metrics"]
+        assert m["Stat"] == "Sum"
+        # exactly one of the emitted dimension sets, or the alarm would watch a metric that never gets data
+        assert [d["Name"] for d in m["Dimensions"]] == ["Outcome"] and ["Outcome"] in e["dimension_sets"]
+    # one metric per outcome, each an outcome the code emits
+    assert sorted(m["Dimensions"][0]["Value"] for m in metrics) == sorted(outcomes)
+    assert outcomes <= e["dimensions"]["Outcome"]
+    # several outcomes: one series, their sum, so any one alone reaches the threshold of 1
+    assert (len(outcomes) > 1) == ("Metrics" in a) and ("Metrics" not in a or math_sum_of_all(a))
+
+
+def test_every_outcome_is_alarmed_or_deliberately_not():
+    """A new outcome (as gave_up_after_fallback was) needs a decision: an alarm, or a reason not to."""
+    alarmed = set().union(*OUTCOME_ALARMS.values())
+    assert not alarmed & OUTCOMES_WITHOUT_ALARM
+    assert alarmed | OUTCOMES_WITHOUT_ALARM == emitted()["dimensions"]["Outcome"]
 
 
 def test_logs_keep_the_level_the_metrics_need(template):
