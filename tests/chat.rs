@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use common::{event, failure, launched};
+use common::{assert_custom_notification, event, failure, launched};
 use ecs_rerun::core::chat::{self, thread_id};
 use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, FailedRunTask, StartedRunTask, decode};
@@ -160,15 +160,6 @@ fn body(note: &Notification) -> Value {
     serde_json::from_str(&note.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", note.body))
 }
 
-fn keys(value: &Value) -> BTreeSet<&str> {
-    value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
-
 fn strings(value: &Value) -> Vec<&str> {
     value
         .as_array()
@@ -176,64 +167,6 @@ fn strings(value: &Value) -> Vec<&str> {
         .iter()
         .map(|v| v.as_str().expect("a string"))
         .collect()
-}
-
-/// The custom-notification schema (aws-facts §15.3): the required fields with their constant
-/// values, no field it does not know, and strings where it wants strings.
-fn assert_custom_notification(body: &Value) {
-    let top = keys(body);
-    assert!(
-        top.is_superset(&BTreeSet::from(["version", "source", "content"])),
-        "{top:?}"
-    );
-    assert!(
-        top.is_subset(&BTreeSet::from([
-            "version", "source", "id", "content", "metadata"
-        ])),
-        "{top:?}"
-    );
-    assert_eq!(body["version"], "1.0");
-    assert_eq!(body["source"], "custom");
-    let content = &body["content"];
-    let content_keys = keys(content);
-    assert!(content_keys.contains("description"), "{content_keys:?}");
-    assert!(
-        content_keys.is_subset(&BTreeSet::from([
-            "textType",
-            "title",
-            "description",
-            "nextSteps",
-            "keywords"
-        ])),
-        "{content_keys:?}"
-    );
-    assert_eq!(content["textType"], "client-markdown");
-    assert!(content["description"].is_string() && content["title"].is_string());
-    if let Some(metadata) = body.get("metadata") {
-        assert!(
-            keys(metadata).is_subset(&BTreeSet::from([
-                "threadId",
-                "summary",
-                "eventType",
-                "relatedResources",
-                "additionalContext"
-            ])),
-            "{metadata}"
-        );
-        assert!(metadata["threadId"].is_string());
-        for value in metadata["additionalContext"]
-            .as_object()
-            .into_iter()
-            .flatten()
-        {
-            assert!(
-                value.1.is_string(),
-                "additionalContext.{} = {}",
-                value.0,
-                value.1
-            );
-        }
-    }
 }
 
 #[test]

@@ -6,8 +6,9 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::{FakeClock, FakeEcs, FakeSns, World, config};
+use common::{FakeClock, FakeEcs, FakeSns, World, assert_custom_notification, config};
 use ecs_rerun::core::decode::{Decoded, decode};
+use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, NotificationFormat};
 use ecs_rerun::core::plan::Outcome;
 use ecs_rerun::core::self_check::{
     AdvancedSelector, CallFailure, ClassicSelector, DETAIL_TYPE, FieldSelector, Observation,
@@ -106,7 +107,11 @@ fn a_logging_trail_with_write_management_events_and_enabled_rules_hears() {
         assert_eq!(verdict.outcome(), Outcome::SelfCheckOk);
         assert_eq!(verdict.hearing_trail.as_deref(), Some("main"));
         assert_eq!(verdict.rules_enabled, [FAILED_RULE]);
-        assert!(verdict.notification().is_none());
+        assert!(
+            verdict
+                .notification(NotificationFormat::Text, DEFAULT_MAX_MESSAGE_SIZE)
+                .is_none()
+        );
     }
 }
 
@@ -357,7 +362,9 @@ fn denied_calls_are_problems_that_name_the_permission() {
         );
     }
     // only calls failed: ecs-rerun may hear, it cannot tell, and the subject says so
-    let note = verdict.notification().expect("a failed check notifies");
+    let note = verdict
+        .notification(NotificationFormat::Text, DEFAULT_MAX_MESSAGE_SIZE)
+        .expect("a failed check notifies");
     assert!(
         note.subject.starts_with(
             "[ecs-rerun] cannot check that it hears failed RunTask calls in us-east-1"
@@ -400,7 +407,9 @@ fn a_failed_check_notifies_once_with_every_problem() {
         state: Ok(Some("DISABLED".to_owned())),
     }];
     let verdict = judge(&observation);
-    let note = verdict.notification().expect("a notification");
+    let note = verdict
+        .notification(NotificationFormat::Text, DEFAULT_MAX_MESSAGE_SIZE)
+        .expect("a notification");
     assert_eq!(
         note.subject,
         "[ecs-rerun] cannot hear failed RunTask calls in us-east-1: trail main is not logging (+1 more)"
@@ -540,8 +549,26 @@ impl World {
         ecs_rerun::ports::store::NoStore,
         FakeHearing,
     > {
+        self.checking_with(hearing, &[])
+    }
+
+    /// [`World::checking`] with more of the environment (`extra`).
+    fn checking_with(
+        &self,
+        hearing: FakeHearing,
+        extra: &[(&str, &str)],
+    ) -> Handler<
+        FakeEcs,
+        FakeSns,
+        FakeClock,
+        ecs_rerun::ports::queue::NoQueue,
+        ecs_rerun::ports::store::NoStore,
+        FakeHearing,
+    > {
+        let mut env = vec![("ECS_RERUN_SELF_CHECK_RULES", FAILED_RULE)];
+        env.extend_from_slice(extra);
         Handler::new(
-            config(&[("ECS_RERUN_SELF_CHECK_RULES", FAILED_RULE)]),
+            config(&env),
             self.ecs.clone(),
             self.sns.clone(),
             self.clock.clone(),
@@ -610,6 +637,102 @@ async fn a_failed_check_publishes_exactly_once_and_counts_one() {
     assert_eq!(line["SelfCheckFailed"], 1);
     assert_eq!(line["Check"], "hearing");
     assert!(line.get("FailuresSeen").is_none(), "a check is no failure");
+}
+
+#[tokio::test]
+async fn with_the_chat_format_a_failed_check_publishes_one_custom_notification() {
+    let world = World::new(Vec::new());
+    let mut hearing = FakeHearing::healthy();
+    let arn = format!("arn:aws:cloudtrail:{REGION}:111122223333:trail/main");
+    hearing.logging.insert(arn.clone(), Ok(false));
+    hearing
+        .rules
+        .insert(FAILED_RULE.to_owned(), Ok(Some("DISABLED".to_owned())));
+    let report = world
+        .checking_with(hearing, &[("ECS_RERUN_NOTIFICATION_FORMAT", "chat")])
+        .handle(scheduled_input(), &Invocation::default())
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::SelfCheckFailed);
+    assert!(report.notified);
+    let sent = world.sns.sent();
+    let [note] = sent.as_slice() else {
+        panic!("one notification: {sent:?}")
+    };
+    let body: Value = serde_json::from_str(&note.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", note.body));
+    assert_custom_notification(&body);
+    assert_eq!(
+        body["metadata"]["threadId"],
+        format!("ecs-rerun-self-check-{REGION}")
+    );
+    // the subject and attributes of the text format; every problem and what to do about it
+    assert_eq!(
+        note.subject,
+        "[ecs-rerun] cannot hear failed RunTask calls in us-east-1: trail main is not logging (+1 more)"
+    );
+    assert_eq!(note.attributes["outcome"], "self_check_failed");
+    let title = body["content"]["title"].as_str().unwrap();
+    assert!(title.ends_with(&note.subject), "{title}");
+    let description = body["content"]["description"].as_str().unwrap();
+    for wanted in [
+        "Trail main covers this Region but is not logging",
+        &format!("aws cloudtrail start-logging --name {arn}"),
+        &format!("EventBridge rule {FAILED_RULE} is DISABLED"),
+        &format!("aws events enable-rule --name {FAILED_RULE}"),
+    ] {
+        assert!(description.contains(wanted), "{wanted}: {description}");
+    }
+    let steps = body["content"]["nextSteps"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("enable-rule")),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn a_chat_self_check_notice_fits_the_topic_and_stays_a_custom_notification() {
+    // A describe call whose error message is longer than the topic takes.
+    let observation = Observation {
+        region: REGION.to_owned(),
+        trails: Err(CallFailure {
+            action: "cloudtrail:DescribeTrails",
+            code: "InternalFailure".to_owned(),
+            message: "\"quoted\" and\nescaped ".repeat(20_000),
+        }),
+        probes: Vec::new(),
+        rules: vec![enabled(FAILED_RULE)],
+    };
+    let verdict = judge(&observation);
+    for max_size in [DEFAULT_MAX_MESSAGE_SIZE, 4096, 1024] {
+        let note = verdict
+            .notification(NotificationFormat::Chat, max_size)
+            .expect("a failed check notifies");
+        let attributes: usize = note
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + "String".len() + v.len())
+            .sum();
+        assert!(
+            note.body.len() + attributes <= max_size,
+            "{max_size}: {} bytes",
+            note.body.len() + attributes
+        );
+        let body: Value = serde_json::from_str(&note.body).unwrap();
+        assert_custom_notification(&body);
+        assert_eq!(
+            body["metadata"]["threadId"],
+            format!("ecs-rerun-self-check-{REGION}")
+        );
+    }
+    // the text format is unchanged: indented JSON with every problem
+    let text = verdict
+        .notification(NotificationFormat::Text, DEFAULT_MAX_MESSAGE_SIZE)
+        .unwrap();
+    let body: Value = serde_json::from_str(&text.body).unwrap();
+    assert_eq!(body["problems"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 //! person reads (title, a markdown description, next steps with console links, keywords) and
 //! `metadata` what the chat app groups by: every notification of one episode (one failed call,
 //! or one task that failed to start) carries the same `threadId`, so its updates share a thread.
+//! The self-check's notice ([`crate::core::self_check::Verdict::notification`]) is one too, its
+//! thread one per Region, cut to fit the same way.
 //! Subject and attributes are those of the text format ([`crate::core::message`]); every text
 //! from outside is masked as there, before anything is cut.
 
@@ -227,7 +229,7 @@ fn render(body: &Value) -> String {
 
 /// Cuts the body until it fits `budget` bytes: the description first; on a topic too small
 /// even for that, everything but the title, a shorter description and the thread.
-fn fit(body: Value, budget: usize) -> String {
+pub(super) fn fit(body: Value, budget: usize) -> String {
     let mut cut = body.clone();
     shorten(&mut cut, "/content/description", budget);
     let text = render(&cut);

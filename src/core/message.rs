@@ -97,17 +97,38 @@ impl Gist<'_> {
     /// `fit` to the bytes the topic takes besides the attributes.
     pub(super) fn seal(
         self,
-        mut body: Value,
+        body: Value,
         max_size: usize,
         fit: fn(Value, usize) -> String,
     ) -> Notification {
-        scrub_json(&mut body, &self.secrets);
-        let budget = max_size.saturating_sub(attributes_size(&self.attributes));
-        Notification {
-            subject: self.subject,
-            body: fit(body, budget),
-            attributes: self.attributes,
-        }
+        seal(
+            self.subject,
+            self.attributes,
+            body,
+            &self.secrets,
+            max_size,
+            fit,
+        )
+    }
+}
+
+/// The notification of `subject`, `attributes` and `body`: `secrets` (and secret-shaped text)
+/// masked in `body`, then cut by the format's `fit` to the bytes the topic takes besides the
+/// attributes.
+pub(super) fn seal(
+    subject: String,
+    attributes: BTreeMap<String, String>,
+    mut body: Value,
+    secrets: &[&str],
+    max_size: usize,
+    fit: fn(Value, usize) -> String,
+) -> Notification {
+    scrub_json(&mut body, secrets);
+    let budget = max_size.saturating_sub(attributes_size(&attributes));
+    Notification {
+        subject,
+        body: fit(body, budget),
+        attributes,
     }
 }
 

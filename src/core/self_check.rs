@@ -18,13 +18,18 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use crate::core::message::{self, Notification};
+use crate::core::chat;
+use crate::core::message::{self, Notification, NotificationFormat};
 use crate::core::plan::Outcome;
 
 /// `source` of the self-check event the schedule sends (a constant input of its rule).
 pub const SOURCE: &str = "ecs-rerun.self-check";
 /// `detail-type` of the self-check event.
 pub const DETAIL_TYPE: &str = "ecs-rerun self-check";
+
+/// What a failed check means, in every format.
+const SUMMARY: &str = "ecs-rerun's scheduled self-check found that failed RunTask calls may not \
+                       reach it: until this is fixed, such failures are neither rerun nor notified.";
 
 /// `eventSource` of the records the trail must deliver.
 const ECS_EVENT_SOURCE: &str = "ecs.amazonaws.com";
@@ -351,8 +356,13 @@ impl Verdict {
         }
     }
 
-    /// The one notification of a failed check; `None` when nothing is wrong.
-    pub fn notification(&self) -> Option<Notification> {
+    /// The one notification of a failed check, its body in `format` (chat: within `max_size`
+    /// bytes, the topic's `MaximumMessageSize`); `None` when nothing is wrong.
+    pub fn notification(
+        &self,
+        format: NotificationFormat,
+        max_size: usize,
+    ) -> Option<Notification> {
         let first = self.problems.first()?;
         // Only failed calls: ecs-rerun may well hear, it cannot tell.
         let unsure = self
@@ -368,36 +378,105 @@ impl Verdict {
             1 => String::new(),
             n => format!(" (+{} more)", n - 1),
         };
-        let subject = format!(
+        let subject = message::subject_line(&format!(
             "[ecs-rerun] {headline} {}: {}{more}",
             self.region,
             first.headline()
-        );
+        ));
+        let attributes = [
+            (
+                "outcome".to_owned(),
+                Outcome::SelfCheckFailed.as_str().to_owned(),
+            ),
+            ("region".to_owned(), self.region.clone()),
+        ]
+        .into();
+        Some(match format {
+            NotificationFormat::Text => Notification {
+                body: serde_json::to_string_pretty(&self.text_body()).unwrap_or_default(),
+                subject,
+                attributes,
+            },
+            NotificationFormat::Chat => {
+                let body = self.chat_body(&subject, unsure);
+                message::seal(subject, attributes, body, &[], max_size, chat::fit)
+            }
+        })
+    }
+
+    /// The body of the text format: indented JSON, every problem with what to do.
+    fn text_body(&self) -> Value {
         let problems: Vec<Value> = self
             .problems
             .iter()
             .map(|p| json!({"problem": p.what(), "what_to_do": p.what_to_do()}))
             .collect();
-        let body = json!({
+        json!({
             "outcome": Outcome::SelfCheckFailed.as_str(),
             "region": self.region,
-            "summary": "ecs-rerun's scheduled self-check found that failed RunTask calls may not \
-                        reach it: until this is fixed, such failures are neither rerun nor notified.",
+            "summary": SUMMARY,
             "problems": problems,
             "trail_heard": self.hearing_trail,
             "rules_enabled": self.rules_enabled,
-        });
-        Some(Notification {
-            subject: message::subject_line(&subject),
-            body: serde_json::to_string_pretty(&body).unwrap_or_default(),
-            attributes: [
-                (
-                    "outcome".to_owned(),
-                    Outcome::SelfCheckFailed.as_str().to_owned(),
-                ),
-                ("region".to_owned(), self.region.clone()),
-            ]
-            .into(),
+        })
+    }
+
+    /// The body of the chat format: the custom notification of [`crate::core::chat`], every
+    /// check of one Region in one thread.
+    fn chat_body(&self, subject: &str, unsure: bool) -> Value {
+        let region = &self.region;
+        let outcome = Outcome::SelfCheckFailed.as_str();
+        let mut lines = vec![SUMMARY.to_owned(), String::new()];
+        for (n, problem) in self.problems.iter().enumerate() {
+            lines.push(format!("*{}.* {}", n + 1, problem.what()));
+            lines.push(format!("*What to do:* {}", problem.what_to_do()));
+        }
+        lines.push(format!(
+            "*Trail heard:* {}",
+            self.hearing_trail.as_deref().unwrap_or("none")
+        ));
+        let rules = if self.rules_enabled.is_empty() {
+            "none".to_owned()
+        } else {
+            self.rules_enabled.join(", ")
+        };
+        lines.push(format!("*Rules enabled:* {rules}"));
+
+        let mut next_steps: Vec<String> = Vec::new();
+        for step in self.problems.iter().map(Problem::what_to_do) {
+            if !next_steps.contains(&step) {
+                next_steps.push(step);
+            }
+        }
+        next_steps.push(format!(
+            "CloudTrail console, trails: https://{region}.console.aws.amazon.com/cloudtrail/home?region={region}#/trails"
+        ));
+        next_steps.push(format!(
+            "EventBridge console, rules: https://{region}.console.aws.amazon.com/events/home?region={region}#/rules"
+        ));
+
+        json!({
+            "version": "1.0",
+            "source": "custom",
+            "content": {
+                "textType": "client-markdown",
+                "title": format!("{} {subject}", if unsure { ":warning:" } else { ":x:" }),
+                "description": lines.join("\n"),
+                "nextSteps": next_steps,
+                "keywords": [outcome, region],
+            },
+            "metadata": {
+                "threadId": format!("ecs-rerun-self-check-{region}"),
+                "summary": subject,
+                "eventType": format!("ecs-rerun-{}", outcome.replace('_', "-")),
+                "additionalContext": {
+                    "outcome": outcome,
+                    "region": region,
+                    "problems": self.problems.len().to_string(),
+                    "trailHeard": self.hearing_trail.as_deref().unwrap_or(""),
+                    "rulesEnabled": rules,
+                },
+            },
         })
     }
 }

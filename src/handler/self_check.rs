@@ -30,7 +30,10 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
         }
         let verdict = self_check::judge(&self.observe().await);
         let summary = verdict.summary();
-        let Some(note) = verdict.notification() else {
+        let Some(note) = verdict.notification(
+            self.config.notification_format,
+            self.notifier.max_message_size(),
+        ) else {
             tracing::info!(
                 outcome = Outcome::SelfCheckOk.as_str(),
                 reason = %summary,

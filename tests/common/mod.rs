@@ -1,7 +1,7 @@
 //! Shared test helpers: fixture loading and in-memory fakes of the three ports.
 #![allow(dead_code)] // each test crate uses its own subset
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -701,5 +701,72 @@ impl Clock for FakeClock {
 
     async fn sleep(&self, duration: Duration) {
         self.slept.lock().unwrap().push(duration);
+    }
+}
+
+fn keys(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// The custom-notification schema (aws-facts §15.3): the required fields with their constant
+/// values, no field it does not know, and strings where it wants strings.
+pub fn assert_custom_notification(body: &Value) {
+    let top = keys(body);
+    assert!(
+        top.is_superset(&BTreeSet::from(["version", "source", "content"])),
+        "{top:?}"
+    );
+    assert!(
+        top.is_subset(&BTreeSet::from([
+            "version", "source", "id", "content", "metadata"
+        ])),
+        "{top:?}"
+    );
+    assert_eq!(body["version"], "1.0");
+    assert_eq!(body["source"], "custom");
+    let content = &body["content"];
+    let content_keys = keys(content);
+    assert!(content_keys.contains("description"), "{content_keys:?}");
+    assert!(
+        content_keys.is_subset(&BTreeSet::from([
+            "textType",
+            "title",
+            "description",
+            "nextSteps",
+            "keywords"
+        ])),
+        "{content_keys:?}"
+    );
+    assert_eq!(content["textType"], "client-markdown");
+    assert!(content["description"].is_string() && content["title"].is_string());
+    if let Some(metadata) = body.get("metadata") {
+        assert!(
+            keys(metadata).is_subset(&BTreeSet::from([
+                "threadId",
+                "summary",
+                "eventType",
+                "relatedResources",
+                "additionalContext"
+            ])),
+            "{metadata}"
+        );
+        assert!(metadata["threadId"].is_string());
+        for value in metadata["additionalContext"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                value.1.is_string(),
+                "additionalContext.{} = {}",
+                value.0,
+                value.1
+            );
+        }
     }
 }
