@@ -39,7 +39,7 @@ template-check: $(VENV)/.installed ## cfn-lint (+ serverless rules) template.yam
 docs-check: $(VENV)/.installed ## the docs say what the code does: links, make targets, parameters, env vars, outcomes, metrics
 	$(PY) -m pytest -q tests/template/test_docs.py
 
-# --- deploy: the SAM CLI, cargo-lambda and zig (PyPI) in their own venv, .tools/deploy -------------------------
+# --- deploy: the SAM CLI, cargo-lambda, zig and boto3 (PyPI) in their own venv, .tools/deploy -----------------
 # SAM's `rust-cargolambda` build runs `cargo lambda build --release --arm64`; cargo-lambda finds zig (the pip
 # package ziglang) through the `python3` on PATH, so this venv's bin comes first on PATH for every sam command.
 # The SAM CLI is installed there only when no `sam` is on PATH (yours is used otherwise). Telemetry off.
@@ -77,8 +77,8 @@ deploy: samconfig.toml ## build for arm64 and deploy the stack with samconfig.to
 package: sam-build ## sam build --beta-features, then the zipped size of the function as sam deploy uploads it
 	$(DEPLOY_VENV)/bin/python scripts/package_size.py --build-dir .aws-sam/build --function EcsRerunFunction
 
-smoke: $(VENV)/.installed ## after deploy: one failed RunTask that never starts a task; prints the outcome (STACK= CLUSTER= FAMILY= REGION=)
-	$(PY) scripts/smoke.py $(SMOKE_ARGS)
+smoke: $(DEPLOY_VENV)/.installed ## after deploy: one failed RunTask that never starts a task; prints the outcome (STACK= CLUSTER= FAMILY= REGION=)
+	$(DEPLOY_VENV)/bin/python scripts/smoke.py $(SMOKE_ARGS)
 
 replay-dry: ## replay events/ through the handler, dry run: no AWS call, prints the requests
 	cargo run --quiet --locked --bin ecs-rerun-replay -- --dry-run --fresh --expect events/expected.json events/[0-9]*.json
