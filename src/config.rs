@@ -211,7 +211,6 @@ impl Config {
     }
 }
 
-/// `ECS_RERUN_ALLOWED_ACCOUNTS`: `*`, or a comma-separated list of account IDs.
 /// `ECS_RERUN_ALLOWED_ACCOUNTS`: `*` (any account the bus lets in) or a list of account IDs.
 fn allowed_accounts(get: &impl Fn(&str) -> Option<String>) -> Result<AllowedAccounts, ConfigError> {
     const VAR: &str = "ECS_RERUN_ALLOWED_ACCOUNTS";
