@@ -10,8 +10,8 @@
 //! regional STS endpoint is valid in every Region, aws-facts §13.4), and kept for the warm
 //! process's later invocations. `AssumeRoleProvider` does not cache, and the client's identity
 //! cache keeps one partition per provider value (at most 64, aws-facts §13.5), so the provider
-//! here ([`MemberCredentials`]) keeps the session itself, asks STS again only when less than
-//! [`REFRESH_BEFORE`] of it is left, and is asked once before a member's first call, so that a
+//! here (`MemberCredentials`) keeps the session itself, asks STS again only when less than
+//! `REFRESH_BEFORE` of it is left, and is asked once before a member's first call, so that a
 //! refused role is known before anything is launched. Both caches are bounded.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,14 +33,14 @@ use crate::core::org::{self, Place};
 use crate::ports::launch::{Launchers, ReachError};
 
 /// A member role session's length: role chaining allows at most an hour (aws-facts §13.4).
-pub const SESSION_LENGTH: Duration = Duration::from_secs(3600);
+const SESSION_LENGTH: Duration = Duration::from_secs(3600);
 /// A kept session is renewed when less than this is left of it, so that no call of an
 /// episode (each bounded by the setup's call timeout) outlives it.
-pub const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 /// Accounts whose credentials are kept (the identity cache's own partition limit).
-pub const MAX_ACCOUNTS: usize = 64;
+const MAX_ACCOUNTS: usize = 64;
 /// (Account, Region) clients kept.
-pub const MAX_CLIENTS: usize = 256;
+const MAX_CLIENTS: usize = 256;
 
 /// Hands out the launcher of each place, with the credentials that belong there.
 #[derive(Debug)]
@@ -67,17 +67,11 @@ impl EcsPlaces {
         }
     }
 
-    /// The member credentials of `account`, built once and kept.
-    async fn member_credentials(
-        &self,
-        account: &str,
-        region: &str,
-        role: &str,
-    ) -> SharedCredentialsProvider {
+    /// The member credentials of `account` (its role `role_arn`), built once and kept.
+    async fn member_credentials(&self, account: &str, role_arn: &str) -> SharedCredentialsProvider {
         if let Some(kept) = lock(&self.credentials).get(&account.to_owned()) {
             return kept;
         }
-        let role_arn = org::member_role_arn(account, region, role);
         let assume = AssumeRoleProvider::builder(role_arn)
             .session_name(self.session_name.clone())
             .session_length(SESSION_LENGTH)
@@ -133,14 +127,15 @@ impl Launchers for EcsPlaces {
                         account: account.clone(),
                     });
                 };
-                let credentials = self.member_credentials(account, region, role).await;
+                let role_arn = org::member_role_arn(account, region, role);
+                let credentials = self.member_credentials(account, &role_arn).await;
                 // Asked now, so that a refusal is known before anything is launched; kept, so
                 // that the client's first call does not ask STS again.
                 if let Err(err) = credentials.provide_credentials().await {
                     return Err(ReachError::AssumeRole {
                         account: account.clone(),
                         region: region.clone(),
-                        role_arn: org::member_role_arn(account, region, role),
+                        role_arn,
                         cause: DisplayErrorContext(&err).to_string(),
                     });
                 }
