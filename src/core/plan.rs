@@ -537,13 +537,12 @@ pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Conte
     // which every copy of the call sees alike (ECS's stored answer to the token; the call's
     // final record holds the same), classified as the final record's failure is: with the
     // recorded caller, so that an `onCaller` rule's fallback is every copy's.
-    let fallback = lead.fallback.as_deref().map(|fallback| FallbackState {
-        fallback: fallback.clone(),
-        from: Placement::of(&template),
-        capacity_answer: capacity_answer(fallback, &failed.failure),
-        switched_at: None,
-        trigger: String::new(),
-        started: 0,
+    let fallback = lead.fallback.as_deref().map(|fallback| {
+        FallbackState::new(
+            fallback,
+            &template,
+            capacity_answer(fallback, &failed.failure),
+        )
     });
     let fallback_open = matches!(failed.failure, Failure::Api { .. });
     let open_caller = subject.caller.clone().filter(|_| fallback_open);
@@ -726,6 +725,25 @@ struct FallbackState {
     trigger: String,
     /// Tasks started on the fallback placement.
     started: u32,
+}
+
+impl FallbackState {
+    /// `fallback` fixed for an episode of `template`, not switched to yet; `capacity_answer`
+    /// as the last definitive answer so far said.
+    fn new(
+        fallback: &Fallback,
+        template: &RunTaskRequest,
+        capacity_answer: Option<String>,
+    ) -> Self {
+        Self {
+            fallback: fallback.clone(),
+            from: Placement::of(template),
+            capacity_answer,
+            switched_at: None,
+            trigger: String::new(),
+            started: 0,
+        }
+    }
 }
 
 impl Episode {
@@ -964,14 +982,7 @@ impl Episode {
                     if settles {
                         self.fallback = classify::overall(&log.failures)
                             .and_then(|lead| lead.fallback.as_deref())
-                            .map(|fallback| FallbackState {
-                                fallback: fallback.clone(),
-                                from: Placement::of(&self.template),
-                                capacity_answer: None,
-                                switched_at: None,
-                                trigger: String::new(),
-                                started: 0,
-                            });
+                            .map(|fallback| FallbackState::new(fallback, &self.template, None));
                     }
                     if let Some(state) = self.fallback.as_mut() {
                         state.capacity_answer = capacity_failures(&state.fallback, &failures);
