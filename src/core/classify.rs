@@ -21,7 +21,8 @@ use crate::core::fallback::{Fallback, FallbackError, FallbackSpec, Placement};
 use crate::core::schedule::{Jitter, Schedule};
 use crate::core::task_change::{FAILED_TO_START, INTERRUPTED};
 
-type Glob = WildMatchPattern<'*', '?'>;
+/// A rule's `*` / `?` pattern (`onReason`, `onCaller`, ...); every one is built case-insensitive.
+pub(crate) type Glob = WildMatchPattern<'*', '?'>;
 
 /// What to do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,11 +12,9 @@
 //! lacked capacity: only the recorded request does ([`Placement::of`]).
 
 use serde::{Deserialize, Serialize};
-use wildmatch::WildMatchPattern;
 
+use crate::core::classify::Glob;
 use crate::core::request::{CapacityProviderStrategyItem, RunTaskRequest};
-
-type Glob = WildMatchPattern<'*', '?'>;
 
 /// The Fargate capacity providers; any other provider is an Auto Scaling group's (EC2).
 const FARGATE_PROVIDERS: &[&str] = &["FARGATE", "FARGATE_SPOT"];
