@@ -195,40 +195,34 @@ impl<L: Launchers, N: Notifier, C: Clock, Q: DelayQueue, S: LaunchStore, H: Hear
 {
     /// The same handler, carrying episodes through their waits on `queue`.
     pub fn with_queue<Q2: DelayQueue>(self, queue: Q2) -> Handler<L, N, C, Q2, S, H> {
-        Handler {
-            config: self.config,
-            launchers: self.launchers,
-            notifier: self.notifier,
-            clock: self.clock,
-            queue,
-            store: self.store,
-            hearing: self.hearing,
-        }
+        self.rebuild(|_| queue, |s| s, |h| h)
     }
 
     /// The same handler, keeping launches and notifications in `store`.
     pub fn with_store<S2: LaunchStore>(self, store: S2) -> Handler<L, N, C, Q, S2, H> {
-        Handler {
-            config: self.config,
-            launchers: self.launchers,
-            notifier: self.notifier,
-            clock: self.clock,
-            queue: self.queue,
-            store,
-            hearing: self.hearing,
-        }
+        self.rebuild(|q| q, |_| store, |h| h)
     }
 
     /// The same handler, answering the scheduled self-check through `hearing`.
     pub fn with_hearing<H2: Hearing>(self, hearing: H2) -> Handler<L, N, C, Q, S, H2> {
+        self.rebuild(|q| q, |s| s, |_| hearing)
+    }
+
+    /// The same handler with its queue, store and hearing each passed through a function.
+    fn rebuild<Q2, S2, H2>(
+        self,
+        queue: impl FnOnce(Q) -> Q2,
+        store: impl FnOnce(S) -> S2,
+        hearing: impl FnOnce(H) -> H2,
+    ) -> Handler<L, N, C, Q2, S2, H2> {
         Handler {
             config: self.config,
             launchers: self.launchers,
             notifier: self.notifier,
             clock: self.clock,
-            queue: self.queue,
-            store: self.store,
-            hearing,
+            queue: queue(self.queue),
+            store: store(self.store),
+            hearing: hearing(self.hearing),
         }
     }
 
