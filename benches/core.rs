@@ -24,7 +24,9 @@ use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, decode};
 use ecs_rerun::core::guard::GuardedLaunch;
 use ecs_rerun::core::org::AllowedAccounts;
-use ecs_rerun::core::plan::{Context, Decision, Outcome, Policy, Step, decide};
+use ecs_rerun::core::outcome::Outcome;
+use ecs_rerun::core::plan::episode::Step;
+use ecs_rerun::core::plan::{Context, Decision, Policy, decide};
 use serde_json::Value;
 
 /// The failure events (01-07), the guarded successful launch (09) and the large failure, as

@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use crate::core::plan::Outcome;
+use crate::core::outcome::Outcome;
 use crate::handler::Report;
 
 /// The CloudWatch namespace.

@@ -14,7 +14,8 @@ use common::{
 use ecs_rerun::core::decode::{Decoded, Failure, decode};
 use ecs_rerun::core::marks::{ATTEMPT_TAG, FALLBACK_TAG};
 use ecs_rerun::core::org::AllowedAccounts;
-use ecs_rerun::core::plan::{self, Context, Decision, Outcome, Policy};
+use ecs_rerun::core::outcome::Outcome;
+use ecs_rerun::core::plan::{self, Context, Decision, Policy};
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, Invocation, Report};
 use serde_json::{Value, json};
@@ -447,7 +448,9 @@ async fn a_spot_interruption_does_not_fall_back() {
     else {
         panic!("the operator's rule retries it");
     };
-    let plan::Step::Launch { request, .. } = episode.next(&Policy::default(), ctx.now, None) else {
+    let plan::episode::Step::Launch { request, .. } =
+        episode.next(&Policy::default(), ctx.now, None)
+    else {
         panic!("a launch");
     };
     assert_eq!(placement(&request), "FARGATE_SPOT");
@@ -484,11 +487,11 @@ async fn the_fake_ecs_starts_fargate_while_spot_has_no_capacity() {
     on_demand.client_token = Some("other".to_owned());
     assert!(matches!(
         w.ecs.caller_calls(&spot),
-        ecs_rerun::core::plan::LaunchResult::Placed { ref tasks, .. } if tasks.is_empty()
+        ecs_rerun::core::launch::LaunchResult::Placed { ref tasks, .. } if tasks.is_empty()
     ));
     assert!(matches!(
         w.ecs.caller_calls(&on_demand),
-        ecs_rerun::core::plan::LaunchResult::Placed { ref tasks, .. } if tasks.len() == 2
+        ecs_rerun::core::launch::LaunchResult::Placed { ref tasks, .. } if tasks.len() == 2
     ));
 }
 

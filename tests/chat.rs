@@ -13,11 +13,12 @@ use ecs_rerun::core::chat::{self, thread_id};
 use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, FailedRunTask, StartedRunTask, decode};
 use ecs_rerun::core::guard::GuardedLaunch;
+use ecs_rerun::core::launch::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification, NotificationFormat};
 use ecs_rerun::core::org::AllowedAccounts;
-use ecs_rerun::core::plan::{
-    self, Conclusion, Context, Decision, LaunchResult, LaunchedTask, Lookup, Outcome, Policy, Step,
-};
+use ecs_rerun::core::outcome::{Conclusion, Outcome};
+use ecs_rerun::core::plan::episode::Step;
+use ecs_rerun::core::plan::{self, Context, Decision, Policy};
 use serde_json::{Value, json};
 
 fn failed_from(e: Value) -> FailedRunTask {

@@ -12,16 +12,16 @@ use ecs_rerun::config::{Config, ConfigError};
 use ecs_rerun::core::classify::{Action, MAX_EXAMPLES, ReasonClass, Rules, Subject};
 use ecs_rerun::core::decode::{Decoded, FailedRunTask, Ignored, decode};
 use ecs_rerun::core::event::PlacementFailure;
+use ecs_rerun::core::launch::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::lookup::{self, ExistingTask, TaskQuery};
 use ecs_rerun::core::marks::{self, ATTEMPT_TAG, CALL_TAG, MAX_TAGS, TOKEN_PREFIX};
 use ecs_rerun::core::message::{
     DEFAULT_MAX_MESSAGE_SIZE, Notification, NotificationFormat, compose,
 };
 use ecs_rerun::core::org::AllowedAccounts;
-use ecs_rerun::core::plan::{
-    self, Conclusion, Context, Decision, Episode, LaunchResult, LaunchedTask, Lookup, Outcome,
-    Policy, Step,
-};
+use ecs_rerun::core::outcome::{Conclusion, Outcome};
+use ecs_rerun::core::plan::episode::{Episode, Step};
+use ecs_rerun::core::plan::{self, Context, Decision, Policy};
 use ecs_rerun::core::request::{
     ContainerOverride, Environment, KeyValuePair, RunTaskRequest, Tag, TaskOverride, task_family,
 };

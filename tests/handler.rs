@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 use common::{
     Answer, FakeClock, FakeEcs, FakeQueue, FakeSns, NOW, World, config, error, event, fail, tag,
 };
+use ecs_rerun::core::launch::LaunchResult;
 use ecs_rerun::core::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
-use ecs_rerun::core::plan::{LaunchResult, Outcome};
+use ecs_rerun::core::outcome::Outcome;
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use serde_json::{Value, json};

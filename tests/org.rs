@@ -14,8 +14,9 @@ use common::{
     fail,
 };
 use ecs_rerun::aws::places::EcsPlaces;
+use ecs_rerun::core::launch::LaunchResult;
 use ecs_rerun::core::org::Place;
-use ecs_rerun::core::plan::{LaunchResult, Outcome};
+use ecs_rerun::core::outcome::Outcome;
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, Invocation, Report};
 use ecs_rerun::ports::launch::{Launchers, ReachError, TaskLauncher};

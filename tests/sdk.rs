@@ -15,10 +15,10 @@ use aws_sdk_sns::operation::publish::{PublishError as SnsPublishError, PublishOu
 use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use ecs_rerun::aws::ecs::EcsLauncher;
 use ecs_rerun::aws::sns::SnsNotifier;
+use ecs_rerun::core::launch::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::lookup::{ExistingTask, TaskQuery};
 use ecs_rerun::core::marks::CALL_TAG;
 use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, Notification};
-use ecs_rerun::core::plan::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::request::{self as req, EphemeralStorage, RunTaskRequest, TaskOverride};
 use ecs_rerun::ports::launch::TaskLauncher;
 use ecs_rerun::ports::notify::Notifier;

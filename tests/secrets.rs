@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::{FakeClock, FakeEcs, FakeSns, config, error};
+use ecs_rerun::core::launch::{LaunchResult, Lookup};
 use ecs_rerun::core::lookup::TaskQuery;
-use ecs_rerun::core::plan::{LaunchResult, Lookup, Outcome};
+use ecs_rerun::core::outcome::Outcome;
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, Invocation};
 use ecs_rerun::metrics::emf_line;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::{FakeClock, FakeEcs, FakeSns, World, assert_custom_notification, config};
 use ecs_rerun::core::decode::{Decoded, decode};
 use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, NotificationFormat};
-use ecs_rerun::core::plan::Outcome;
+use ecs_rerun::core::outcome::Outcome;
 use ecs_rerun::core::self_check::{
     AdvancedSelector, CallFailure, ClassicSelector, DETAIL_TYPE, FieldSelector, Observation,
     Problem, RuleAnswer, SOURCE, Selectors, TrailProbe, TrailSummary, judge,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{FakeClock, FakeEcs, FakeQueue, FakeSns, World, config, event, fail, tag};
 use ecs_rerun::core::marks::{ATTEMPT_TAG, CALL_TAG, TOKEN_PREFIX};
-use ecs_rerun::core::plan::Outcome;
+use ecs_rerun::core::outcome::Outcome;
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::handler::{Handler, HandlerError, Invocation, Report};
 use ecs_rerun::ports::clock::Clock;

@@ -10,9 +10,9 @@ use aws_sdk_ecs::types as ecs;
 
 use crate::core::classify::NETWORK_ERROR;
 use crate::core::event::PlacementFailure;
+use crate::core::launch::{LaunchResult, LaunchedTask, Lookup};
 use crate::core::lookup::{ExistingTask, TaskQuery};
 use crate::core::marks::CALL_TAG;
-use crate::core::plan::{LaunchResult, LaunchedTask, Lookup};
 use crate::core::request::{self as req, Environment, RunTaskRequest};
 use crate::ports::launch::TaskLauncher;
 

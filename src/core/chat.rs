@@ -19,7 +19,7 @@ use crate::core::marks;
 use crate::core::message::{
     MAX_GROUPS, MAX_TEXT, Notification, console_url, gist, truncate, what_to_do,
 };
-use crate::core::plan::{AttemptLog, Conclusion, Outcome};
+use crate::core::outcome::{AttemptLog, Conclusion, Outcome};
 use crate::core::redact;
 
 /// What a description cut to fit ends with.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::core::decode::{Origin, StoppedTask};
-use crate::core::plan::Episode;
+use crate::core::plan::episode::Episode;
 
 /// The longest delay SQS accepts for one message.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::core::chat;
 use crate::core::classify::ReasonClass;
 use crate::core::decode::Origin;
-use crate::core::plan::{Conclusion, Outcome};
+use crate::core::outcome::{Conclusion, Outcome};
 use crate::core::redact;
 
 /// SNS caps subjects at fewer than 100 characters.

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::core::chat;
 use crate::core::message::{self, Notification, NotificationFormat};
-use crate::core::plan::Outcome;
+use crate::core::outcome::Outcome;
 
 /// `source` of the self-check event the schedule sends (a constant input of its rule).
 pub const SOURCE: &str = "ecs-rerun.self-check";

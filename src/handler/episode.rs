@@ -21,11 +21,12 @@ use super::{Handler, HandlerError, Invocation, Report, ignored, millis};
 use crate::core::decode::{self, FailedRunTask, Origin};
 use crate::core::guard::GuardedLaunch;
 use crate::core::hop::Hop;
+use crate::core::launch::{LaunchResult, Lookup};
 use crate::core::message;
 use crate::core::org::{self, Place};
-use crate::core::plan::{
-    self, Conclusion, Context, Decision, Episode, LaunchResult, Lookup, Outcome, Step,
-};
+use crate::core::outcome::{Conclusion, Outcome};
+use crate::core::plan::episode::{Episode, Step};
+use crate::core::plan::{self, Context, Decision};
 use crate::core::redact;
 use crate::ports::clock::Clock;
 use crate::ports::hearing::Hearing;

@@ -21,7 +21,7 @@ use crate::core::caller::Caller;
 use crate::core::classify::ReasonClass;
 use crate::core::decode::{self, DecodeError, Decoded, Ignored, Origin};
 use crate::core::hop::{HopError, Message};
-use crate::core::plan::Outcome;
+use crate::core::outcome::Outcome;
 use crate::ports::clock::Clock;
 use crate::ports::hearing::{Hearing, NoHearing};
 use crate::ports::launch::Launchers;

@@ -2,7 +2,7 @@
 //! failed `RunTask` calls may not reach ecs-rerun, say so once, through the same topic.
 
 use super::{Handler, HandlerError, Report};
-use crate::core::plan::Outcome;
+use crate::core::outcome::Outcome;
 use crate::core::self_check::{self, Observation, RuleAnswer, TrailProbe};
 use crate::ports::clock::Clock;
 use crate::ports::hearing::Hearing;

@@ -6,7 +6,7 @@ use crate::core::caller::Caller;
 use crate::core::decode::{FailedRunTask, Ignored, Origin, StartedRunTask};
 use crate::core::guard::GuardedLaunch;
 use crate::core::marks;
-use crate::core::plan::Outcome;
+use crate::core::outcome::Outcome;
 use crate::ports::clock::Clock;
 use crate::ports::hearing::Hearing;
 use crate::ports::launch::Launchers;

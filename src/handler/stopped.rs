@@ -9,7 +9,7 @@ use crate::core::classify::{ReasonClass, Subject};
 use crate::core::decode::{Ignored, Origin, StoppedTask};
 use crate::core::guard::RECHECK_DELAYS;
 use crate::core::hop::{Recheck, VERSION};
-use crate::core::plan::{Conclusion, Outcome};
+use crate::core::outcome::{Conclusion, Outcome};
 use crate::core::request::RunTaskRequest;
 use crate::ports::clock::Clock;
 use crate::ports::hearing::Hearing;

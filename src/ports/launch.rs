@@ -11,9 +11,9 @@
 
 use std::future::Future;
 
+use crate::core::launch::{LaunchResult, Lookup};
 use crate::core::lookup::TaskQuery;
 use crate::core::org::Place;
-use crate::core::plan::{LaunchResult, Lookup};
 use crate::core::request::RunTaskRequest;
 
 /// Starts tasks.

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use ecs_rerun::config::Config;
 use ecs_rerun::core::event::PlacementFailure;
+use ecs_rerun::core::launch::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::lookup::{ExistingTask, TaskQuery};
 use ecs_rerun::core::message::Notification;
 use ecs_rerun::core::org::Place;
-use ecs_rerun::core::plan::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::request::RunTaskRequest;
 use ecs_rerun::ports::clock::Clock;
 use ecs_rerun::ports::launch::{Launchers, ReachError, TaskLauncher};

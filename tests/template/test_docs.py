@@ -8,7 +8,7 @@ a rename, a new parameter or a changed default on either side fails here until t
 - docs/configuration.md's parameter table lists exactly the template's parameters, each with the template's
   default, allowed values or range, and the `ECS_RERUN_*` variable the template sets from it;
 - its environment-variable table lists exactly the variables src/config.rs reads, and no page names another;
-- docs/observability.md lists exactly the outcomes (src/core/plan.rs), metrics and dimension sets
+- docs/observability.md lists exactly the outcomes (src/core/outcome.rs), metrics and dimension sets
   (src/metrics.rs) of the code; its alarm table is checked in test_template.py, with the log lines;
 - docs/deploy.md lists exactly the stack's outputs;
 - every sample event in events/ has its expected outcome in events/expected.json, and each is a real outcome.
@@ -234,7 +234,7 @@ def test_every_template_variable_is_read_by_the_code(template):
 # observability: outcomes, metrics, dimension sets; deploy: outputs
 # ----------------------------------------------------------------------------------------------------------------
 def code_outcomes() -> set[str]:
-    code = (SRC / "core" / "plan.rs").read_text()
+    code = (SRC / "core" / "outcome.rs").read_text()
     block = code[code.index("pub fn as_str"):]
     block = block[: block.index("\n    }\n")]
     return set(re.findall(r'Self::\w+\s*=>\s*"([a-z_]+)"', block))

@@ -16,7 +16,7 @@
     attribute read from src/aws/dynamodb.rs), its grant, the two extra rules' patterns against events/, and their
     cluster filter (Clusters), the same as the failed-RunTask rule's.
 The parameters that reach ECS_RERUN_* variables are checked against the ranges and defaults of src/config.rs and
-src/plan.rs; BaseDelayMs / MaxDelayMs are empty by default, so every failure class keeps its own schedule.
+src/core/plan/mod.rs; BaseDelayMs / MaxDelayMs are empty by default, so every failure class keeps its own schedule.
 
 template.yaml uses CloudFormation intrinsics (!Ref, !Sub, !If, ...). It is parsed with cfn-lint's own loader
 (tags become {"Fn::Sub": ...} dicts) and the few intrinsics the checked parts use are evaluated below for a
@@ -335,7 +335,7 @@ def test_delay_parameters_default_to_the_per_class_schedules(template):
 def test_max_attempts_parameter_spans_what_the_code_accepts(template):
     spec = template["Parameters"]["MaxAttempts"]
     assert (spec["MinValue"], spec["MaxValue"]) == config_range("ECS_RERUN_MAX_ATTEMPTS")
-    assert spec["Default"] == src_number("core/plan.rs", r"max_attempts: (\d+),") == 3
+    assert spec["Default"] == src_number("core/plan/mod.rs", r"max_attempts: (\d+),") == 3
     assert function_props(template)["Environment"]["Variables"]["ECS_RERUN_MAX_ATTEMPTS"] == "3"
 
 
@@ -357,7 +357,7 @@ def test_max_record_age_parameter(template):
     spec = template["Parameters"]["MaxRecordAgeSeconds"]
     assert spec["Type"] == "Number"
     assert (spec["MinValue"], spec["MaxValue"]) == config_range("ECS_RERUN_MAX_RECORD_AGE_S") == (60, 82800)
-    assert spec["Default"] == src_number("core/plan.rs", r"max_record_age: Duration::from_secs\((\d+)\)") == 3600
+    assert spec["Default"] == src_number("core/plan/mod.rs", r"max_record_age: Duration::from_secs\((\d+)\)") == 3600
     assert template["Resources"]["EcsRerunFunction"]["Properties"]["Environment"]["Variables"][
         "ECS_RERUN_MAX_RECORD_AGE_S"] == {"Ref": "MaxRecordAgeSeconds"}
     assert function_props(template, MaxRecordAgeSeconds="7200")["Environment"]["Variables"][
@@ -909,7 +909,7 @@ def emitted() -> dict:
         block = block[: block.index("\n    }\n")]
         return dict(re.findall(r'Self::(\w+)\s*=>\s*"([a-z_]+)"', block))
 
-    all_outcomes = as_str_map(SRC / "core/plan.rs", "pub fn as_str")
+    all_outcomes = as_str_map(SRC / "core/outcome.rs", "pub fn as_str")
     # the outcomes emf_line() returns None for (ignored events; an episode waiting in the delay queue)
     guard = re.search(r"if matches!\(\s*report\.outcome,\s*([^)]*)\)\s*\{\s*return None;", metrics_rs)
     assert guard, "emf_line's early return for outcomes without a metric line"

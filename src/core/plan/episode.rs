@@ -1,313 +1,27 @@
-//! Plan: what to do about one failed call, step by step, with no I/O.
+//! Episode: the retry sequence of one failed call, as a small state machine.
 //!
-//! [`decide`] looks at a decoded failure and either ignores it, concludes at once (not
-//! retryable, stale, not replayable) or opens an [`Episode`]. The episode is a small state
-//! machine: [`Episode::next`] says what to do next (look for the caller's own retry; wait, then
-//! launch this exact request; or stop with a conclusion), and [`Episode::record`] /
-//! [`Episode::record_lookup`] take what ECS answered. The handler only carries out the steps,
-//! which keeps every decision testable without AWS, clocks or sleeps.
-//!
-//! # Never twice
-//! The rules that keep one failed launch from becoming two running jobs live here:
-//! - an API-error record with a recorded `clientToken` is first replayed as the very same call
-//!   (its token, every parameter, no added tag): if the caller's own SDK retry already started
-//!   the job, ECS answers with that job and starts nothing;
-//! - an API-error record without a token is rerun only after a [`crate::core::lookup`] found no task
-//!   of that job started since the record;
-//! - own tokens derive from the *call* ([`marks::call_marks`]), so every record of one SDK call
-//!   and every delivery of each record send the same requests;
-//! - a token moves on only after ECS answered with tasks or failures: an error answer (throttled,
-//!   5xx, timeout) is retried with the same token and the same request;
-//! - `ConflictException` naming tasks means they exist: they count as started;
-//! - a capacity fallback ([`crate::core::fallback`]) moves an attempt only after a definitive
-//!   capacity answer that every copy of the episode sees alike (the recorded failure, or ECS's
-//!   answer to the token before), once, for good; the fallback attempt keeps its own token, so
-//!   no token ever goes out with two different requests from copies that agree, and copies that
-//!   somehow disagree meet `ConflictException` rather than starting the job twice.
+//! [`Episode::next`] says what to do next (a [`Step`]), [`Episode::record`] and
+//! [`Episode::record_lookup`] take what ECS answered, [`Episode::halt`] ends it early. Between
+//! invocations it travels in a [`crate::core::hop::Hop`]: its fields and their serde names are
+//! the delay queue's message format.
 
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::caller::Caller;
+use super::fallback_state::{FallbackState, capacity_failures};
+use super::{Policy, human};
 use crate::core::classify::{self, Action, ReasonClass, Rules, Subject, Verdict};
-use crate::core::decode::{FailedRunTask, Failure, Ignored};
-use crate::core::event::PlacementFailure;
-use crate::core::fallback::{Fallback, FallbackError, Placement};
-use crate::core::lookup::{self, ExistingTask, TaskQuery};
+use crate::core::fallback::FallbackError;
+use crate::core::launch::{LaunchResult, Lookup};
+use crate::core::lookup::{self, TaskQuery};
 use crate::core::marks;
-use crate::core::org::{self, AllowedAccounts};
+use crate::core::outcome::{AttemptLog, Conclusion, FallbackReport, Outcome, deciding};
 use crate::core::request::RunTaskRequest;
 use crate::core::schedule::Schedule;
-use crate::core::task_change::FAILED_TO_START;
 
 /// How many task ARNs a conclusion names (the rest are counted).
 const MAX_TASK_ARNS: usize = 10;
-
-/// How the retries are paced and what may be replayed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    /// `RunTask` calls per failed call, resends included, the exact replay of the recorded call
-    /// not (it is that call's second chance), unless the failure's rule sets its own
-    /// `MaxAttempts`.
-    pub max_attempts: u32,
-    /// One schedule for every failure (`ECS_RERUN_BASE_DELAY_MS` / `ECS_RERUN_MAX_DELAY_MS`),
-    /// instead of each rule's own.
-    pub delay_override: Option<Schedule>,
-    /// Time kept free before the Lambda deadline for the last call and the notification.
-    pub deadline_reserve: Duration,
-    /// Replay a request whose environment overrides CloudTrail redacted, without them.
-    pub replay_redacted_env: bool,
-    /// Records older than this are not rerun, and no call resends a token older than this:
-    /// ECS may have forgotten it.
-    pub max_record_age: Duration,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            delay_override: None,
-            deadline_reserve: Duration::from_secs(25),
-            replay_redacted_env: false,
-            max_record_age: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// Where the function runs, for the decisions that depend on it.
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
-    /// Now.
-    pub now: SystemTime,
-    /// The function's own account; `None` when replaying locally (every account is served).
-    pub own_account: Option<&'a str>,
-    /// Other accounts whose records are acted on.
-    pub allowed_accounts: &'a AllowedAccounts,
-    /// The role assumed in those accounts to rerun there; without it their records are only
-    /// notified.
-    pub member_role: Option<&'a str>,
-    /// The function's name, which is also the name of its Lambda session.
-    pub function_name: Option<&'a str>,
-}
-
-/// How an episode ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The missing tasks were started by ecs-rerun.
-    Recovered,
-    /// The missing tasks were started by ecs-rerun on a rule's fallback placement (always
-    /// notified: it changed the job's cost).
-    RecoveredOnFallback,
-    /// The missing tasks had been started before ecs-rerun's re-issue: by the caller's own
-    /// retry, or by an earlier delivery of the same record.
-    AlreadyStarted,
-    /// Retries were spent (or time ran out) and tasks are still missing.
-    GaveUp,
-    /// As [`Outcome::GaveUp`], after the episode had moved to a rule's fallback placement.
-    GaveUpAfterFallback,
-    /// The failure needs a person: permanent, unknown, not replayable, or another account's.
-    NotRetryable,
-    /// The record, or the token the next call would resend, is too old to rerun safely.
-    Stale,
-    /// Dry run: a retry would have been issued.
-    WouldRetry,
-    /// Not a failed `RunTask` of ours to handle.
-    Ignored,
-    /// Left to the caller, which retries by itself (AWS Batch, a Scheduler's API-error retry):
-    /// counted, not notified.
-    Left,
-    /// Not concluded yet: the next step waits in the delay queue (a report, not a conclusion).
-    Waiting,
-    /// A successful launch, kept in the store so that a task of it that fails to start can be
-    /// run again.
-    Guarded,
-    /// A task that failed to start from a launch the store never guarded (a caller left out,
-    /// such as AWS Batch): counted, not notified.
-    Unguarded,
-    /// The scheduled self-check found that failed `RunTask` calls reach ecs-rerun.
-    SelfCheckOk,
-    /// The scheduled self-check found that they may not (a trail, a rule, a permission).
-    SelfCheckFailed,
-}
-
-impl Outcome {
-    /// The snake_case name used in output, attributes and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Recovered => "recovered",
-            Self::RecoveredOnFallback => "recovered_on_fallback",
-            Self::AlreadyStarted => "already_started",
-            Self::GaveUp => "gave_up",
-            Self::GaveUpAfterFallback => "gave_up_after_fallback",
-            Self::NotRetryable => "not_retryable",
-            Self::Stale => "stale",
-            Self::WouldRetry => "would_retry",
-            Self::Ignored => "ignored",
-            Self::Left => "left",
-            Self::Waiting => "waiting",
-            Self::Guarded => "guarded",
-            Self::Unguarded => "unguarded",
-            Self::SelfCheckOk => "self_check_ok",
-            Self::SelfCheckFailed => "self_check_failed",
-        }
-    }
-}
-
-/// A task in a `RunTask` answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LaunchedTask {
-    /// Task ARN.
-    pub arn: String,
-    /// When ECS created it: before the re-issue means someone else had started it.
-    pub created_at: Option<SystemTime>,
-}
-
-/// What a launch returned, as the plan needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LaunchResult {
-    /// ECS answered: these tasks exist for the token, these could not be placed.
-    Placed {
-        /// The tasks of the answer.
-        tasks: Vec<LaunchedTask>,
-        /// Placement failures.
-        failures: Vec<PlacementFailure>,
-    },
-    /// The call raised an error.
-    Rejected {
-        /// Error code (`ThrottlingException`, ... or [`classify::NETWORK_ERROR`]).
-        code: String,
-        /// Error message.
-        message: String,
-        /// The call may have been carried out (5xx, timeout).
-        ambiguous: bool,
-        /// The tasks a `ConflictException` names (`resourceIds`): the token already started them.
-        existing: Vec<String>,
-    },
-    /// Dry run: nothing was sent.
-    DryRun,
-}
-
-/// What the look-up for the caller's own retry found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
-    /// The tasks of the family on the cluster.
-    Found(Vec<ExistingTask>),
-    /// ECS could not be asked.
-    Failed(String),
-    /// Dry run: not asked.
-    Skipped,
-}
-
-/// One `RunTask` call, for the record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttemptLog {
-    /// 1-based number of the call in this episode.
-    pub call: u32,
-    /// The own attempt it belongs to (the `ecs-rerun:attempt` tag); `None` for the exact
-    /// replay of the recorded call.
-    pub attempt: Option<u32>,
-    /// Tasks asked for.
-    pub count: i32,
-    /// The `clientToken` sent.
-    pub token: String,
-    /// Backoff before it, in milliseconds.
-    pub waited_ms: u64,
-    /// Tasks it started.
-    pub started: u32,
-    /// Tasks its answer named that had been started before (by the caller or another delivery).
-    pub already_running: u32,
-    /// Verdicts on its failures (empty when all started).
-    pub failures: Vec<Verdict>,
-    /// It got no clear answer (5xx, timeout): ECS may have acted on it.
-    pub ambiguous: bool,
-    /// It went to the rule's fallback placement.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub on_fallback: bool,
-}
-
-/// How an episode concluded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Conclusion {
-    /// The outcome.
-    pub outcome: Outcome,
-    /// Class of the failure that decided it.
-    pub class: ReasonClass,
-    /// One line on why.
-    pub why: String,
-    /// The failure that decided it: the last call's, or the original's.
-    pub deciding: String,
-    /// The rule that matched it.
-    pub rule: String,
-    /// Verdicts on the original failure.
-    pub original: Vec<Verdict>,
-    /// Every call made.
-    pub attempts: Vec<AttemptLog>,
-    /// Tasks ecs-rerun's calls started.
-    pub started_by_retries: u32,
-    /// Tasks found already started (by the caller's own retry or an earlier delivery).
-    pub already_running: u32,
-    /// Tasks still missing (or, with `may_have_started`, perhaps started).
-    pub still_missing: i32,
-    /// ARNs of the tasks started or found (at most ten).
-    pub task_arns: Vec<String>,
-    /// The token of a last call that got no clear answer: ECS may have started tasks for it.
-    pub may_have_started: Option<String>,
-    /// Dry run: the waits before each call, in milliseconds.
-    pub schedule_ms: Vec<u64>,
-    /// The capacity fallback the episode moved to, if it did.
-    pub fallback: Option<Box<FallbackReport>>,
-}
-
-/// What a notification says about a capacity fallback.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FallbackReport {
-    /// The rule whose fallback it was.
-    pub rule: String,
-    /// The answer that triggered the switch.
-    pub trigger: String,
-    /// The attempt that moved (as `ecs-rerun:attempt` numbers it).
-    pub attempt: u32,
-    /// The recorded placement.
-    pub from: String,
-    /// The fallback placement.
-    pub to: String,
-    /// Tasks started on the fallback placement.
-    pub started: u32,
-    /// One sentence on what the move costs.
-    pub cost: String,
-}
-
-impl Conclusion {
-    /// A conclusion reached before any call: on the `original` verdicts, with `still_missing`
-    /// tasks not started.
-    pub fn at_once(
-        outcome: Outcome,
-        class: ReasonClass,
-        why: String,
-        original: Vec<Verdict>,
-        still_missing: i32,
-    ) -> Self {
-        let (deciding, rule) = deciding(&original);
-        Self {
-            outcome,
-            class,
-            why,
-            deciding,
-            rule,
-            attempts: Vec::new(),
-            started_by_retries: 0,
-            already_running: 0,
-            still_missing,
-            task_arns: Vec::new(),
-            may_have_started: None,
-            schedule_ms: Vec::new(),
-            fallback: None,
-            original,
-        }
-    }
-}
 
 /// The next thing to do in an episode.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,299 +46,6 @@ pub enum Step {
     Done(Conclusion),
 }
 
-/// The first decision on a failed call.
-#[derive(Debug)]
-pub enum Decision {
-    /// Not ours to act on.
-    Ignore(Ignored),
-    /// Conclude now, without launching anything.
-    Conclude(Conclusion),
-    /// Retry: run the episode.
-    Retry(Box<Episode>),
-}
-
-/// Decides what to do about a failed call.
-pub fn decide(failed: &FailedRunTask, rules: &Rules, policy: &Policy, ctx: Context) -> Decision {
-    let own_session = |arn: &str| {
-        ctx.function_name
-            .is_some_and(|name| marks::is_own_session(arn, name))
-            || ctx.member_role.is_some_and(|role| {
-                org::is_own_member_session(arn, role, &org::session_name(ctx.function_name))
-            })
-    };
-    if let Some(arn) = failed.caller_arn.as_deref()
-        && own_session(arn)
-    {
-        return Decision::Ignore(Ignored::OwnSession {
-            arn: arn.to_owned(),
-        });
-    }
-    let foreign = ctx
-        .own_account
-        .is_some_and(|own| own != failed.origin.account);
-    if foreign && !ctx.allowed_accounts.contains(&failed.origin.account) {
-        return Decision::Ignore(Ignored::ForeignAccount {
-            account: failed.origin.account.clone(),
-        });
-    }
-
-    let origin = &failed.origin;
-    let subject = Subject::of(origin);
-    let original = rules.failure(&failed.failure, &subject);
-    let missing =
-        failed.origin.request.requested_count() - i32::try_from(failed.origin.started).unwrap_or(0);
-    let conclude = |outcome, class, why: String| {
-        Decision::Conclude(Conclusion::at_once(
-            outcome,
-            class,
-            why,
-            original.clone(),
-            missing.max(0),
-        ))
-    };
-    let not_retryable = |class, why| conclude(Outcome::NotRetryable, class, why);
-    let Some(lead) = classify::overall(&original) else {
-        return not_retryable(
-            ReasonClass::Unknown,
-            "no failure reason recorded".to_owned(),
-        );
-    };
-    let caller = origin.called_by.describe();
-    match (lead.action, lead.class) {
-        (Action::Retry, _) => {}
-        (Action::Leave, _) => {
-            return conclude(
-                Outcome::Left,
-                lead.class,
-                format!(
-                    "left to the caller ({caller}), which retries by itself; a rerun from \
-                     outside would run the job twice ({}; rule {})",
-                    lead.failure, lead.rule
-                ),
-            );
-        }
-        (Action::Notify, ReasonClass::Caller) if origin.called_by == Caller::StepFunctions => {
-            return not_retryable(
-                lead.class,
-                format!(
-                    "not rerun: called by {caller}, whose own retry decides (a Step Functions \
-                     `.sync` state's Retry runs it again; a rerun from outside would run the job \
-                     twice and report to no one). If the workflow does not retry, start it \
-                     again there ({}; rule {})",
-                    lead.failure, lead.rule
-                ),
-            );
-        }
-        (Action::Notify, ReasonClass::Caller) => {
-            return not_retryable(
-                lead.class,
-                format!(
-                    "not rerun: a rule on the caller ({caller}) says notify ({}; rule {})",
-                    lead.failure, lead.rule
-                ),
-            );
-        }
-        (Action::Notify, _) => {
-            return not_retryable(
-                lead.class,
-                format!(
-                    "{} failure: {} ({})",
-                    lead.class.as_str(),
-                    lead.failure,
-                    lead.rule
-                ),
-            );
-        }
-    }
-    if let Some(misplaced) = &failed.misplaced {
-        return not_retryable(
-            ReasonClass::NotReplayable,
-            format!(
-                "transient failure ({}), but not rerun: {misplaced}; where to rerun it is unclear",
-                lead.failure
-            ),
-        );
-    }
-    if foreign && ctx.member_role.is_none() {
-        return not_retryable(
-            ReasonClass::NotReplayable,
-            format!(
-                "transient failure ({}), but not rerun: no role for account {}; ecs-rerun only \
-                 launches in its own account without ECS_RERUN_MEMBER_ROLE, so start the task \
-                 there yourself",
-                lead.failure, failed.origin.account
-            ),
-        );
-    }
-    if let Some(blocker) = &failed.replay_blocker {
-        return not_retryable(
-            ReasonClass::NotReplayable,
-            format!(
-                "transient failure ({}), but not replayable: {blocker}",
-                lead.failure
-            ),
-        );
-    }
-    let mut template = failed.origin.request.clone();
-    if template.environment_redacted() {
-        if !policy.replay_redacted_env {
-            return not_retryable(
-                ReasonClass::NotReplayable,
-                format!(
-                    "transient failure ({}), but CloudTrail redacted the container environment \
-                     overrides, so a replay would run without them; set \
-                     ECS_RERUN_REPLAY_REDACTED_ENV=true to replay anyway, or pass the values \
-                     through command or environmentFiles",
-                    lead.failure
-                ),
-            );
-        }
-        template.drop_redacted_environment();
-    }
-    let Some(recorded_at) = failed.origin.recorded_at else {
-        return conclude(
-            Outcome::Stale,
-            lead.class,
-            format!(
-                "transient failure ({}), but not rerun: the record has no eventTime, so whether \
-                 its job could still be started once is unknown",
-                lead.failure
-            ),
-        );
-    };
-
-    let key = failed.origin.key.clone();
-    let schedule = lead.schedule;
-    // The age that counts is the record's when the first call goes out: a recorded token is
-    // only good while ECS remembers it.
-    let prior_calls = failed.prior_calls;
-    let first_wait = policy
-        .delay_override
-        .unwrap_or(schedule)
-        .wait(prior_calls + 1, &key);
-    let age = ctx.now.duration_since(recorded_at).unwrap_or_default() + first_wait;
-    if age > policy.max_record_age {
-        return conclude(
-            Outcome::Stale,
-            lead.class,
-            format!(
-                "transient failure ({}), but not rerun: the record would be {} old at the first \
-                 rerun, older than ECS_RERUN_MAX_RECORD_AGE_S ({}); ECS may have forgotten the \
-                 tokens that keep a rerun from starting the job twice. Check whether it ran, \
-                 then start it by hand",
-                lead.failure,
-                human(age),
-                human(policy.max_record_age)
-            ),
-        );
-    }
-
-    let requested = failed.origin.request.requested_count();
-    let (phase, missing) = match (
-        &failed.failure,
-        failed.origin.request.client_token.is_some(),
-    ) {
-        (Failure::Stopped { .. }, _) => (Phase::Own, missing),
-        (Failure::Api { .. }, true) => (Phase::Original, requested),
-        (Failure::Api { .. }, false) => (Phase::Lookup, requested),
-        (Failure::Placement(_), true) => (Phase::Own, missing),
-        (Failure::Placement(_), false) => (Phase::Lookup, missing),
-    };
-    let original_ambiguous = phase == Phase::Original
-        && matches!(&failed.failure, Failure::Api { code, .. } if classify::is_server_error(code));
-    // The fallback is the rule's that matched the recorded failure. An API-error record holds
-    // no failure a rule could place: its fallback is fixed by the first answer with failures,
-    // which every copy of the call sees alike (ECS's stored answer to the token; the call's
-    // final record holds the same), classified as the final record's failure is: with the
-    // recorded caller, so that an `onCaller` rule's fallback is every copy's.
-    let fallback = lead.fallback.as_deref().map(|fallback| {
-        FallbackState::new(
-            fallback,
-            &template,
-            capacity_answer(fallback, &failed.failure),
-        )
-    });
-    let fallback_open = matches!(failed.failure, Failure::Api { .. });
-    let open_caller = subject.caller.clone().filter(|_| fallback_open);
-    Decision::Retry(Box::new(Episode {
-        // The answers to ecs-rerun's own calls are its own: no onCaller rule concerns them.
-        subject: Subject {
-            caller: None,
-            ..subject
-        },
-        call_tag: failed.origin.call_tag.clone(),
-        prior_calls,
-        max_attempts: lead.max_attempts.unwrap_or(policy.max_attempts),
-        schedule,
-        key,
-        recorded: exact_replay(&failed.origin.request),
-        template,
-        phase,
-        missing,
-        recorded_at,
-        own_attempt: prior_calls + 1,
-        token_first_sent: None,
-        token_sends: 0,
-        token_ambiguous: original_ambiguous,
-        prewaited: None,
-        original,
-        attempts: Vec::new(),
-        started_by_retries: 0,
-        already_running: 0,
-        known: failed.started_arns.clone(),
-        task_arns: Vec::new(),
-        pending: None,
-        done: None,
-        fallback: fallback.filter(|_| !fallback_open),
-        fallback_open,
-        open_caller,
-    }))
-}
-
-/// The failure that triggers a rule's fallback, if `failure` is a definitive capacity answer:
-/// placement failures that all say the placement had no capacity, or a task that failed to
-/// start for that reason. Never an API error (the call may not have been placed at all), nor a
-/// Spot interruption (the task ran: capacity was there).
-fn capacity_answer(fallback: &Fallback, failure: &Failure) -> Option<String> {
-    match failure {
-        Failure::Placement(failures) => capacity_failures(fallback, failures),
-        Failure::Stopped {
-            stop_code,
-            reason,
-            detail,
-        } if stop_code == FAILED_TO_START => {
-            let shown = format!("{reason} {detail}");
-            fallback
-                .is_capacity_failure(&shown)
-                .then(|| format!("{stop_code}: {}", shown.trim()))
-        }
-        Failure::Stopped { .. } | Failure::Api { .. } => None,
-    }
-}
-
-/// The first of `failures` if every one of them is a capacity failure.
-fn capacity_failures(fallback: &Fallback, failures: &[PlacementFailure]) -> Option<String> {
-    let reasons: Vec<&str> = failures
-        .iter()
-        .map(|f| f.reason.as_deref().unwrap_or(""))
-        .collect();
-    let all = !reasons.is_empty() && reasons.iter().all(|r| fallback.is_capacity_failure(r));
-    all.then(|| reasons[0].to_owned())
-}
-
-/// The recorded call as it can be sent again: every parameter and the token as recorded, only
-/// the reserved `aws:` tags left out, which a caller other than AWS may not set. (Should that
-/// or a dropped redacted environment make it differ from what the token stored, ECS answers
-/// `ConflictException` naming the tasks, which count as started.)
-fn exact_replay(template: &RunTaskRequest) -> RunTaskRequest {
-    let mut request = template.clone();
-    if request.tags.is_some() {
-        let tags = marks::user_tags(request.tags.as_deref());
-        request.tags = (!tags.is_empty()).then_some(tags);
-    }
-    request
-}
-
 /// Why the next call's token may be older than it looks.
 #[derive(Debug, Clone, Copy)]
 enum Exposure {
@@ -636,7 +57,7 @@ enum Exposure {
 
 /// Where an episode stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum Phase {
+pub(super) enum Phase {
     /// An API-error record without a token: look for the caller's own retry first.
     Lookup,
     /// An API-error record with a token: resend the recorded call as it was.
@@ -649,101 +70,62 @@ enum Phase {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Episode {
     /// Identity of the original call: every token derives from it.
-    key: String,
-    call_tag: String,
+    pub(super) key: String,
+    pub(super) call_tag: String,
     /// Calls the job had in earlier episodes (a rerun of a task that failed to start): they
     /// count toward `max_attempts`.
     #[serde(default)]
-    prior_calls: u32,
+    pub(super) prior_calls: u32,
     /// What rules may know about the call, for classifying the answers. (Absent in a hop
     /// written before rules knew it: then no caller, cluster or family rule applies.)
     #[serde(default)]
-    subject: Subject,
+    pub(super) subject: Subject,
     /// How long the last failure needs before the next call.
-    schedule: Schedule,
+    pub(super) schedule: Schedule,
     /// `RunTask` calls this episode may make.
-    max_attempts: u32,
+    pub(super) max_attempts: u32,
     /// The request of the own attempts, before count, token and tags.
-    template: RunTaskRequest,
+    pub(super) template: RunTaskRequest,
     /// The recorded call, for the exact replay and the look-up (with CloudTrail's redaction
     /// marker still in place, so that the look-up knows not to compare the environment).
-    recorded: RunTaskRequest,
-    phase: Phase,
-    missing: i32,
-    recorded_at: SystemTime,
+    pub(super) recorded: RunTaskRequest,
+    pub(super) phase: Phase,
+    pub(super) missing: i32,
+    pub(super) recorded_at: SystemTime,
     /// The own attempt the next own call belongs to: moves on only after ECS answered.
-    own_attempt: u32,
+    pub(super) own_attempt: u32,
     /// When the current token was first sent: tasks created before were not started by it.
-    token_first_sent: Option<SystemTime>,
+    pub(super) token_first_sent: Option<SystemTime>,
     /// How often the current token was sent.
-    token_sends: u32,
+    pub(super) token_sends: u32,
     /// The current token got an unclear answer (5xx, timeout) at least once: ECS may have
     /// started tasks for it that no answer showed yet.
-    token_ambiguous: bool,
+    pub(super) token_ambiguous: bool,
     /// A wait already spent before the look-up, not to be spent again before the next call.
-    prewaited: Option<Duration>,
-    original: Vec<Verdict>,
-    attempts: Vec<AttemptLog>,
-    started_by_retries: u32,
-    already_running: u32,
+    pub(super) prewaited: Option<Duration>,
+    pub(super) original: Vec<Verdict>,
+    pub(super) attempts: Vec<AttemptLog>,
+    pub(super) started_by_retries: u32,
+    pub(super) already_running: u32,
     /// Every task ARN counted so far (the record's own started tasks included), so that a task
     /// named twice (by a look-up and a `ConflictException`, say) is counted once.
-    known: Vec<String>,
-    task_arns: Vec<String>,
-    pending: Option<AttemptLog>,
-    done: Option<(Outcome, ReasonClass, String)>,
+    pub(super) known: Vec<String>,
+    pub(super) task_arns: Vec<String>,
+    pub(super) pending: Option<AttemptLog>,
+    pub(super) done: Option<(Outcome, ReasonClass, String)>,
     /// The capacity fallback fixed for this episode, and where it stands. (Absent in a hop
     /// written before fallbacks existed: such an episode never falls back.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    fallback: Option<FallbackState>,
+    pub(super) fallback: Option<FallbackState>,
     /// An API-error record's fallback is not fixed yet: the first answer with failures fixes
     /// it (see `decide`).
     #[serde(default)]
-    fallback_open: bool,
+    pub(super) fallback_open: bool,
     /// While the fallback is open: the recorded caller, with which the answer that fixes it is
     /// classified, as the call's final record is. (Absent in a hop written before it existed:
     /// that answer is classified without a caller, as it was then.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    open_caller: Option<String>,
-}
-
-/// A capacity fallback within an episode.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct FallbackState {
-    /// The rule's fallback, as it was when the episode began.
-    fallback: Fallback,
-    /// The recorded placement.
-    from: Placement,
-    /// The last definitive answer (the recorded failure, then ECS's answer to each own token)
-    /// said only "no capacity": its first failure. Changes only when the token moves on, so
-    /// every send of one token decides alike.
-    capacity_answer: Option<String>,
-    /// The attempt that moved to the fallback placement; every later one stays there.
-    switched_at: Option<u32>,
-    /// The capacity answer that moved it.
-    #[serde(default)]
-    trigger: String,
-    /// Tasks started on the fallback placement.
-    started: u32,
-}
-
-impl FallbackState {
-    /// `fallback` fixed for an episode of `template`, not switched to yet; `capacity_answer`
-    /// as the last definitive answer so far said.
-    fn new(
-        fallback: &Fallback,
-        template: &RunTaskRequest,
-        capacity_answer: Option<String>,
-    ) -> Self {
-        Self {
-            fallback: fallback.clone(),
-            from: Placement::of(template),
-            capacity_answer,
-            switched_at: None,
-            trigger: String::new(),
-            started: 0,
-        }
-    }
+    pub(super) open_caller: Option<String>,
 }
 
 impl Episode {
@@ -1337,34 +719,10 @@ impl Episode {
     }
 }
 
-/// The failure that decides among `verdicts`, and the rule that matched it.
-fn deciding(verdicts: &[Verdict]) -> (String, String) {
-    classify::overall(verdicts).map_or_else(
-        || {
-            (
-                "no reason recorded".to_owned(),
-                "no rule matched".to_owned(),
-            )
-        },
-        |lead| (lead.failure.clone(), lead.rule.clone()),
-    )
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// `3d 2h`, `45m 10s`, `12s`: an age a person reads at a glance.
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
-    }
 }
