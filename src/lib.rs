@@ -18,15 +18,20 @@
 //! - [`core`]: pure, no I/O. The wire formats ([`core::event`], [`core::task_change`]);
 //!   [`core::decode`] (a failed or successful `RunTask` record) and [`core::guard`] (a task that
 //!   failed to start, with its stored request) both end in a [`core::decode::FailedRunTask`];
-//!   [`core::classify`] (retry, notify or leave); [`core::plan`] (the retry episode, step by
-//!   step); [`core::message`] (the notification).
+//!   [`core::org`] says in which account and Region it is rerun; [`core::classify`] (retry,
+//!   notify or leave, with a rule's [`core::fallback`]); [`core::plan`] (the retry episode, step
+//!   by step); [`core::outcome`] (how it ended); [`core::message`] and [`core::chat`] (the
+//!   notification). Beside the flow, [`core::self_check`] judges whether failed calls can reach
+//!   the function at all.
 //! - [`ports`]: the traits the handler meets the world through (launch, notify, delay queue,
-//!   store, clock), with in-memory adapters.
-//! - [`aws`]: their AWS SDK adapters (ECS, SNS, SQS, DynamoDB) and the shared configuration.
+//!   store, clock, the self-check's describe calls), with in-memory adapters.
+//! - [`aws`]: their AWS SDK adapters (ECS per account and Region, SNS, SQS, DynamoDB,
+//!   CloudTrail and EventBridge) and the shared configuration.
 //! - [`handler`]: routes each kind of event to the one plan-and-launch path
 //!   (`handler/episode.rs`); `handler/started.rs` stores successful launches,
-//!   `handler/stopped.rs` handles tasks that failed to start. [`config`] reads the `ECS_RERUN_*`
-//!   variables; [`metrics`] turns reports into CloudWatch metrics.
+//!   `handler/stopped.rs` handles tasks that failed to start, `handler/self_check.rs` the
+//!   scheduled check. [`config`] reads the `ECS_RERUN_*` variables; [`metrics`] turns reports
+//!   into CloudWatch metrics.
 //! - Entry points (`src/bin/`): `ecs-rerun` (the Lambda bootstrap) and `ecs-rerun-replay` (the
 //!   same handler over event files, for local runs).
 

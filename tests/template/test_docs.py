@@ -11,6 +11,7 @@ a rename, a new parameter or a changed default on either side fails here until t
 - docs/observability.md lists exactly the outcomes (src/core/outcome.rs), metrics and dimension sets
   (src/metrics.rs) of the code; its alarm table is checked in test_template.py, with the log lines;
 - docs/deploy.md lists exactly the stack's outputs;
+- docs/development.md's layout table names every source file of each folder of src/, and no other;
 - every sample event in events/ has its expected outcome in events/expected.json, and each is a real outcome.
 
 The tables follow one shape (first column: names in backticks), described at the top of each page.
@@ -260,6 +261,23 @@ def test_deploy_lists_every_stack_output(template):
         f"documented only: {sorted(documented - set(template['Outputs']))}; "
         f"in template.yaml only: {sorted(set(template['Outputs']) - documented)}"
     )
+
+
+def test_the_layout_table_names_every_source_file():
+    """docs/development.md's layout table (a row per folder of src/) names every file of the folder and no other,
+    so the map a newcomer reads is the code's (mod.rs, a folder's root, may go unnamed)."""
+    table = table_under(DOCS / "development.md", "## Layout of src")
+    rows = {re.findall(r"`(src/[a-z/]+/)`", row[0])[0]: row for row in table[1:] if re.findall(r"`(src/[a-z/]+/)`", row[0])}
+    folders = {f"src/{p.relative_to(SRC).parent}/" for p in SRC.rglob("*.rs") if p.parent != SRC}
+    folders = {f for f in folders if not any(f != o and f.startswith(o) for o in folders)}  # src/core/plan/ is core's
+    assert set(rows) == folders, (sorted(rows), sorted(folders))
+    for folder, row in rows.items():
+        root = REPO / folder
+        named = set(re.findall(r"`([a-z_/-]+\.rs)`", " ".join(row[1:])))
+        files = {str(p.relative_to(root)) for p in root.rglob("*.rs")}
+        assert named <= files, f"{folder}: the table names files that do not exist: {sorted(named - files)}"
+        unnamed = {f for f in files - named if not f.endswith("mod.rs")}
+        assert not unnamed, f"{folder}: files the layout table does not name: {sorted(unnamed)}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
