@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use common::{assert_custom_notification, event, failure, launched};
+use common::{assert_custom_notification, event, failure, launched, sns_size};
 use ecs_rerun::core::chat::{self, thread_id};
 use ecs_rerun::core::classify::Rules;
 use ecs_rerun::core::decode::{Decoded, FailedRunTask, StartedRunTask, decode};
@@ -336,16 +336,6 @@ fn one_thread_per_failed_call() {
     assert_eq!(all.len(), 5, "{all:?}");
     // Neither the call's token nor its cluster shows in the thread.
     assert!(!own.contains("0b6f2f57") && !own.contains("batch"), "{own}");
-}
-
-/// What SNS counts against `MaximumMessageSize`: the body and every attribute's name, type and value.
-fn sns_size(note: &Notification) -> usize {
-    note.body.len()
-        + note
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + "String".len() + v.len())
-            .sum::<usize>()
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use common::{config, event, failure, tag};
+use common::{config, event, failure, sns_size, tag};
 use ecs_rerun::config::{Config, ConfigError};
 use ecs_rerun::core::classify::{Action, MAX_EXAMPLES, ReasonClass, Rules, Subject};
 use ecs_rerun::core::decode::{Decoded, FailedRunTask, Ignored, decode};
@@ -15,9 +15,7 @@ use ecs_rerun::core::event::PlacementFailure;
 use ecs_rerun::core::launch::{LaunchResult, LaunchedTask, Lookup};
 use ecs_rerun::core::lookup::{self, ExistingTask, TaskQuery};
 use ecs_rerun::core::marks::{self, ATTEMPT_TAG, CALL_TAG, MAX_TAGS, TOKEN_PREFIX};
-use ecs_rerun::core::message::{
-    DEFAULT_MAX_MESSAGE_SIZE, Notification, NotificationFormat, compose,
-};
+use ecs_rerun::core::message::{DEFAULT_MAX_MESSAGE_SIZE, NotificationFormat, compose};
 use ecs_rerun::core::org::AllowedAccounts;
 use ecs_rerun::core::outcome::{Conclusion, Outcome};
 use ecs_rerun::core::plan::episode::{Episode, Step};
@@ -1784,16 +1782,6 @@ fn conclusion_for(file: &str) -> (FailedRunTask, Conclusion) {
         Decision::Conclude(c) => (failed, c),
         other => panic!("{file} should conclude at once: {other:?}"),
     }
-}
-
-/// What SNS counts against `MaximumMessageSize`: the body and every attribute's name, type and value.
-fn sns_size(note: &Notification) -> usize {
-    note.body.len()
-        + note
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + "String".len() + v.len())
-            .sum::<usize>()
 }
 
 #[test]

@@ -770,3 +770,13 @@ pub fn assert_custom_notification(body: &Value) {
         }
     }
 }
+
+/// What SNS counts against `MaximumMessageSize`: the body and every attribute's name, type and value.
+pub fn sns_size(note: &ecs_rerun::core::message::Notification) -> usize {
+    note.body.len()
+        + note
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + "String".len() + v.len())
+            .sum::<usize>()
+}
