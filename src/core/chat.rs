@@ -17,7 +17,7 @@ use crate::core::classify::Verdict;
 use crate::core::decode::Origin;
 use crate::core::marks;
 use crate::core::message::{
-    MAX_GROUPS, MAX_TEXT, Notification, console_url, gist, truncate, what_to_do,
+    MAX_GROUPS, MAX_TEXT, Notification, char_prefix, console_url, gist, truncate, what_to_do,
 };
 use crate::core::outcome::{AttemptLog, Conclusion, Outcome};
 use crate::core::redact;
@@ -266,11 +266,7 @@ fn shorten(body: &mut Value, pointer: &str, budget: usize) {
         *s = if keep == 0 {
             String::new()
         } else {
-            let mut end = keep;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}{CUT}", &s[..end])
+            format!("{}{CUT}", char_prefix(s, keep))
         };
     }
 }

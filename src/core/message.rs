@@ -458,11 +458,16 @@ fn shorten_texts(body: &mut Value) -> Option<String> {
 
 /// The first `max` bytes of `s` (at a character boundary), marked as cut.
 pub(super) fn truncate(s: &str, max: usize) -> String {
+    format!("{}... [cut]", char_prefix(s, max))
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(super) fn char_prefix(s: &str, max: usize) -> &str {
     let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}... [cut]", &s[..end])
+    &s[..end]
 }
 
 /// What the reader should do now.
